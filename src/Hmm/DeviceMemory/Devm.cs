@@ -1,0 +1,62 @@
+using Hmm.Memory;
+
+namespace Hmm.DeviceMemory;
+
+/// <summary>Device-managed forms of the device-memory calls (<c>devm_memremap_pages</c> and friends).</summary>
+public static class Devm
+{
+    /// <summary>
+    /// Claims a free physical region for device-private memory and releases it when the device unbinds
+    /// (<c>devm_request_free_mem_region</c>).
+    /// </summary>
+    /// <param name="device">The owning device.</param>
+    /// <param name="length">Bytes: a positive multiple of 2 MiB.</param>
+    /// <returns>The claimed range.</returns>
+    /// <exception cref="ArgumentNullException"><paramref name="device"/> is null.</exception>
+    /// <exception cref="HmmException">As <see cref="PhysicalMemory.RequestFreeRegion"/>, or as <see cref="ManagedDevice.AddActionOrReset"/> (the region is released again).</exception>
+    public static PhysicalRange RequestFreeMemRegion(ManagedDevice device, ulong length)
+    {
+        ArgumentNullException.ThrowIfNull(device);
+        PhysicalRange range = device.Memory.RequestFreeRegion(length, device.Name);
+        device.AddOrReset(
+            () =>
+            {
+                device.Memory.ReleaseRegion(range);
+                return Task.CompletedTask;
+            },
+            key: null);
+        return range;
+    }
+
+    /// <summary>
+    /// Registers device memory whose teardown runs when the device unbinds (<c>devm_memremap_pages</c>). If the
+    /// release action cannot be attached, the pagemap is torn down at once and the error is thrown, so nothing
+    /// stays registered.
+    /// </summary>
+    /// <param name="device">The owning device.</param>
+    /// <param name="options">As for <see cref="Memremap.MemremapPages"/>.</param>
+    /// <returns>The live pagemap.</returns>
+    /// <exception cref="ArgumentNullException">An argument is null.</exception>
+    /// <exception cref="HmmException">As <see cref="Memremap.MemremapPages"/> and <see cref="ManagedDevice.AddActionOrReset"/>.</exception>
+    public static DevPagemap MemremapPages(ManagedDevice device, DevPagemapOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(device);
+        DevPagemap pagemap = Memremap.MemremapPages(device.Memory, options);
+        device.TrackPagemap(pagemap);
+        device.AddOrReset(() => Memremap.MemunmapPagesAsync(pagemap), key: pagemap);
+        return pagemap;
+    }
+
+    /// <summary>Tears a device-managed pagemap down before the device unbinds (<c>devm_memunmap_pages</c>).</summary>
+    /// <param name="device">The owning device.</param>
+    /// <param name="pagemap">A pagemap registered with <see cref="MemremapPages"/> on this device.</param>
+    /// <returns>A task that completes when the pagemap is removed.</returns>
+    /// <exception cref="ArgumentNullException">An argument is null.</exception>
+    /// <exception cref="HmmException"><see cref="Errno.ENOENT"/> (in the task): the pagemap is not managed by this device.</exception>
+    public static Task MemunmapPagesAsync(ManagedDevice device, DevPagemap pagemap)
+    {
+        ArgumentNullException.ThrowIfNull(device);
+        ArgumentNullException.ThrowIfNull(pagemap);
+        return device.ReleaseEarly(pagemap);
+    }
+}

@@ -1,0 +1,125 @@
+using System.Runtime.CompilerServices;
+
+namespace Hmm.DeviceMemory;
+
+/// <summary>
+/// A lifetime reference count with a kill switch: the kernel's <c>percpu_ref</c> as a pagemap uses it. It starts
+/// live with one initial reference. <see cref="Kill"/> refuses new live references and drops the initial one;
+/// when the count then reaches zero, <see cref="Idle"/> completes.
+/// </summary>
+/// <remarks>
+/// <para>Concurrency model: the whole state is one 64-bit word, <c>[dead:1][count:63]</c>, changed only by
+/// compare-and-swap, so a live get can never succeed after the kill that made the count reach zero.</para>
+/// <para>Each pagemap owns exactly one of these and no API accepts one from outside, so two pagemaps can never
+/// share a lifetime reference (the p2pdma shared-ref bug class cannot be built).</para>
+/// </remarks>
+public sealed class LifetimeRef
+{
+    private const long DeadBit = 1L << 62;
+    private const long CountMask = DeadBit - 1;
+
+    private readonly TaskCompletionSource _idle = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private long _state = 1;
+
+    internal LifetimeRef()
+    {
+    }
+
+    /// <summary>Whether <see cref="Kill"/> has run (<c>percpu_ref_is_dying</c>).</summary>
+    public bool IsDying => (Volatile.Read(ref _state) & DeadBit) != 0;
+
+    /// <summary>The current count, including the initial reference until the kill.</summary>
+    public long Count => Volatile.Read(ref _state) & CountMask;
+
+    /// <summary>Completes when the count reaches zero after the kill (<c>pgmap->done</c>).</summary>
+    public Task Idle => _idle.Task;
+
+    /// <summary>Takes <paramref name="count"/> references unless the ref is dying (<c>percpu_ref_tryget_live</c>).</summary>
+    /// <param name="count">How many references; at least 1.</param>
+    /// <returns>False once killed.</returns>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool TryGetLive(long count = 1)
+    {
+        long state = Volatile.Read(ref _state);
+        while ((state & DeadBit) == 0)
+        {
+            long seen = Interlocked.CompareExchange(ref _state, state + count, state);
+            if (seen == state)
+            {
+                return true;
+            }
+
+            state = seen;
+        }
+
+        return false;
+    }
+
+    /// <summary>Takes a reference unless the count is already zero, even when dying (<c>percpu_ref_tryget</c>).</summary>
+    /// <returns>False once the count reached zero.</returns>
+    public bool TryGet()
+    {
+        long state = Volatile.Read(ref _state);
+        while ((state & CountMask) != 0)
+        {
+            long seen = Interlocked.CompareExchange(ref _state, state + 1, state);
+            if (seen == state)
+            {
+                return true;
+            }
+
+            state = seen;
+        }
+
+        return false;
+    }
+
+    /// <summary>Drops <paramref name="count"/> references (<c>percpu_ref_put_many</c>); completes <see cref="Idle"/> at zero.</summary>
+    /// <param name="count">How many references; at least 1.</param>
+    /// <exception cref="KernelBugException">More puts than gets; the count is unchanged.</exception>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Put(long count = 1)
+    {
+        long state = Volatile.Read(ref _state);
+        while (true)
+        {
+            if ((state & CountMask) < count)
+            {
+                ThrowHelper.ThrowBug($"Lifetime reference put below zero (count {state & CountMask}, put {count}).");
+            }
+
+            long seen = Interlocked.CompareExchange(ref _state, state - count, state);
+            if (seen == state)
+            {
+                if (((state - count) & CountMask) == 0)
+                {
+                    _idle.TrySetResult();
+                }
+
+                return;
+            }
+
+            state = seen;
+        }
+    }
+
+    /// <summary>Refuses new live references and drops the initial one (<c>percpu_ref_kill</c>). Idempotent.</summary>
+    /// <returns>True for the call that killed it; false if it was already dying.</returns>
+    public bool Kill()
+    {
+        long state = Volatile.Read(ref _state);
+        while ((state & DeadBit) == 0)
+        {
+            long seen = Interlocked.CompareExchange(ref _state, state | DeadBit, state);
+            if (seen == state)
+            {
+                Put();
+                return true;
+            }
+
+            state = seen;
+        }
+
+        return false;
+    }
+}

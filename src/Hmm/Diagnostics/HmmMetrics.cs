@@ -1,0 +1,31 @@
+using System.Diagnostics.Metrics;
+
+namespace Hmm.Diagnostics;
+
+/// <summary>
+/// The library's one <see cref="Meter"/>, named <c>Hmm</c>, and its instruments. Listen with
+/// <c>dotnet-counters monitor --counters Hmm</c> or an OpenTelemetry <c>AddMeter("Hmm")</c>.
+/// </summary>
+/// <remarks>Instruments are process-wide like the kernel's vmstat counters; tags are low-cardinality only.</remarks>
+public static class HmmMetrics
+{
+    /// <summary>The meter name.</summary>
+    public const string MeterName = "Hmm";
+
+    private static readonly Meter s_meter = new(MeterName, typeof(HmmMetrics).Assembly.GetName().Version?.ToString());
+
+    internal static readonly Counter<long> PageAllocations =
+        s_meter.CreateCounter<long>("hmm.page.allocations", "{page}", "System RAM pages allocated.");
+
+    internal static readonly Counter<long> PageFrees =
+        s_meter.CreateCounter<long>("hmm.page.frees", "{page}", "Pages whose last reference was put (RAM and device).");
+
+    internal static readonly Counter<long> PagemapRegistrations =
+        s_meter.CreateCounter<long>("hmm.pagemap.registrations", "{pagemap}", "Device pagemaps registered (memremap_pages).");
+
+    internal static readonly Counter<long> PagemapTeardowns =
+        s_meter.CreateCounter<long>("hmm.pagemap.teardowns", "{pagemap}", "Device pagemaps torn down (memunmap_pages).");
+
+    internal static readonly Counter<long> DevicePageInits =
+        s_meter.CreateCounter<long>("hmm.device.page_inits", "{page}", "Device pages handed to a driver (zone_device_page_init).");
+}

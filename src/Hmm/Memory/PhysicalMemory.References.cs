@@ -1,0 +1,98 @@
+using System.Runtime.CompilerServices;
+using Hmm.Diagnostics;
+
+namespace Hmm.Memory;
+
+// Page references: get_page / get_page_unless_zero / put_page. Lock-free: the refcount is one int changed with
+// Interlocked. The put that reaches zero frees the page, on the putting thread: RAM goes back to the allocator,
+// a device page goes to its pagemap (which calls the driver's page-free and then drops its lifetime reference).
+public sealed partial class PhysicalMemory
+{
+    /// <summary>Takes a reference on a page the caller already holds a reference to (<c>get_page</c>).</summary>
+    /// <param name="pfn">The page.</param>
+    /// <exception cref="KernelBugException">The page is free (refcount 0): the caller had no reference.</exception>
+    /// <exception cref="HmmException"><see cref="Errno.EFAULT"/>: no struct page.</exception>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void GetPage(Pfn pfn)
+    {
+        ref PageFrame frame = ref Frame(pfn);
+        if (Interlocked.Increment(ref frame._refCount) <= 1)
+        {
+            Interlocked.Decrement(ref frame._refCount);
+            ThrowHelper.ThrowBug($"get_page on free page {pfn}: the caller holds no reference.");
+        }
+    }
+
+    /// <summary>Takes a reference unless the page is free (<c>get_page_unless_zero</c>): the speculative form.</summary>
+    /// <param name="pfn">The page.</param>
+    /// <returns>True when a reference was taken; false when the refcount was zero.</returns>
+    /// <exception cref="HmmException"><see cref="Errno.EFAULT"/>: no struct page.</exception>
+    public bool TryGetPage(Pfn pfn)
+    {
+        ref PageFrame frame = ref Frame(pfn);
+        int count = Volatile.Read(ref frame._refCount);
+        while (count > 0)
+        {
+            int seen = Interlocked.CompareExchange(ref frame._refCount, count + 1, count);
+            if (seen == count)
+            {
+                return true;
+            }
+
+            count = seen;
+        }
+
+        return false;
+    }
+
+    /// <summary>
+    /// Drops a reference (<c>put_page</c>). The put that reaches zero frees the page: a RAM page returns to the
+    /// allocator; a device page is handed to its pagemap's page-free callback, after which the pagemap's
+    /// lifetime reference is dropped.
+    /// </summary>
+    /// <param name="pfn">The page.</param>
+    /// <exception cref="KernelBugException">The refcount would go below zero, or a freed RAM page is still mapped; the page is left as it was.</exception>
+    /// <exception cref="HmmException"><see cref="Errno.EFAULT"/>: no struct page.</exception>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void PutPage(Pfn pfn)
+    {
+        ref PageFrame frame = ref Frame(pfn);
+        int count = Interlocked.Decrement(ref frame._refCount);
+        if (count <= 0)
+        {
+            PutLastReference(ref frame, pfn, count);
+        }
+    }
+
+    /// <summary>The page's reference count (<c>page_ref_count</c>).</summary>
+    /// <param name="pfn">The page.</param>
+    /// <returns>The current count; 0 means free.</returns>
+    /// <exception cref="HmmException"><see cref="Errno.EFAULT"/>: no struct page.</exception>
+    public int PageRefCount(Pfn pfn) => Volatile.Read(ref Frame(pfn)._refCount);
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void PutLastReference(ref PageFrame frame, Pfn pfn, int count)
+    {
+        if (count < 0)
+        {
+            Interlocked.Increment(ref frame._refCount);
+            ThrowHelper.ThrowBug($"put_page below zero on {pfn}: more puts than gets.");
+        }
+
+        HmmMetrics.PageFrees.Add(1);
+        if ((Volatile.Read(ref frame._flags) & (ulong)PageFlags.ZoneDevice) != 0)
+        {
+            ZoneDeviceOwner(frame._pagemapId).FreeZoneDevicePage(pfn);
+            return;
+        }
+
+        if (Volatile.Read(ref frame._mapCount) != 0 || (Volatile.Read(ref frame._flags) & (ulong)PageFlags.Locked) != 0)
+        {
+            Interlocked.Increment(ref frame._refCount);
+            ThrowHelper.ThrowBug($"Bad page state freeing {pfn}: mapcount {frame._mapCount}, flags {(PageFlags)frame._flags}.");
+        }
+
+        Volatile.Write(ref frame._flags, 0);
+        _ram.Free(pfn);
+    }
+}
