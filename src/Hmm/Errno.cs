@@ -12,6 +12,9 @@ public enum Errno
     /// <summary>No such entry (for example no device mapping after a migration).</summary>
     ENOENT = 2,
 
+    /// <summary>No such process: the address space has exited.</summary>
+    ESRCH = 3,
+
     /// <summary>Interrupted.</summary>
     EINTR = 4,
 

@@ -64,6 +64,34 @@ public sealed partial class PhysicalMemory
         }
     }
 
+    /// <summary>Takes <paramref name="count"/> references at once on a referenced page (<c>folio_ref_add</c>; pins add 1024).</summary>
+    internal void GetPageRefs(Pfn pfn, int count)
+    {
+        ref PageFrame frame = ref Frame(pfn);
+        if (Interlocked.Add(ref frame._refCount, count) <= count)
+        {
+            Interlocked.Add(ref frame._refCount, -count);
+            ThrowHelper.ThrowBug($"Taking {count} references on free page {pfn}.");
+        }
+    }
+
+    /// <summary>Drops <paramref name="count"/> references at once (<c>folio_put_refs</c>); frees the page at zero.</summary>
+    internal void PutPageRefs(Pfn pfn, int count)
+    {
+        ref PageFrame frame = ref Frame(pfn);
+        int left = Interlocked.Add(ref frame._refCount, -count);
+        if (left <= 0)
+        {
+            if (left < 0)
+            {
+                Interlocked.Add(ref frame._refCount, count);
+                ThrowHelper.ThrowBug($"Dropping {count} references from {pfn} would put it below zero.");
+            }
+
+            PutLastReference(ref frame, pfn, 0);
+        }
+    }
+
     /// <summary>The page's reference count (<c>page_ref_count</c>).</summary>
     /// <param name="pfn">The page.</param>
     /// <returns>The current count; 0 means free.</returns>

@@ -36,7 +36,7 @@ public sealed partial class PhysicalMemory
         StoresPageData = options.StorePageData;
         RamBytes = options.RamBytes;
         ulong ramPages = RamBytes >> PageSize.Shift;
-        _ram = new RamAllocator(firstPfn: 1, endPfn: ramPages);
+        _ram = new RamAllocator(firstPfn: 2, endPfn: ramPages);
         _resources.Add(new IoResource(SystemRamResourceName, new PhysicalRange(0, RamBytes)));
 
         lock (_hotplugLock)
@@ -45,13 +45,22 @@ public sealed partial class PhysicalMemory
         }
 
         Frame(new Pfn(0))._flags = (ulong)PageFlags.Reserved;
+        ref PageFrame zero = ref Frame(ZeroPage);
+        zero._flags = (ulong)(PageFlags.Reserved | PageFlags.Uptodate);
+        zero._refCount = 1;
         Log.MemoryOnline(Logger, RamBytes, StoresPageData ? "stored" : "metadata-only");
     }
 
     /// <summary>Bytes of System RAM.</summary>
     public ulong RamBytes { get; }
 
-    /// <summary>Frames the RAM allocator manages (all RAM frames but the reserved frame 0).</summary>
+    /// <summary>
+    /// The shared zero page (<c>ZERO_PAGE</c>): frame 1, always zero, mapped read-only for reads of untouched
+    /// anonymous memory. Its references are not counted, as in the kernel.
+    /// </summary>
+    public static Pfn ZeroPage => new(1);
+
+    /// <summary>Frames the RAM allocator manages (all RAM frames but the reserved frame 0 and the zero page).</summary>
     public ulong RamPages => _ram.TotalPages;
 
     /// <summary>RAM frames currently free.</summary>
@@ -149,6 +158,9 @@ public sealed partial class PhysicalMemory
 
         Volatile.Write(ref frame._zoneDeviceData, value);
     }
+
+    /// <summary>What pages' mapping fields name: anon_vmas and files of the address-space layer.</summary>
+    internal MappingTable Mappings { get; } = new();
 
     /// <summary>The writable frame of a present PFN. For the layers above; they keep the frame's rules.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -1,0 +1,382 @@
+using Hmm.DeviceMemory;
+using Hmm.Memory;
+
+namespace Hmm.AddressSpace;
+
+// The fault handler (handle_mm_fault): makes one page accessible for a read or a write, whatever its entry
+// holds. Rules: the caller holds the mmap lock and has checked the area's permissions; every entry change is a
+// read-check-change under the PTE lock, and a change that replaces a mapped page (COW break, exclusive restore)
+// is bracketed by a notifier invalidation taken *outside* the PTE lock; when the entry changed meanwhile, the
+// fault simply runs again. Callbacks (migrate_to_ram) run with the page locked and referenced, no PTE lock held.
+public sealed partial class Mm
+{
+    private const int MaxFaultRetries = 10_000;
+
+    /// <summary>
+    /// Handles a fault at <paramref name="address"/> in <paramref name="vma"/> (<c>handle_mm_fault</c>). The
+    /// caller holds the mmap lock and has checked that the area permits the access.
+    /// </summary>
+    /// <param name="vma">The area containing the address.</param>
+    /// <param name="address">The faulting address.</param>
+    /// <param name="flags">Read or write, local or remote.</param>
+    /// <returns><see cref="VmFaultResult.None"/> when the page is now accessible as asked; <see cref="VmFaultResult.Oom"/> or <see cref="VmFaultResult.Sigbus"/> otherwise.</returns>
+    /// <exception cref="KernelBugException">The mmap lock is not held, or a driver's <c>migrate_to_ram</c> keeps returning success without moving the page.</exception>
+    public VmFaultResult HandleMmFault(Vma vma, ulong address, FaultFlags flags)
+    {
+        ArgumentNullException.ThrowIfNull(vma);
+        AssertMmapLocked();
+        bool write = (flags & FaultFlags.Write) != 0;
+        address &= PageSize.Mask;
+        for (int attempt = 0; attempt < MaxFaultRetries; attempt++)
+        {
+            PteTable table = _pageTable.FindOrAllocate(address);
+            int index = PageTable.PteIndex(address);
+            Pte pte = table.Read(index);
+            FaultStep step = pte.Kind switch
+            {
+                PteKind.None => vma.File is null ? AnonymousFault(vma, table, index, address, write) : FileFault(vma, table, index, address, write),
+                PteKind.Present when write && !pte.IsWritable => WriteProtectFault(vma, table, index, address, pte),
+                PteKind.Present => MarkAccessed(table, index, pte, write),
+                PteKind.DevicePrivate => DevicePrivateFault(vma, address, pte, write),
+                PteKind.Migration => WaitForMigration(pte),
+                PteKind.DeviceExclusive => RestoreExclusive(table, index, address, pte),
+                _ => FaultStep.Fail(VmFaultResult.Sigbus),
+            };
+
+            if (step.Done)
+            {
+                return step.Result;
+            }
+        }
+
+        ThrowHelper.ThrowBug($"Fault at 0x{address:x} in '{Name}' made no progress after {MaxFaultRetries} attempts (a migrate_to_ram that reports success without migrating?).");
+        return VmFaultResult.Sigbus;
+    }
+
+    private FaultStep AnonymousFault(Vma vma, PteTable table, int index, ulong address, bool write)
+    {
+        if (!write)
+        {
+            lock (table.Lock)
+            {
+                if (table.Read(index).IsNone)
+                {
+                    table.SetUnsynchronized(index, Pte.Present(PhysicalMemory.ZeroPage, writable: false));
+                }
+            }
+
+            return FaultStep.Retry;
+        }
+
+        if (!Memory.TryAllocatePage(out Pfn page))
+        {
+            return FaultStep.Fail(VmFaultResult.Oom);
+        }
+
+        ClearPageData(page);
+        PrepareAnonPage(vma, page, address);
+        if (!InstallIfNone(table, index, Pte.Present(page, writable: true, dirty: true)))
+        {
+            Memory.Frame(page)._mapCount = 0;
+            Memory.PutPage(page);
+        }
+
+        return FaultStep.Retry;
+    }
+
+    private FaultStep FileFault(Vma vma, PteTable table, int index, ulong address, bool write)
+    {
+        SimFile file = vma.File!;
+        ulong pageIndex = vma.PageIndex(address);
+        if (pageIndex >= file.PageCount)
+        {
+            return FaultStep.Fail(VmFaultResult.Sigbus);
+        }
+
+        Pfn cached;
+        try
+        {
+            cached = file.GetPage(pageIndex);
+        }
+        catch (HmmException error) when (error.Error == Errno.ENOMEM)
+        {
+            return FaultStep.Fail(VmFaultResult.Oom);
+        }
+
+        if (vma.IsShared || !write)
+        {
+            bool writable = vma.IsShared && write;
+            Interlocked.Increment(ref Memory.Frame(cached)._mapCount);
+            if (!InstallIfNone(table, index, Pte.Present(cached, writable, dirty: writable)))
+            {
+                Interlocked.Decrement(ref Memory.Frame(cached)._mapCount);
+                Memory.PutPage(cached);
+            }
+
+            return FaultStep.Retry;
+        }
+
+        // A write to a private file mapping: copy the file page into a new anonymous page.
+        try
+        {
+            if (!Memory.TryAllocatePage(out Pfn copy))
+            {
+                return FaultStep.Fail(VmFaultResult.Oom);
+            }
+
+            CopyPageData(cached, copy);
+            PrepareAnonPage(vma, copy, address);
+            if (!InstallIfNone(table, index, Pte.Present(copy, writable: true, dirty: true)))
+            {
+                Memory.Frame(copy)._mapCount = 0;
+                Memory.PutPage(copy);
+            }
+        }
+        finally
+        {
+            Memory.PutPage(cached);
+        }
+
+        return FaultStep.Retry;
+    }
+
+    /// <summary>A write to a present read-only entry: reuse the page if this mapping owns it alone, else copy (COW break).</summary>
+    private FaultStep WriteProtectFault(Vma vma, PteTable table, int index, ulong address, Pte pte)
+    {
+        if (vma.IsShared)
+        {
+            lock (table.Lock)
+            {
+                if (table.Read(index) == pte)
+                {
+                    table.SetUnsynchronized(index, new Pte(pte.Raw | Pte.WriteBit | Pte.DirtyBit));
+                }
+            }
+
+            return FaultStep.Retry;
+        }
+
+        Pfn old = pte.Pfn;
+        if (old != PhysicalMemory.ZeroPage)
+        {
+            lock (table.Lock)
+            {
+                ref PageFrame frame = ref Memory.Frame(old);
+                if (table.Read(index) == pte && (frame.Flags & PageFlags.Anon) != 0 && frame.MapCount == 1 && frame.RefCount == 1)
+                {
+                    Interlocked.Or(ref frame._flags, (ulong)PageFlags.AnonExclusive);
+                    table.SetUnsynchronized(index, new Pte(pte.Raw | Pte.WriteBit | Pte.DirtyBit));
+                    return FaultStep.Retry;
+                }
+            }
+
+            if (!Memory.TryGetPage(old))
+            {
+                return FaultStep.Retry;
+            }
+        }
+
+        try
+        {
+            if (!Memory.TryAllocatePage(out Pfn copy))
+            {
+                return FaultStep.Fail(VmFaultResult.Oom);
+            }
+
+            CopyPageData(old, copy);
+            PrepareAnonPage(vma, copy, address);
+            var range = new MmuNotifierRange(address, address + PageSize.Bytes, MmuNotifierEvent.Clear);
+            InvalidateRangeStart(range);
+            bool replaced = false;
+            lock (table.Lock)
+            {
+                if (table.Read(index) == pte)
+                {
+                    table.SetUnsynchronized(index, Pte.Present(copy, writable: true, dirty: true));
+                    replaced = true;
+                    if (old != PhysicalMemory.ZeroPage)
+                    {
+                        Interlocked.Decrement(ref Memory.Frame(old)._mapCount);
+                    }
+                }
+            }
+
+            InvalidateRangeEnd(range);
+            if (!replaced)
+            {
+                Memory.Frame(copy)._mapCount = 0;
+                Memory.PutPage(copy);
+            }
+            else if (old != PhysicalMemory.ZeroPage)
+            {
+                Memory.PutPage(old);
+            }
+        }
+        finally
+        {
+            if (old != PhysicalMemory.ZeroPage)
+            {
+                Memory.PutPage(old);
+            }
+        }
+
+        return FaultStep.Retry;
+    }
+
+    private static FaultStep MarkAccessed(PteTable table, int index, Pte pte, bool write)
+    {
+        if (write && !pte.IsDirty)
+        {
+            lock (table.Lock)
+            {
+                if (table.Read(index) == pte)
+                {
+                    table.SetUnsynchronized(index, new Pte(pte.Raw | Pte.DirtyBit));
+                }
+            }
+        }
+
+        return FaultStep.Success;
+    }
+
+    /// <summary>A CPU access to a device-private page: the owning pagemap's <c>migrate_to_ram</c> brings it back.</summary>
+    private FaultStep DevicePrivateFault(Vma vma, ulong address, Pte pte, bool write)
+    {
+        Pfn page = pte.Pfn;
+        if (!Memory.TryGetPage(page))
+        {
+            return FaultStep.Retry;
+        }
+
+        try
+        {
+            if (!Memory.TryLockPage(page))
+            {
+                // Someone (a migration) holds the page: wait for it, then look again.
+                Memory.LockPage(page);
+                Memory.UnlockPage(page);
+                return FaultStep.Retry;
+            }
+
+            DevPagemap? pagemap = Memremap.GetDevPagemap(Memory, page);
+            try
+            {
+                if (pagemap?.Ops is null || ReadPte(address) != pte)
+                {
+                    return FaultStep.Retry;
+                }
+
+                VmFaultResult result = pagemap.Ops.MigrateToRam(new DevicePrivateFault(pagemap, page, address, write, this));
+                return result == VmFaultResult.None || (result & VmFaultResult.Retry) != 0 ? FaultStep.Retry : FaultStep.Fail(result);
+            }
+            finally
+            {
+                pagemap?.Put();
+                Memory.UnlockPage(page);
+            }
+        }
+        finally
+        {
+            Memory.PutPage(page);
+        }
+    }
+
+    /// <summary>A page under migration: wait until the migrator unlocks it, then look again (<c>migration_entry_wait</c>).</summary>
+    private FaultStep WaitForMigration(Pte pte)
+    {
+        if (Memory.TryGetPage(pte.Pfn))
+        {
+            Memory.LockPage(pte.Pfn);
+            Memory.UnlockPage(pte.Pfn);
+            Memory.PutPage(pte.Pfn);
+        }
+        else
+        {
+            Thread.Yield();
+        }
+
+        return FaultStep.Retry;
+    }
+
+    /// <summary>A CPU access revokes a device's exclusive access: the original entry comes back after the notifiers ran.</summary>
+    private FaultStep RestoreExclusive(PteTable table, int index, ulong address, Pte pte)
+    {
+        Pfn page = pte.Pfn;
+        if (!Memory.TryGetPage(page))
+        {
+            return FaultStep.Retry;
+        }
+
+        Memory.LockPage(page);
+        try
+        {
+            var range = new MmuNotifierRange(address, address + PageSize.Bytes, MmuNotifierEvent.Clear);
+            InvalidateRangeStart(range);
+            lock (table.Lock)
+            {
+                if (table.Read(index) == pte)
+                {
+                    table.SetUnsynchronized(index, Pte.Present(page, pte.IsWritable));
+                }
+            }
+
+            InvalidateRangeEnd(range);
+        }
+        finally
+        {
+            Memory.UnlockPage(page);
+            Memory.PutPage(page);
+        }
+
+        return FaultStep.Retry;
+    }
+
+    private static bool InstallIfNone(PteTable table, int index, Pte pte)
+    {
+        lock (table.Lock)
+        {
+            if (!table.Read(index).IsNone)
+            {
+                return false;
+            }
+
+            table.SetUnsynchronized(index, pte);
+            return true;
+        }
+    }
+
+    /// <summary>Makes a new page anonymous in <paramref name="vma"/>: mapping, index, mapcount 1 (<c>folio_add_new_anon_rmap</c>).</summary>
+    private void PrepareAnonPage(Vma vma, Pfn page, ulong address)
+    {
+        ref PageFrame frame = ref Memory.Frame(page);
+        frame._mapping = vma.AnonVma!.Handle;
+        frame._index = vma.PageIndex(address);
+        frame._mapCount = 1;
+        Interlocked.Or(ref frame._flags, (ulong)(PageFlags.Anon | PageFlags.AnonExclusive | PageFlags.SwapBacked | PageFlags.Uptodate | PageFlags.Dirty));
+    }
+
+    private void ClearPageData(Pfn page)
+    {
+        if (Memory.StoresPageData)
+        {
+            Memory.PageData(page).Clear();
+        }
+    }
+
+    private void CopyPageData(Pfn from, Pfn to)
+    {
+        if (Memory.StoresPageData)
+        {
+            Memory.PageData(from).CopyTo(Memory.PageData(to));
+        }
+    }
+
+    private readonly record struct FaultStep(bool Done, VmFaultResult Result)
+    {
+        public static FaultStep Retry => default;
+
+        public static FaultStep Success => new(true, VmFaultResult.None);
+
+        public static FaultStep Fail(VmFaultResult result) => new(true, result);
+    }
+}

@@ -1,0 +1,120 @@
+using Hmm.DeviceMemory;
+using Hmm.Memory;
+
+namespace Hmm.AddressSpace;
+
+// get_user_pages / pin_user_pages: fault pages in and hold references on them. A pin adds the kernel's
+// GUP_PIN_COUNTING_BIAS (1024) to the refcount, so that migration can tell a pinned page (refcount >= 1024)
+// from one that is merely mapped, and refuse to move it. A device-private entry is never returned: the fault
+// it takes migrates the page back to RAM first, as in the kernel, so device memory is never pinned.
+public sealed partial class Mm
+{
+    /// <summary>The references a pin adds (<c>GUP_PIN_COUNTING_BIAS</c>).</summary>
+    public const int PinCountingBias = 1024;
+
+    /// <summary>
+    /// Faults in <c>pages.Length</c> pages from <paramref name="start"/> and takes one reference on each
+    /// (<c>get_user_pages_unlocked</c>). Release each with <see cref="PhysicalMemory.PutPage"/>.
+    /// </summary>
+    /// <param name="start">The first address, page aligned.</param>
+    /// <param name="flags"><see cref="GupFlags.Write"/> to break copy-on-write for writing.</param>
+    /// <param name="pages">Receives the frames.</param>
+    /// <returns>How many pages were taken: all of them, or fewer when a later page failed (as the kernel's short count).</returns>
+    /// <exception cref="HmmException">
+    /// <see cref="Errno.EINVAL"/>: unaligned start or the range beyond user space; <see cref="Errno.EFAULT"/>: the
+    /// first page is unmapped, not accessible this way, in an I/O or PFN-map area, or its fault failed;
+    /// <see cref="Errno.ENOMEM"/>: out of memory on the first page; <see cref="Errno.ESRCH"/>: exited. No reference is held after an exception.
+    /// </exception>
+    public int GetUserPages(ulong start, GupFlags flags, Span<Pfn> pages) => Gup(start, flags, pages, refs: 1);
+
+    /// <summary>As <see cref="GetUserPages"/>, but pins (<c>pin_user_pages_unlocked</c>): each page gains <see cref="PinCountingBias"/> references. Release with <see cref="UnpinUserPages"/>.</summary>
+    /// <param name="start">The first address, page aligned.</param>
+    /// <param name="flags"><see cref="GupFlags.Write"/>, <see cref="GupFlags.LongTerm"/>.</param>
+    /// <param name="pages">Receives the frames.</param>
+    /// <returns>How many pages were pinned.</returns>
+    /// <exception cref="HmmException">As <see cref="GetUserPages"/>.</exception>
+    public int PinUserPages(ulong start, GupFlags flags, Span<Pfn> pages) => Gup(start, flags, pages, refs: PinCountingBias);
+
+    /// <summary>Releases pins taken by <see cref="PinUserPages"/> (<c>unpin_user_pages</c>).</summary>
+    /// <param name="pages">The pinned frames.</param>
+    /// <exception cref="KernelBugException">A page holds fewer references than a pin.</exception>
+    public void UnpinUserPages(ReadOnlySpan<Pfn> pages)
+    {
+        foreach (Pfn pfn in pages)
+        {
+            Memory.PutPageRefs(pfn, PinCountingBias);
+        }
+    }
+
+    /// <summary>Whether a page may be pinned for DMA (<c>folio_maybe_dma_pinned</c>): its refcount is at least <see cref="PinCountingBias"/>.</summary>
+    /// <param name="memory">The memory holding the page.</param>
+    /// <param name="pfn">The page.</param>
+    /// <returns>True when possibly pinned.</returns>
+    public static bool MaybeDmaPinned(PhysicalMemory memory, Pfn pfn)
+    {
+        ArgumentNullException.ThrowIfNull(memory);
+        return memory.Page(pfn).RefCount >= PinCountingBias;
+    }
+
+    private int Gup(ulong start, GupFlags flags, Span<Pfn> pages, int refs)
+    {
+        if (!PageSize.IsAligned(start) || start >= TaskSize || (ulong)pages.Length > (TaskSize - start) >> PageSize.Shift)
+        {
+            ThrowHelper.ThrowHmm(Errno.EINVAL, $"GUP of {pages.Length} pages at 0x{start:x}: start must be page aligned and the range inside user space.");
+        }
+
+        bool write = (flags & GupFlags.Write) != 0;
+        using MmapLockGuard guard = MmapReadLock();
+        for (int i = 0; i < pages.Length; i++)
+        {
+            ulong address = start + ((ulong)i << PageSize.Shift);
+            Errno error = TryGetOnePage(address, write, refs, out pages[i]);
+            if (error != 0)
+            {
+                if (i > 0)
+                {
+                    return i;
+                }
+
+                ThrowHelper.ThrowHmm(error, $"GUP at 0x{address:x} failed.");
+            }
+        }
+
+        return pages.Length;
+    }
+
+    private Errno TryGetOnePage(ulong address, bool write, int refs, out Pfn pfn)
+    {
+        pfn = default;
+        Vma? vma = _vmas.Find(address);
+        VmFlags needed = write ? VmFlags.Write : VmFlags.Read;
+        if (vma is null || (vma.Flags & needed) == 0 || (vma.Flags & (VmFlags.Io | VmFlags.PfnMap)) != 0)
+        {
+            return Errno.EFAULT;
+        }
+
+        while (true)
+        {
+            PteTable? table = _pageTable.Find(address);
+            if (table is not null)
+            {
+                lock (table.Lock)
+                {
+                    Pte pte = table.Read(PageTable.PteIndex(address));
+                    if (pte.IsPresent && (!write || pte.IsWritable))
+                    {
+                        pfn = pte.Pfn;
+                        Memory.GetPageRefs(pfn, refs);
+                        return 0;
+                    }
+                }
+            }
+
+            VmFaultResult result = HandleMmFault(vma, address, (write ? FaultFlags.Write : FaultFlags.None) | FaultFlags.Remote);
+            if (result != VmFaultResult.None)
+            {
+                return (result & VmFaultResult.Oom) != 0 ? Errno.ENOMEM : Errno.EFAULT;
+            }
+        }
+    }
+}

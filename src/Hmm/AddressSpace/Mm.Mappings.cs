@@ -1,0 +1,465 @@
+using Hmm.Memory;
+
+namespace Hmm.AddressSpace;
+
+// mmap, munmap, mprotect, madvise: the calls that create, remove and change areas. Each validates everything
+// before changing anything, then takes the mmap lock for writing; every change to existing entries is bracketed
+// by a notifier invalidation with the event the kernel uses.
+public sealed partial class Mm
+{
+    private const MapFlags KnownMapFlags = MapFlags.Shared | MapFlags.Private | MapFlags.Fixed | MapFlags.Anonymous | MapFlags.FixedNoReplace;
+    private const ulong PmdSize = 2UL << 20;
+
+    /// <summary>Creates a mapping (<c>mmap</c>).</summary>
+    /// <param name="address">With <see cref="MapFlags.Fixed"/> or <see cref="MapFlags.FixedNoReplace"/> the exact address; otherwise a hint (0 for none).</param>
+    /// <param name="length">Bytes, rounded up to whole pages.</param>
+    /// <param name="protection">The access allowed.</param>
+    /// <param name="flags">Exactly one of <see cref="MapFlags.Shared"/> or <see cref="MapFlags.Private"/>, plus <see cref="MapFlags.Anonymous"/> for memory without a file.</param>
+    /// <param name="file">The backing file, for a mapping without <see cref="MapFlags.Anonymous"/>.</param>
+    /// <param name="offset">The file offset, page aligned.</param>
+    /// <returns>The address of the new mapping.</returns>
+    /// <exception cref="HmmException">
+    /// <see cref="Errno.EINVAL"/>: length 0, unknown or contradictory flags, a fixed address or offset not page aligned, a
+    /// file with an anonymous mapping or none without; <see cref="Errno.ENOMEM"/>: the range does not fit below
+    /// <see cref="TaskSize"/> or no free area is large enough; <see cref="Errno.EPERM"/>: a fixed address below
+    /// <see cref="MinimumAddress"/>; <see cref="Errno.EEXIST"/>: <see cref="MapFlags.FixedNoReplace"/> over a mapping;
+    /// <see cref="Errno.EOVERFLOW"/>: offset plus length overflows; <see cref="Errno.ESRCH"/>: exited. Nothing changes.
+    /// </exception>
+    public ulong Mmap(ulong address, ulong length, Protection protection, MapFlags flags, SimFile? file = null, ulong offset = 0)
+    {
+        bool shared = (flags & MapFlags.Shared) != 0;
+        bool anonymous = (flags & MapFlags.Anonymous) != 0;
+        bool fixedAddress = (flags & (MapFlags.Fixed | MapFlags.FixedNoReplace)) != 0;
+        if ((flags & ~KnownMapFlags) != 0 || shared == ((flags & MapFlags.Private) != 0))
+        {
+            ThrowHelper.ThrowHmm(Errno.EINVAL, $"mmap flags {flags} must hold exactly one of Shared and Private and nothing unknown.");
+        }
+
+        if ((protection & ~(Protection.ReadWrite | Protection.Exec)) != 0 || length == 0)
+        {
+            ThrowHelper.ThrowHmm(Errno.EINVAL, $"mmap of {length} bytes with protection {protection}: length must be positive and protection known.");
+        }
+
+        if (anonymous != (file is null))
+        {
+            ThrowHelper.ThrowHmm(Errno.EINVAL, anonymous ? "An anonymous mapping takes no file." : "A file mapping needs a file (or MapFlags.Anonymous).");
+        }
+
+        if (!anonymous && !PageSize.IsAligned(offset))
+        {
+            ThrowHelper.ThrowHmm(Errno.EINVAL, $"File offset 0x{offset:x} is not page aligned.");
+        }
+
+        ulong size = RoundUpToPage(length);
+        if (size == 0 || size > TaskSize)
+        {
+            ThrowHelper.ThrowHmm(Errno.ENOMEM, $"{length} bytes do not fit in the address space.");
+        }
+
+        if (!anonymous && offset + size < offset)
+        {
+            ThrowHelper.ThrowHmm(Errno.EOVERFLOW, $"File offset 0x{offset:x} plus {size} bytes overflows.");
+        }
+
+        if (fixedAddress)
+        {
+            ValidateFixed(address, size);
+        }
+
+        using MmapLockGuard guard = MmapWriteLock();
+        ulong start = address;
+        if ((flags & MapFlags.FixedNoReplace) != 0 && _vmas.Overlaps(address, address + size))
+        {
+            ThrowHelper.ThrowHmm(Errno.EEXIST, $"[0x{address:x}, 0x{address + size:x}) is already mapped (MAP_FIXED_NOREPLACE).");
+        }
+
+        if (!fixedAddress)
+        {
+            start = FindFreeArea(address, size);
+        }
+        else if ((flags & MapFlags.Fixed) != 0)
+        {
+            UnmapUnsynchronized(address, address + size);
+        }
+
+        VmFlags vmFlags = ToVmFlags(protection) | VmFlags.MayRead | VmFlags.MayWrite | VmFlags.MayExec
+            | (shared ? VmFlags.Shared | VmFlags.MayShare : VmFlags.None);
+        if (anonymous && shared)
+        {
+            file = new SimFile(Memory, "[shmem]", size);
+        }
+
+        var vma = new Vma(this, start, start + size, vmFlags, file, anonymous && !shared ? start >> PageSize.Shift : offset >> PageSize.Shift, anonVma: null);
+        if (file is null)
+        {
+            var anonVma = new AnonVma(Memory);
+            vma.AnonVma = anonVma;
+            vma.AnonVmaChain.Add(anonVma);
+            anonVma.Link(vma);
+        }
+        else
+        {
+            file.AddMapping(vma);
+        }
+
+        _vmas.Insert(vma);
+        return start;
+    }
+
+    /// <summary>Removes the mappings in a range (<c>munmap</c>), splitting areas that straddle its ends.</summary>
+    /// <param name="address">The first address, page aligned.</param>
+    /// <param name="length">Bytes, rounded up to whole pages.</param>
+    /// <exception cref="HmmException"><see cref="Errno.EINVAL"/>: unaligned address, length 0, or a range beyond <see cref="TaskSize"/>; <see cref="Errno.ESRCH"/>: exited. Nothing changes.</exception>
+    public void Munmap(ulong address, ulong length)
+    {
+        ulong end = ValidateRange(address, length, Errno.EINVAL, allowEmpty: false);
+        using MmapLockGuard guard = MmapWriteLock();
+        UnmapUnsynchronized(address, end);
+    }
+
+    /// <summary>Changes the protection of a range (<c>mprotect</c>), splitting areas as needed. Removing write access write-protects every entry.</summary>
+    /// <param name="address">The first address, page aligned.</param>
+    /// <param name="length">Bytes, rounded up to whole pages; 0 does nothing.</param>
+    /// <param name="protection">The new protection.</param>
+    /// <exception cref="HmmException"><see cref="Errno.EINVAL"/>: unaligned address or unknown protection; <see cref="Errno.ENOMEM"/>: part of the range is not mapped or it extends beyond <see cref="TaskSize"/>; <see cref="Errno.ESRCH"/>: exited. Nothing changes.</exception>
+    public void Mprotect(ulong address, ulong length, Protection protection)
+    {
+        if ((protection & ~(Protection.ReadWrite | Protection.Exec)) != 0)
+        {
+            ThrowHelper.ThrowHmm(Errno.EINVAL, $"Unknown protection {protection}.");
+        }
+
+        ulong end = ValidateRange(address, length, Errno.ENOMEM, allowEmpty: true);
+        using MmapLockGuard guard = MmapWriteLock();
+        if (end == address)
+        {
+            return;
+        }
+
+        if (!_vmas.Covers(address, end))
+        {
+            ThrowHelper.ThrowHmm(Errno.ENOMEM, $"[0x{address:x}, 0x{end:x}) is not entirely mapped.");
+        }
+
+        var range = new MmuNotifierRange(address, end, MmuNotifierEvent.ProtectionVma);
+        InvalidateRangeStart(range);
+        VmFlags access = ToVmFlags(protection);
+        foreach (Vma vma in IsolateUnsynchronized(address, end))
+        {
+            vma.Flags = (vma.Flags & ~(VmFlags.Read | VmFlags.Write | VmFlags.Exec)) | access;
+            if ((access & VmFlags.Write) == 0)
+            {
+                WriteProtectUnsynchronized(vma.Start, vma.End);
+            }
+        }
+
+        InvalidateRangeEnd(range);
+    }
+
+    /// <summary>Gives advice about a range (<c>madvise</c>): <see cref="Advice.DontNeed"/> or <see cref="Advice.Free"/>.</summary>
+    /// <param name="address">The first address, page aligned.</param>
+    /// <param name="length">Bytes, rounded up to whole pages; 0 does nothing.</param>
+    /// <param name="advice">The advice.</param>
+    /// <exception cref="HmmException">
+    /// <see cref="Errno.EINVAL"/>: unaligned address, unknown advice, DontNeed on an I/O or PFN-map area, or Free on
+    /// memory other than private anonymous; <see cref="Errno.ENOMEM"/>: part of the range is not mapped (the kernel
+    /// still advises the mapped part; the simulator changes nothing); <see cref="Errno.ESRCH"/>: exited.
+    /// </exception>
+    public void Madvise(ulong address, ulong length, Advice advice)
+    {
+        if (advice is not (Advice.DontNeed or Advice.Free))
+        {
+            ThrowHelper.ThrowHmm(Errno.EINVAL, $"Unknown advice {(int)advice}.");
+        }
+
+        ulong end = ValidateRange(address, length, Errno.ENOMEM, allowEmpty: true);
+        using MmapLockGuard guard = MmapWriteLock();
+        if (end == address)
+        {
+            return;
+        }
+
+        if (!_vmas.Covers(address, end))
+        {
+            ThrowHelper.ThrowHmm(Errno.ENOMEM, $"[0x{address:x}, 0x{end:x}) is not entirely mapped.");
+        }
+
+        List<Vma> vmas = _vmas.Overlapping(address, end);
+        foreach (Vma vma in vmas)
+        {
+            if (advice == Advice.DontNeed && (vma.Flags & (VmFlags.Io | VmFlags.PfnMap)) != 0)
+            {
+                ThrowHelper.ThrowHmm(Errno.EINVAL, $"MADV_DONTNEED on I/O area {vma}.");
+            }
+
+            if (advice == Advice.Free && (!vma.IsAnonymous || vma.IsShared))
+            {
+                ThrowHelper.ThrowHmm(Errno.EINVAL, $"MADV_FREE needs private anonymous memory; {vma} is not.");
+            }
+        }
+
+        var range = new MmuNotifierRange(address, end, MmuNotifierEvent.Clear);
+        InvalidateRangeStart(range);
+        foreach (Vma vma in vmas)
+        {
+            ulong from = Math.Max(address, vma.Start);
+            ulong to = Math.Min(end, vma.End);
+            if (advice == Advice.DontNeed)
+            {
+                ZapRangeUnsynchronized(vma, from, to);
+            }
+            else
+            {
+                MarkLazyFreeUnsynchronized(from, to);
+            }
+        }
+
+        if (advice == Advice.DontNeed)
+        {
+            _pageTable.FreeEmptyTables(address, end);
+        }
+
+        InvalidateRangeEnd(range);
+    }
+
+    /// <summary>Unmaps <c>[start, end)</c>: notifies, splits, zaps, detaches, frees empty tables. Caller holds the mmap write lock.</summary>
+    internal void UnmapUnsynchronized(ulong start, ulong end)
+    {
+        if (!_vmas.Overlaps(start, end))
+        {
+            return;
+        }
+
+        var range = new MmuNotifierRange(start, end, MmuNotifierEvent.Unmap);
+        InvalidateRangeStart(range);
+        foreach (Vma vma in IsolateUnsynchronized(start, end))
+        {
+            ZapRangeUnsynchronized(vma, vma.Start, vma.End);
+            DetachUnsynchronized(vma);
+        }
+
+        _pageTable.FreeEmptyTables(start, end);
+        InvalidateRangeEnd(range);
+    }
+
+    /// <summary>
+    /// Clears every entry in <c>[start, end)</c> of <paramref name="vma"/> and drops what each held: one mapcount and
+    /// one page reference for present, device-private and device-exclusive entries (migration entries hold none).
+    /// Pages are put after the PTE lock is released, as the kernel frees them after the TLB flush.
+    /// </summary>
+    internal void ZapRangeUnsynchronized(Vma vma, ulong start, ulong end)
+    {
+        Span<ulong> released = stackalloc ulong[PageTable.EntriesPerTable];
+        ulong address = start;
+        while (address < end)
+        {
+            ulong tableEnd = Math.Min(end, (address | (PmdSize - 1)) + 1);
+            PteTable? table = _pageTable.Find(address);
+            if (table is null)
+            {
+                address = tableEnd;
+                continue;
+            }
+
+            int count = 0;
+            lock (table.Lock)
+            {
+                for (; address < tableEnd; address += PageSize.Bytes)
+                {
+                    int index = PageTable.PteIndex(address);
+                    Pte pte = table.Read(index);
+                    if (pte.IsNone)
+                    {
+                        continue;
+                    }
+
+                    table.SetUnsynchronized(index, default);
+                    if (HoldsPage(pte))
+                    {
+                        ref PageFrame frame = ref Memory.Frame(pte.Pfn);
+                        Interlocked.Decrement(ref frame._mapCount);
+                        if (pte.IsDirty && vma.File is not null)
+                        {
+                            Interlocked.Or(ref frame._flags, (ulong)PageFlags.Dirty);
+                        }
+
+                        released[count++] = pte.Pfn.Value;
+                    }
+                }
+            }
+
+            for (int i = 0; i < count; i++)
+            {
+                Memory.PutPage(new Pfn(released[i]));
+            }
+        }
+    }
+
+    /// <summary>Removes an area from the tree and from its reverse maps. Caller holds the mmap write lock.</summary>
+    internal void DetachUnsynchronized(Vma vma)
+    {
+        _vmas.Remove(vma);
+        vma.UnlinkAnonVmas();
+        vma.File?.RemoveMapping(vma);
+    }
+
+    /// <summary>Splits areas at <paramref name="start"/> and <paramref name="end"/> and returns those inside. Caller holds the mmap write lock.</summary>
+    internal List<Vma> IsolateUnsynchronized(ulong start, ulong end)
+    {
+        List<Vma> inside = _vmas.Overlapping(start, end);
+        for (int i = 0; i < inside.Count; i++)
+        {
+            Vma vma = inside[i];
+            if (vma.Start < start)
+            {
+                vma = SplitUnsynchronized(vma, start);
+                inside[i] = vma;
+            }
+
+            if (vma.End > end)
+            {
+                SplitUnsynchronized(vma, end);
+            }
+        }
+
+        return inside;
+    }
+
+    /// <summary>Splits an area at <paramref name="at"/>; the original keeps the low part; returns the high part.</summary>
+    internal Vma SplitUnsynchronized(Vma vma, ulong at)
+    {
+        Vma high = vma.CloneRange(this, at, vma.End);
+        vma.End = at;
+        high.File?.AddMapping(high);
+        _vmas.Insert(high);
+        return high;
+    }
+
+    /// <summary>Present entries lose write access; software entries record read-only. Caller holds the mmap lock.</summary>
+    internal void WriteProtectUnsynchronized(ulong start, ulong end)
+    {
+        ForEachEntry(start, end, static (table, index, pte, _) =>
+        {
+            if (pte.IsWritable)
+            {
+                table.SetUnsynchronized(index, pte.WriteProtected());
+            }
+        });
+    }
+
+    internal static bool HoldsPage(Pte pte) =>
+        pte.Kind is PteKind.DevicePrivate or PteKind.DeviceExclusive || (pte.IsPresent && pte.Pfn != PhysicalMemory.ZeroPage);
+
+    internal static ulong RoundUpToPage(ulong length) => (length + PageSize.Bytes - 1) & PageSize.Mask;
+
+    private static VmFlags ToVmFlags(Protection protection) => (VmFlags)(ulong)(int)protection & (VmFlags.Read | VmFlags.Write | VmFlags.Exec);
+
+    /// <summary>Visits every non-none entry in the range with its table locked. Caller holds the mmap lock.</summary>
+    private void ForEachEntry(ulong start, ulong end, Action<PteTable, int, Pte, Mm> visit)
+    {
+        ulong address = start;
+        while (address < end)
+        {
+            ulong tableEnd = Math.Min(end, (address | (PmdSize - 1)) + 1);
+            PteTable? table = _pageTable.Find(address);
+            if (table is not null)
+            {
+                lock (table.Lock)
+                {
+                    for (ulong a = address; a < tableEnd; a += PageSize.Bytes)
+                    {
+                        int index = PageTable.PteIndex(a);
+                        Pte pte = table.Read(index);
+                        if (!pte.IsNone)
+                        {
+                            visit(table, index, pte, this);
+                        }
+                    }
+                }
+            }
+
+            address = tableEnd;
+        }
+    }
+
+    private void MarkLazyFreeUnsynchronized(ulong start, ulong end)
+    {
+        ForEachEntry(start, end, static (table, index, pte, mm) =>
+        {
+            if (!pte.IsPresent || pte.Pfn == PhysicalMemory.ZeroPage)
+            {
+                return;
+            }
+
+            ref PageFrame frame = ref mm.Memory.Frame(pte.Pfn);
+            if (frame.MapCount == 1)
+            {
+                table.SetUnsynchronized(index, new Pte(pte.Raw & ~Pte.DirtyBit));
+                Interlocked.And(ref frame._flags, ~(ulong)(PageFlags.Dirty | PageFlags.SwapBacked));
+            }
+        });
+    }
+
+    private static void ValidateFixed(ulong address, ulong size)
+    {
+        if (!PageSize.IsAligned(address))
+        {
+            ThrowHelper.ThrowHmm(Errno.EINVAL, $"Fixed address 0x{address:x} is not page aligned.");
+        }
+
+        if (address > TaskSize - size)
+        {
+            ThrowHelper.ThrowHmm(Errno.ENOMEM, $"[0x{address:x}, +{size}) extends beyond the user address space (0x{TaskSize:x}).");
+        }
+
+        if (address < MinimumAddress)
+        {
+            ThrowHelper.ThrowHmm(Errno.EPERM, $"Fixed address 0x{address:x} is below the minimum mmap address 0x{MinimumAddress:x}.");
+        }
+    }
+
+    /// <summary>Checks alignment and bounds of <c>[address, address + length)</c>; returns its page-rounded end.</summary>
+    private static ulong ValidateRange(ulong address, ulong length, Errno beyond, bool allowEmpty)
+    {
+        if (!PageSize.IsAligned(address) || (length == 0 && !allowEmpty))
+        {
+            ThrowHelper.ThrowHmm(Errno.EINVAL, $"Range at 0x{address:x} of {length} bytes: the address must be page aligned and the length positive.");
+        }
+
+        ulong size = RoundUpToPage(length);
+        if ((length != 0 && size == 0) || address > TaskSize || size > TaskSize - address)
+        {
+            ThrowHelper.ThrowHmm(beyond, $"Range at 0x{address:x} of {length} bytes extends beyond the user address space (0x{TaskSize:x}).");
+        }
+
+        return address + size;
+    }
+
+    /// <summary>A free area of <paramref name="size"/> bytes: at the hint if free, else the highest gap (top-down, as x86-64 lays out mmap).</summary>
+    private ulong FindFreeArea(ulong hint, ulong size)
+    {
+        hint &= PageSize.Mask;
+        if (hint >= MinimumAddress && hint <= TaskSize - size && !_vmas.Overlaps(hint, hint + size))
+        {
+            return hint;
+        }
+
+        ulong ceiling = TaskSize;
+        for (int i = _vmas.Count - 1; i >= -1; i--)
+        {
+            ulong floor = i >= 0 ? _vmas[i].End : MinimumAddress;
+            if (ceiling >= floor && ceiling - floor >= size)
+            {
+                return ceiling - size;
+            }
+
+            if (i >= 0)
+            {
+                ceiling = _vmas[i].Start;
+            }
+        }
+
+        ThrowHelper.ThrowHmm(Errno.ENOMEM, $"No free area of {size} bytes.");
+        return 0;
+    }
+}

@@ -1,0 +1,160 @@
+using Hmm.Memory;
+
+namespace Hmm.AddressSpace;
+
+// mremap: shrink, grow in place, or move the page-table entries to a new area. Moving keeps each page's index
+// valid because the new area keeps the old pgoff, so the reverse map still finds the pages.
+public sealed partial class Mm
+{
+    /// <summary>Resizes or moves a mapping (<c>mremap</c>).</summary>
+    /// <param name="oldAddress">The start of the mapping to change, page aligned.</param>
+    /// <param name="oldSize">Its size in bytes; the range must lie within one area.</param>
+    /// <param name="newSize">The size wanted.</param>
+    /// <param name="flags"><see cref="MremapFlags.MayMove"/>, <see cref="MremapFlags.Fixed"/>, <see cref="MremapFlags.DontUnmap"/>.</param>
+    /// <param name="newAddress">With <see cref="MremapFlags.Fixed"/>, where to move to.</param>
+    /// <returns>The mapping's address afterwards.</returns>
+    /// <exception cref="HmmException">
+    /// <see cref="Errno.EINVAL"/>: unaligned addresses, a zero new size, unknown flags, Fixed or DontUnmap without
+    /// MayMove, DontUnmap with a size change, or overlapping old and new ranges; <see cref="Errno.EFAULT"/>: the old
+    /// range is not within one area, or growing a non-expandable area; <see cref="Errno.ENOMEM"/>: cannot grow in place
+    /// without MayMove, or no room; <see cref="Errno.ESRCH"/>: exited. Nothing changes.
+    /// </exception>
+    public ulong Mremap(ulong oldAddress, ulong oldSize, ulong newSize, MremapFlags flags, ulong newAddress = 0)
+    {
+        bool mayMove = (flags & MremapFlags.MayMove) != 0;
+        bool fixedAddress = (flags & MremapFlags.Fixed) != 0;
+        bool dontUnmap = (flags & MremapFlags.DontUnmap) != 0;
+        oldSize = RoundUpToPage(oldSize);
+        newSize = RoundUpToPage(newSize);
+        if ((flags & ~(MremapFlags.MayMove | MremapFlags.Fixed | MremapFlags.DontUnmap)) != 0
+            || !PageSize.IsAligned(oldAddress) || newSize == 0
+            || ((fixedAddress || dontUnmap) && !mayMove) || (dontUnmap && oldSize != newSize)
+            || (fixedAddress && !PageSize.IsAligned(newAddress)))
+        {
+            ThrowHelper.ThrowHmm(Errno.EINVAL, $"mremap(0x{oldAddress:x}, {oldSize}, {newSize}, {flags}, 0x{newAddress:x}): invalid arguments.");
+        }
+
+        if (oldAddress > TaskSize || oldSize > TaskSize - oldAddress || (fixedAddress && (newAddress > TaskSize || newSize > TaskSize - newAddress)))
+        {
+            ThrowHelper.ThrowHmm(Errno.EINVAL, "mremap range extends beyond the user address space.");
+        }
+
+        if (fixedAddress && newAddress < oldAddress + oldSize && oldAddress < newAddress + newSize)
+        {
+            ThrowHelper.ThrowHmm(Errno.EINVAL, "mremap: the old and new ranges overlap.");
+        }
+
+        using MmapLockGuard guard = MmapWriteLock();
+        Vma? vma = _vmas.Find(oldAddress);
+        if (vma is null || (oldSize > 0 && oldAddress + oldSize > vma.End))
+        {
+            ThrowHelper.ThrowHmm(Errno.EFAULT, $"[0x{oldAddress:x}, +{oldSize}) is not within one mapping.");
+        }
+
+        if (!fixedAddress && newSize <= oldSize && !dontUnmap)
+        {
+            UnmapUnsynchronized(oldAddress + newSize, oldAddress + oldSize);
+            return oldAddress;
+        }
+
+        ulong growEnd = oldAddress + newSize;
+        if (!fixedAddress && !dontUnmap && oldAddress + oldSize == vma.End && growEnd <= TaskSize && growEnd > vma.End && !_vmas.Overlaps(vma.End, growEnd))
+        {
+            if ((vma.Flags & VmFlags.DontExpand) != 0)
+            {
+                ThrowHelper.ThrowHmm(Errno.EFAULT, $"{vma} cannot be expanded.");
+            }
+
+            vma.End = growEnd;
+            return oldAddress;
+        }
+
+        if (!mayMove)
+        {
+            ThrowHelper.ThrowHmm(Errno.ENOMEM, $"Cannot grow [0x{oldAddress:x}, +{oldSize}) in place and MREMAP_MAYMOVE is not set.");
+        }
+
+        ulong target = fixedAddress ? newAddress : FindFreeArea(0, newSize);
+        if (fixedAddress)
+        {
+            UnmapUnsynchronized(newAddress, newAddress + newSize);
+        }
+
+        return MoveUnsynchronized(oldAddress, oldSize, target, newSize, dontUnmap);
+    }
+
+    private ulong MoveUnsynchronized(ulong oldAddress, ulong oldSize, ulong target, ulong newSize, bool dontUnmap)
+    {
+        ulong moved = Math.Min(oldSize, newSize);
+        List<Vma> source = IsolateUnsynchronized(oldAddress, oldAddress + oldSize);
+        Vma old = source[0];
+        var vma = new Vma(this, target, target + newSize, old.Flags, old.File, old.PgOff, old.AnonVma);
+        foreach (AnonVma anonVma in old.AnonVmaChain)
+        {
+            vma.AnonVmaChain.Add(anonVma);
+            anonVma.Link(vma);
+        }
+
+        vma.File?.AddMapping(vma);
+        _vmas.Insert(vma);
+
+        var range = new MmuNotifierRange(oldAddress, oldAddress + oldSize, MmuNotifierEvent.Unmap);
+        InvalidateRangeStart(range);
+        for (ulong offset = 0; offset < moved; offset += PageSize.Bytes)
+        {
+            MoveEntryUnsynchronized(oldAddress + offset, target + offset);
+        }
+
+        if (dontUnmap)
+        {
+            // The old area stays, empty: anonymous memory refaults as new zero pages, as with MREMAP_DONTUNMAP.
+            if (old.IsAnonymous)
+            {
+                var fresh = new AnonVma(Memory);
+                old.UnlinkAnonVmas();
+                old.AnonVma = fresh;
+                old.AnonVmaChain.Add(fresh);
+                fresh.Link(old);
+                old.PgOff = oldAddress >> PageSize.Shift;
+            }
+        }
+        else
+        {
+            ZapRangeUnsynchronized(old, old.Start, old.End);
+            DetachUnsynchronized(old);
+        }
+
+        _pageTable.FreeEmptyTables(oldAddress, oldAddress + oldSize);
+        InvalidateRangeEnd(range);
+        return target;
+    }
+
+    /// <summary>Moves one entry, with whatever reference and mapcount it holds (<c>move_ptes</c>).</summary>
+    private void MoveEntryUnsynchronized(ulong from, ulong to)
+    {
+        PteTable? source = _pageTable.Find(from);
+        if (source is null)
+        {
+            return;
+        }
+
+        PteTable destination = _pageTable.FindOrAllocate(to);
+        Pte pte;
+        lock (source.Lock)
+        {
+            int index = PageTable.PteIndex(from);
+            pte = source.Read(index);
+            if (pte.IsNone)
+            {
+                return;
+            }
+
+            source.SetUnsynchronized(index, default);
+        }
+
+        lock (destination.Lock)
+        {
+            destination.SetUnsynchronized(PageTable.PteIndex(to), pte);
+        }
+    }
+}
