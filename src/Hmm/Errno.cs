@@ -6,6 +6,9 @@ namespace Hmm;
 /// </summary>
 public enum Errno
 {
+    /// <summary>No error: the call succeeded (for calls that return their outcome, such as <c>HmmRange.Fault</c>).</summary>
+    None = 0,
+
     /// <summary>Operation not permitted (for example a write request on a read-only mapping).</summary>
     EPERM = 1,
 

@@ -284,6 +284,13 @@ public sealed partial class Mm
     /// <summary>A page under migration: wait until the migrator unlocks it, then look again (<c>migration_entry_wait</c>).</summary>
     private FaultStep WaitForMigration(Pte pte)
     {
+        MigrationEntryWait(pte);
+        return FaultStep.Retry;
+    }
+
+    /// <summary>Waits until the page a migration entry names is unlocked by its migrator (<c>migration_entry_wait</c>).</summary>
+    internal void MigrationEntryWait(Pte pte)
+    {
         if (Memory.TryGetPage(pte.Pfn))
         {
             Memory.LockPage(pte.Pfn);
@@ -294,8 +301,6 @@ public sealed partial class Mm
         {
             Thread.Yield();
         }
-
-        return FaultStep.Retry;
     }
 
     /// <summary>A CPU access revokes a device's exclusive access: the original entry comes back after the notifiers ran.</summary>
