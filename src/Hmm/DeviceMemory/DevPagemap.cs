@@ -117,7 +117,10 @@ public sealed class DevPagemap : IZoneDevicePageOwner
     }
 
     /// <summary>Drops the reference a lookup took (<c>put_dev_pagemap</c>).</summary>
-    /// <exception cref="KernelBugException">No lookup reference was outstanding.</exception>
+    /// <exception cref="KernelBugException">
+    /// No lookup or page reference was outstanding (more puts than gets); nothing changes. An extra put while
+    /// other references are out cannot be told apart from a legitimate one, as in the kernel.
+    /// </exception>
     public void Put() => Ref.Put();
 
     /// <summary>The pages of this pagemap that hold references now, in PFN order.</summary>
