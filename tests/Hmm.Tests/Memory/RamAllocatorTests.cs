@@ -63,6 +63,6 @@ public class RamAllocatorTests
             again.Add(pfn);
         }
 
-        again.Should().BeEquivalentTo(pfns);
+        again.Order().Should().Equal(pfns.Order());
     }
 }
