@@ -158,7 +158,7 @@ public class LifetimeRefTests
     [InlineData(3)]
     public async Task NoGetSucceedsOnceIdleHasCompleted(int seed)
     {
-        const int Getters = 4;
+        const int Getters = 3;
         const int GetsBeforeKill = 500;
         const int AttemptsAfterIdle = 200;
         var lifetime = new LifetimeRef();
