@@ -94,6 +94,9 @@ public sealed partial class PhysicalMemory
         }
     }
 
+    /// <summary>Whether the memmap holds a section for the frame, online or not. Lock-free; lets tests see a leaked section.</summary>
+    internal bool HasSection(Pfn pfn) => _sections.Find(pfn) is not null;
+
     /// <summary>Whether the range overlaps System RAM.</summary>
     internal bool OverlapsRam(PhysicalRange range) => range.Overlaps(new PhysicalRange(0, RamBytes));
 

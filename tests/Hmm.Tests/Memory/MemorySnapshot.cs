@@ -6,7 +6,7 @@ namespace Hmm.Tests.Memory;
 
 /// <summary>
 /// What a test can observe of a <see cref="PhysicalMemory"/>: free RAM, the resource list, and the state of chosen
-/// frames (present, refcount, mapcount, flags, owner, lookup). Two snapshots compare equal when nothing changed.
+/// frames (present, section allocated, refcount, mapcount, flags, owner, lookup). Two snapshots compare equal when nothing changed.
 /// Taking one changes nothing (it reads the lookup without taking references).
 /// </summary>
 internal sealed record MemorySnapshot(ulong FreeRamPages, string Resources, string Pages)
@@ -25,7 +25,7 @@ internal sealed record MemorySnapshot(ulong FreeRamPages, string Resources, stri
             int lookup = memory.FindPagemapId(pfn);
             if (!memory.IsPresent(pfn))
             {
-                pages.Append(CultureInfo.InvariantCulture, $"{pfn}: absent, lookup {lookup}\n");
+                pages.Append(CultureInfo.InvariantCulture, $"{pfn}: absent, section {memory.HasSection(pfn)}, lookup {lookup}\n");
                 continue;
             }
 
