@@ -40,6 +40,22 @@ public partial class PhysicalMemoryTests
     }
 
     [Fact]
+    public void RequestFreeRegionSkipsDeviceMemoryThatIsOnlineWithoutAClaim()
+    {
+        PhysicalMemory memory = TestMemory.Create();
+        var driver = new TestDriver();
+        var unclaimed = new PhysicalRange(Top - TestMemory.SectionBytes, 2 * MiB);
+        Memremap.MemremapPages(memory, driver.PrivateOptions(unclaimed));
+
+        PhysicalRange region = memory.RequestFreeRegion(2 * MiB, "gpu0");
+
+        region.Overlaps(unclaimed).Should().BeFalse("the region must be free, and online device pages are not");
+        (region.Start % TestMemory.SectionBytes).Should().Be(0);
+        region.End.Should().BeLessThanOrEqualTo(unclaimed.Start);
+        Memremap.MemremapPages(memory, driver.PrivateOptions(region)).State.Should().Be(DevPagemapState.Live);
+    }
+
+    [Fact]
     public void RequestFreeRegionDoesNotOnlineMemory()
     {
         PhysicalMemory memory = TestMemory.Create();
