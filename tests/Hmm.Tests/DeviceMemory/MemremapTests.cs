@@ -190,6 +190,64 @@ public class MemremapTests
         found.Should().BeSameAs(existing);
         found!.Put();
         _memory.FindZoneDeviceOwner(existing.Id + 1).Should().BeNull("the failed pagemap's id was given back");
+
+        _memory.PutPage(held);
+        Memremap.MemunmapPages(existing);
+        Memremap.MemremapPages(_memory, _driver.PrivateOptions(overlapping)).State.Should().Be(DevPagemapState.Live);
+    }
+
+    [Fact]
+    public async Task DeviceRangeInRamsSectionComesAndGoesWithoutTouchingRam()
+    {
+        Pfn ramPage = _memory.AllocatePage();
+        _memory.PageData(ramPage).Fill(0x55);
+        var range = new PhysicalRange(8 * MiB, 2 * MiB);
+        MemorySnapshot ramBefore = MemorySnapshot.Take(_memory, ramPage, new Pfn(1), new Pfn(1023));
+        DevPagemap pagemap = Memremap.MemremapPages(_memory, _driver.PrivateOptions(range));
+        pagemap.InitDevicePage(range.StartPfn);
+        _memory.PageData(range.StartPfn).Fill(0x66);
+
+        _memory.PutPage(range.StartPfn);
+        await Memremap.MemunmapPagesAsync(pagemap).WaitAsync(TestMemory.Timeout);
+
+        MemorySnapshot.Take(_memory, ramPage, new Pfn(1), new Pfn(1023)).Should().Be(ramBefore);
+        _memory.PageData(ramPage).ToArray().Should().OnlyContain(b => b == 0x55);
+        _memory.IsPresent(range.StartPfn).Should().BeFalse();
+        _memory.HasSection(range.StartPfn).Should().BeTrue("RAM still uses the section");
+        _memory.AllocatePage().Should().NotBe(ramPage);
+    }
+
+    [Fact]
+    public void ManyPagemapsGetDistinctIdsAndEachLookupFindsItsOwn()
+    {
+        var pagemaps = new List<DevPagemap>();
+        for (ulong i = 0; i < 20; i++)
+        {
+            pagemaps.Add(Memremap.MemremapPages(_memory, _driver.PrivateOptions(TestMemory.DeviceRange(i * 2))));
+        }
+
+        pagemaps.Select(p => p.Id).Should().OnlyHaveUniqueItems();
+        foreach (DevPagemap pagemap in pagemaps)
+        {
+            DevPagemap? found = Memremap.GetDevPagemap(_memory, pagemap.Ranges[0].StartPfn + 100);
+            found.Should().BeSameAs(pagemap);
+            found!.Put();
+        }
+
+        int freedId = pagemaps[3].Id;
+        Memremap.MemunmapPages(pagemaps[3]);
+        Memremap.MemremapPages(_memory, _driver.PrivateOptions(TestMemory.DeviceRange(256))).Id.Should().Be(freedId);
+    }
+
+    [Fact]
+    public void RangeEndingAtTheTopOfThePhysicalAddressSpaceRegisters()
+    {
+        var range = new PhysicalRange((1UL << 46) - (2 * MiB), 2 * MiB);
+
+        DevPagemap pagemap = Memremap.MemremapPages(_memory, _driver.PrivateOptions(range));
+
+        _memory.IsPresent(new Pfn(Pfn.Limit - 1)).Should().BeTrue();
+        _memory.Page(new Pfn(Pfn.Limit - 1)).PagemapId.Should().Be(pagemap.Id);
     }
 
     [Fact]
