@@ -117,7 +117,10 @@ public sealed class DevPagemap : IZoneDevicePageOwner
     }
 
     /// <summary>Drops the reference a lookup took (<c>put_dev_pagemap</c>).</summary>
-    /// <exception cref="KernelBugException">No lookup reference was outstanding.</exception>
+    /// <exception cref="KernelBugException">
+    /// No lookup or page reference was outstanding (more puts than gets); nothing changes. An extra put while
+    /// other references are out cannot be told apart from a legitimate one, as in the kernel.
+    /// </exception>
     public void Put() => Ref.Put();
 
     /// <summary>The pages of this pagemap that hold references now, in PFN order.</summary>
@@ -127,19 +130,24 @@ public sealed class DevPagemap : IZoneDevicePageOwner
     {
         ArgumentOutOfRangeException.ThrowIfNegative(max);
         var pages = new List<ReferencedPage>();
-        if (State == DevPagemapState.Removed)
-        {
-            return pages;
-        }
 
-        foreach (PhysicalRange range in _ranges)
+        // The hotplug lock keeps a teardown that completes meanwhile from removing the frames being sampled.
+        lock (Memory.HotplugLock)
         {
-            for (Pfn pfn = range.StartPfn; pfn.PhysicalAddress < range.End && pages.Count < max; pfn += 1)
+            if (State == DevPagemapState.Removed)
             {
-                int count = Memory.Page(pfn).RefCount;
-                if (count > 0)
+                return pages;
+            }
+
+            foreach (PhysicalRange range in _ranges)
+            {
+                for (Pfn pfn = range.StartPfn; pfn.PhysicalAddress < range.End && pages.Count < max; pfn += 1)
                 {
-                    pages.Add(new ReferencedPage(pfn, count, Id, Name));
+                    int count = Memory.Page(pfn).RefCount;
+                    if (count > 0)
+                    {
+                        pages.Add(new ReferencedPage(pfn, count, Id, Name));
+                    }
                 }
             }
         }

@@ -76,16 +76,20 @@ public sealed class LifetimeRef
 
     /// <summary>Drops <paramref name="count"/> references (<c>percpu_ref_put_many</c>); completes <see cref="Idle"/> at zero.</summary>
     /// <param name="count">How many references; at least 1.</param>
-    /// <exception cref="KernelBugException">More puts than gets; the count is unchanged.</exception>
+    /// <exception cref="KernelBugException">
+    /// More puts than gets: the count would go below zero, or, before <see cref="Kill"/>, would drop the initial
+    /// reference (only the kill drops it, so a live ref is never idle). The count is unchanged.
+    /// </exception>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Put(long count = 1)
     {
         long state = Volatile.Read(ref _state);
         while (true)
         {
-            if ((state & CountMask) < count)
+            long putable = (state & CountMask) - ((state & DeadBit) == 0 ? 1 : 0);
+            if (putable < count)
             {
-                ThrowHelper.ThrowBug($"Lifetime reference put below zero (count {state & CountMask}, put {count}).");
+                ThrowHelper.ThrowBug($"Lifetime reference put below zero or of the initial reference (count {state & CountMask}, put {count}, dying {(state & DeadBit) != 0}).");
             }
 
             long seen = Interlocked.CompareExchange(ref _state, state - count, state);

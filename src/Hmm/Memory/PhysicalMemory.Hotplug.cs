@@ -34,7 +34,8 @@ public sealed partial class PhysicalMemory
 
     /// <summary>
     /// Claims a free, section-aligned region of the physical address space for device-private memory, searching
-    /// down from the top (<c>request_free_mem_region</c>).
+    /// down from the top (<c>request_free_mem_region</c>). Free means neither claimed nor online: device memory
+    /// registered without a claim is skipped too.
     /// </summary>
     /// <param name="length">Bytes to claim: a positive multiple of 2 MiB.</param>
     /// <param name="name">The claimant's name, shown in <see cref="Resources"/>.</param>
@@ -58,13 +59,20 @@ public sealed partial class PhysicalMemory
                 ulong start = (top - length) & ~(align - 1);
                 var candidate = new PhysicalRange(start, length);
                 IoResource? conflict = FindOverlapUnsynchronized(candidate);
-                if (conflict is null)
+                if (conflict is not null)
+                {
+                    top = conflict.Range.Start;
+                    continue;
+                }
+
+                ulong? online = FirstOnlineAddressUnsynchronized(candidate);
+                if (online is null)
                 {
                     _resources.Add(new IoResource(name, candidate));
                     return candidate;
                 }
 
-                top = conflict.Range.Start;
+                top = online.Value;
             }
         }
 
@@ -93,6 +101,9 @@ public sealed partial class PhysicalMemory
             _resources.RemoveAt(index);
         }
     }
+
+    /// <summary>Whether the memmap holds a section for the frame, online or not. Lock-free; lets tests see a leaked section.</summary>
+    internal bool HasSection(Pfn pfn) => _sections.Find(pfn) is not null;
 
     /// <summary>Whether the range overlaps System RAM.</summary>
     internal bool OverlapsRam(PhysicalRange range) => range.Overlaps(new PhysicalRange(0, RamBytes));
@@ -252,6 +263,32 @@ public sealed partial class PhysicalMemory
         }
 
         Volatile.Write(ref section.SubsectionPagemap[subsection], state);
+    }
+
+    /// <summary>The lowest address of the range whose subsection is online (RAM or device pages), or null if none is.</summary>
+    private ulong? FirstOnlineAddressUnsynchronized(PhysicalRange range)
+    {
+        const ulong sectionBytes = 1UL << Section.SizeBits;
+        ulong address = range.Start;
+        while (address < range.End)
+        {
+            Pfn pfn = Pfn.FromPhysicalAddress(address);
+            Section? section = _sections.Find(pfn);
+            if (section is null)
+            {
+                address = (address | (sectionBytes - 1)) + 1;
+                continue;
+            }
+
+            if (IsSubsectionOnline(section, pfn))
+            {
+                return address;
+            }
+
+            address += Section.SubsectionBytes;
+        }
+
+        return null;
     }
 
     private IoResource? FindOverlapUnsynchronized(PhysicalRange range)

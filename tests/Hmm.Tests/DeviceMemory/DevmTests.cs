@@ -1,0 +1,167 @@
+using FluentAssertions;
+using Hmm.DeviceMemory;
+using Hmm.Memory;
+using Hmm.Tests.Memory;
+using Xunit;
+
+namespace Hmm.Tests.DeviceMemory;
+
+public class DevmTests
+{
+    private readonly PhysicalMemory _memory = TestMemory.Create();
+    private readonly TestDriver _driver = new();
+    private readonly ManagedDevice _device;
+
+    public DevmTests()
+    {
+        _device = new ManagedDevice(_memory, "gpu0");
+    }
+
+    [Fact]
+    public async Task RequestFreeMemRegionReleasesTheRegionAtUnbind()
+    {
+        PhysicalRange region = Devm.RequestFreeMemRegion(_device, 4 * TestMemory.MiB);
+
+        _memory.Resources().Should().Contain(new IoResource("gpu0", region));
+        await _device.UnbindAsync().WaitAsync(TestMemory.Timeout);
+
+        _memory.Resources().Should().ContainSingle().Which.Name.Should().Be(PhysicalMemory.SystemRamResourceName);
+    }
+
+    [Fact]
+    public void RequestFreeMemRegionWithAnInjectedDevmFailureReleasesTheRegionAndThrowsENOMEM()
+    {
+        MemorySnapshot before = MemorySnapshot.Take(_memory);
+        _memory.FaultInjection.FailNext(FaultPoint.DevmAddAction);
+
+        Action request = () => Devm.RequestFreeMemRegion(_device, 4 * TestMemory.MiB);
+
+        request.Should().Throw<HmmException>().Which.Error.Should().Be(Errno.ENOMEM);
+        MemorySnapshot.Take(_memory).Should().Be(before);
+    }
+
+    [Fact]
+    public void RequestFreeMemRegionWithABadLengthThrowsEINVALAndClaimsNothing()
+    {
+        MemorySnapshot before = MemorySnapshot.Take(_memory);
+
+        Action request = () => Devm.RequestFreeMemRegion(_device, TestMemory.MiB);
+
+        request.Should().Throw<HmmException>().Which.Error.Should().Be(Errno.EINVAL);
+        MemorySnapshot.Take(_memory).Should().Be(before);
+    }
+
+    [Fact]
+    public async Task MemremapPagesIsTornDownWhenTheDeviceUnbinds()
+    {
+        PhysicalRange region = Devm.RequestFreeMemRegion(_device, 4 * TestMemory.MiB);
+        DevPagemap pagemap = Devm.MemremapPages(_device, _driver.PrivateOptions(region));
+
+        _device.Pagemaps().Should().ContainSingle().Which.Should().BeSameAs(pagemap);
+        await _device.UnbindAsync().WaitAsync(TestMemory.Timeout);
+
+        pagemap.State.Should().Be(DevPagemapState.Removed);
+        _memory.IsPresent(region.StartPfn).Should().BeFalse();
+        _memory.Resources().Should().ContainSingle("the pagemap went first, so the region could be released");
+        _device.Pagemaps().Should().BeEmpty();
+    }
+
+    [Theory]
+    [InlineData(MemoryType.DevicePrivate)]
+    [InlineData(MemoryType.Generic)]
+    public void MemremapPagesWithAnInjectedDevmFailureTearsTheMappingDownAtOnce(MemoryType type)
+    {
+        PhysicalRange range = TestMemory.DeviceRange(0, lengthMiB: 4);
+        MemorySnapshot before = MemorySnapshot.Take(_memory, TestMemory.Probes(range));
+        _memory.FaultInjection.FailNext(FaultPoint.DevmAddAction);
+
+        Action register = () => Devm.MemremapPages(_device, _driver.Options(type, range));
+
+        register.Should().Throw<HmmException>().Which.Error.Should().Be(Errno.ENOMEM);
+        MemorySnapshot.Take(_memory, TestMemory.Probes(range)).Should().Be(before);
+        Memremap.GetDevPagemap(_memory, range.StartPfn).Should().BeNull();
+        _device.Pagemaps().Should().BeEmpty();
+        _memory.FindZoneDeviceOwner(1).Should().BeNull();
+
+        DevPagemap again = Devm.MemremapPages(_device, _driver.Options(type, range));
+        again.Id.Should().Be(1);
+        _memory.Page(range.StartPfn).PagemapId.Should().Be(again.Id);
+    }
+
+    [Fact]
+    public void MemremapPagesThatFailsToRegisterAttachesNothing()
+    {
+        Action register = () => Devm.MemremapPages(_device, _driver.PrivateOptions(new PhysicalRange(0, 2 * TestMemory.MiB)));
+
+        register.Should().Throw<HmmException>().Which.Error.Should().Be(Errno.ENXIO);
+        _device.Pagemaps().Should().BeEmpty();
+    }
+
+    [Fact]
+    public async Task MemunmapPagesAsyncReleasesThePagemapBeforeUnbind()
+    {
+        PhysicalRange range = TestMemory.DeviceRange(0);
+        DevPagemap pagemap = Devm.MemremapPages(_device, _driver.PrivateOptions(range));
+        pagemap.InitDevicePage(range.StartPfn);
+
+        Task early = Devm.MemunmapPagesAsync(_device, pagemap);
+
+        early.IsCompleted.Should().BeFalse("a device page is still referenced");
+        pagemap.State.Should().Be(DevPagemapState.Dying);
+        _device.IsBound.Should().BeTrue();
+        _memory.PutPage(range.StartPfn);
+        await early.WaitAsync(TestMemory.Timeout);
+
+        pagemap.State.Should().Be(DevPagemapState.Removed);
+        _device.Pagemaps().Should().BeEmpty();
+        Memremap.MemremapPages(_memory, _driver.PrivateOptions(range)).State.Should().Be(DevPagemapState.Live);
+        await _device.UnbindAsync().WaitAsync(TestMemory.Timeout);
+    }
+
+    [Fact]
+    public async Task MemunmapPagesAsyncDetachesTheReleaseActionSoUnbindDoesNotRunItAgain()
+    {
+        PhysicalRange range = TestMemory.DeviceRange(0);
+        DevPagemap pagemap = Devm.MemremapPages(_device, _driver.PrivateOptions(range));
+        await Devm.MemunmapPagesAsync(_device, pagemap).WaitAsync(TestMemory.Timeout);
+        DevPagemap successor = Memremap.MemremapPages(_memory, _driver.PrivateOptions(range));
+
+        await _device.UnbindAsync().WaitAsync(TestMemory.Timeout);
+
+        successor.State.Should().Be(DevPagemapState.Live, "the device no longer manages that range");
+        _memory.IsPresent(range.StartPfn).Should().BeTrue();
+
+        Func<Task> again = () => Devm.MemunmapPagesAsync(_device, pagemap);
+        (await again.Should().ThrowAsync<HmmException>()).Which.Error.Should().Be(Errno.ENOENT);
+    }
+
+    [Fact]
+    public async Task MemunmapPagesAsyncOfAPagemapTheDeviceDoesNotManageFailsWithENOENT()
+    {
+        DevPagemap unmanaged = Memremap.MemremapPages(_memory, _driver.PrivateOptions(TestMemory.DeviceRange(0)));
+
+        Func<Task> unmap = () => Devm.MemunmapPagesAsync(_device, unmanaged);
+
+        (await unmap.Should().ThrowAsync<HmmException>()).Which.Error.Should().Be(Errno.ENOENT);
+        unmanaged.State.Should().Be(DevPagemapState.Live);
+    }
+
+    [Fact]
+    public void DevmCallsRejectNullArguments()
+    {
+        DevPagemap pagemap = Memremap.MemremapPages(_memory, _driver.PrivateOptions(TestMemory.DeviceRange(0)));
+
+        Action request = () => Devm.RequestFreeMemRegion(null!, 2 * TestMemory.MiB);
+        Action remapNoDevice = () => Devm.MemremapPages(null!, _driver.PrivateOptions(TestMemory.DeviceRange(2)));
+        Action remapNoOptions = () => Devm.MemremapPages(_device, null!);
+        Action unmapNoDevice = () => Devm.MemunmapPagesAsync(null!, pagemap);
+        Action unmapNoPagemap = () => Devm.MemunmapPagesAsync(_device, null!);
+
+        request.Should().Throw<ArgumentNullException>();
+        remapNoDevice.Should().Throw<ArgumentNullException>();
+        remapNoOptions.Should().Throw<ArgumentNullException>();
+        unmapNoDevice.Should().Throw<ArgumentNullException>();
+        unmapNoPagemap.Should().Throw<ArgumentNullException>();
+        _memory.IsPresent(TestMemory.DeviceRange(2).StartPfn).Should().BeFalse();
+    }
+}

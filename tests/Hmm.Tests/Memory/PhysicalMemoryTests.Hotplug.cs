@@ -1,0 +1,159 @@
+using FluentAssertions;
+using Hmm.DeviceMemory;
+using Hmm.Memory;
+using Hmm.Tests.DeviceMemory;
+using Xunit;
+
+namespace Hmm.Tests.Memory;
+
+public partial class PhysicalMemoryTests
+{
+    private const ulong Top = 1UL << Pfn.MaxPhysicalAddressBits;
+
+    [Fact]
+    public void RequestFreeRegionClaimsSectionAlignedRegionsFromTheTopDown()
+    {
+        PhysicalMemory memory = TestMemory.Create();
+
+        PhysicalRange first = memory.RequestFreeRegion(2 * MiB, "gpu0");
+        PhysicalRange second = memory.RequestFreeRegion(4 * MiB, "gpu1");
+        PhysicalRange large = memory.RequestFreeRegion(3 * TestMemory.SectionBytes, "gpu2");
+
+        first.Should().Be(new PhysicalRange(Top - TestMemory.SectionBytes, 2 * MiB));
+        second.Should().Be(new PhysicalRange(first.Start - TestMemory.SectionBytes, 4 * MiB));
+        large.Length.Should().Be(3 * TestMemory.SectionBytes);
+        large.End.Should().BeLessThanOrEqualTo(second.Start);
+        foreach (PhysicalRange range in new[] { first, second, large })
+        {
+            (range.Start % TestMemory.SectionBytes).Should().Be(0);
+            range.End.Should().BeLessThanOrEqualTo(Top);
+            range.Overlaps(new PhysicalRange(0, memory.RamBytes)).Should().BeFalse();
+        }
+
+        first.Overlaps(second).Should().BeFalse();
+        second.Overlaps(large).Should().BeFalse();
+        memory.Resources().Should().Equal(
+            new IoResource(PhysicalMemory.SystemRamResourceName, new PhysicalRange(0, memory.RamBytes)),
+            new IoResource("gpu0", first),
+            new IoResource("gpu1", second),
+            new IoResource("gpu2", large));
+    }
+
+    [Fact]
+    public void RequestFreeRegionSkipsDeviceMemoryThatIsOnlineWithoutAClaim()
+    {
+        PhysicalMemory memory = TestMemory.Create();
+        var driver = new TestDriver();
+        var unclaimed = new PhysicalRange(Top - TestMemory.SectionBytes, 2 * MiB);
+        Memremap.MemremapPages(memory, driver.PrivateOptions(unclaimed));
+
+        PhysicalRange region = memory.RequestFreeRegion(2 * MiB, "gpu0");
+
+        region.Overlaps(unclaimed).Should().BeFalse("the region must be free, and online device pages are not");
+        (region.Start % TestMemory.SectionBytes).Should().Be(0);
+        region.End.Should().BeLessThanOrEqualTo(unclaimed.Start);
+        Memremap.MemremapPages(memory, driver.PrivateOptions(region)).State.Should().Be(DevPagemapState.Live);
+    }
+
+    [Fact]
+    public void RequestFreeRegionDoesNotOnlineMemory()
+    {
+        PhysicalMemory memory = TestMemory.Create();
+
+        PhysicalRange region = memory.RequestFreeRegion(2 * MiB, "gpu0");
+
+        memory.IsPresent(region.StartPfn).Should().BeFalse();
+    }
+
+    [Theory]
+    [InlineData(0UL)]
+    [InlineData(1UL * MiB)]
+    [InlineData((2UL * MiB) + 4096)]
+    [InlineData((1UL << 46) + (2UL * MiB))]
+    public void RequestFreeRegionRejectsABadLengthWithEINVALAndClaimsNothing(ulong length)
+    {
+        PhysicalMemory memory = TestMemory.Create();
+        memory.RequestFreeRegion(2 * MiB, "gpu0");
+        MemorySnapshot before = MemorySnapshot.Take(memory);
+
+        Action request = () => memory.RequestFreeRegion(length, "gpu1");
+
+        request.Should().Throw<HmmException>().Which.Error.Should().Be(Errno.EINVAL);
+        MemorySnapshot.Take(memory).Should().Be(before);
+    }
+
+    [Fact]
+    public void RequestFreeRegionThatCannotFitThrowsENOMEMAndClaimsNothing()
+    {
+        PhysicalMemory memory = TestMemory.Create();
+        memory.RequestFreeRegion(2 * MiB, "gpu0");
+        MemorySnapshot before = MemorySnapshot.Take(memory);
+
+        Action whole = () => memory.RequestFreeRegion(Top, "gpu1");
+        Action almostWhole = () => memory.RequestFreeRegion(Top - TestMemory.SectionBytes, "gpu1");
+
+        whole.Should().Throw<HmmException>().Which.Error.Should().Be(Errno.ENOMEM);
+        almostWhole.Should().Throw<HmmException>().Which.Error.Should().Be(Errno.ENOMEM);
+        MemorySnapshot.Take(memory).Should().Be(before);
+    }
+
+    [Fact]
+    public void RequestFreeRegionRejectsANullName()
+    {
+        PhysicalMemory memory = TestMemory.Create();
+
+        Action request = () => memory.RequestFreeRegion(2 * MiB, null!);
+
+        request.Should().Throw<ArgumentNullException>();
+        memory.Resources().Should().ContainSingle();
+    }
+
+    [Fact]
+    public void ReleaseRegionGivesTheRegionBack()
+    {
+        PhysicalMemory memory = TestMemory.Create();
+        PhysicalRange region = memory.RequestFreeRegion(2 * MiB, "gpu0");
+
+        memory.ReleaseRegion(region);
+
+        memory.Resources().Should().ContainSingle().Which.Name.Should().Be(PhysicalMemory.SystemRamResourceName);
+        memory.RequestFreeRegion(2 * MiB, "gpu1").Should().Be(region, "the search is deterministic");
+    }
+
+    [Fact]
+    public void ReleaseRegionOfAnUnknownRangeThrowsEINVALAndChangesNothing()
+    {
+        PhysicalMemory memory = TestMemory.Create();
+        PhysicalRange region = memory.RequestFreeRegion(4 * MiB, "gpu0");
+        MemorySnapshot before = MemorySnapshot.Take(memory);
+
+        Action unknown = () => memory.ReleaseRegion(TestMemory.DeviceRange(0));
+        Action partOfAClaim = () => memory.ReleaseRegion(new PhysicalRange(region.Start, 2 * MiB));
+        Action systemRam = () => memory.ReleaseRegion(new PhysicalRange(0, memory.RamBytes));
+
+        unknown.Should().Throw<HmmException>().Which.Error.Should().Be(Errno.EINVAL);
+        partOfAClaim.Should().Throw<HmmException>().Which.Error.Should().Be(Errno.EINVAL);
+        systemRam.Should().Throw<HmmException>().Which.Error.Should().Be(Errno.EINVAL);
+        MemorySnapshot.Take(memory).Should().Be(before);
+    }
+
+    [Fact]
+    public async Task ReleaseRegionThrowsEBUSYWhileAPagemapIsOnlineInIt()
+    {
+        PhysicalMemory memory = TestMemory.Create();
+        var driver = new TestDriver();
+        PhysicalRange region = memory.RequestFreeRegion(4 * MiB, "gpu0");
+        DevPagemap pagemap = Memremap.MemremapPages(memory, driver.PrivateOptions(new PhysicalRange(region.Start + (2 * MiB), 2 * MiB)));
+        MemorySnapshot before = MemorySnapshot.Take(memory, TestMemory.Probes(region));
+
+        Action release = () => memory.ReleaseRegion(region);
+
+        release.Should().Throw<HmmException>().Which.Error.Should().Be(Errno.EBUSY);
+        MemorySnapshot.Take(memory, TestMemory.Probes(region)).Should().Be(before);
+        pagemap.State.Should().Be(DevPagemapState.Live);
+
+        await Memremap.MemunmapPagesAsync(pagemap).WaitAsync(TestMemory.Timeout);
+        memory.ReleaseRegion(region);
+        memory.Resources().Should().ContainSingle();
+    }
+}
