@@ -37,9 +37,11 @@ public sealed class LifetimeRef
     /// <summary>Takes <paramref name="count"/> references unless the ref is dying (<c>percpu_ref_tryget_live</c>).</summary>
     /// <param name="count">How many references; at least 1.</param>
     /// <returns>False once killed.</returns>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="count"/> is below 1.</exception>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool TryGetLive(long count = 1)
     {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(count);
         long state = Volatile.Read(ref _state);
         while ((state & DeadBit) == 0)
         {
@@ -80,9 +82,11 @@ public sealed class LifetimeRef
     /// More puts than gets: the count would go below zero, or, before <see cref="Kill"/>, would drop the initial
     /// reference (only the kill drops it, so a live ref is never idle). The count is unchanged.
     /// </exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="count"/> is below 1.</exception>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Put(long count = 1)
     {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(count);
         long state = Volatile.Read(ref _state);
         while (true)
         {

@@ -92,7 +92,8 @@ public sealed class ManagedDevice
         }
         catch (AggregateException error) when (error.InnerExceptions.Count == 1)
         {
-            throw error.InnerExceptions[0];
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(error.InnerExceptions[0]);
+            throw;
         }
 
         if (!completed)

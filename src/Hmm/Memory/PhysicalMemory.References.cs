@@ -107,9 +107,9 @@ public sealed partial class PhysicalMemory
             ThrowHelper.ThrowBug($"put_page below zero on {pfn}: more puts than gets.");
         }
 
-        HmmMetrics.PageFrees.Add(1);
         if ((Volatile.Read(ref frame._flags) & (ulong)PageFlags.ZoneDevice) != 0)
         {
+            HmmMetrics.PageFrees.Add(1);
             ZoneDeviceOwner(frame._pagemapId).FreeZoneDevicePage(pfn);
             return;
         }
@@ -122,5 +122,6 @@ public sealed partial class PhysicalMemory
 
         Volatile.Write(ref frame._flags, 0);
         _ram.Free(pfn);
+        HmmMetrics.PageFrees.Add(1);
     }
 }
