@@ -137,6 +137,9 @@ internal static class Threads
     /// <summary>True when the task has not completed after <see cref="StillBlocked"/>.</summary>
     public static bool IsStillBlocked(Task task) => !task.Wait(StillBlocked);
 
+    /// <summary>True when every task completes within <paramref name="timeout"/>.</summary>
+    public static bool AllComplete(Task[] tasks, TimeSpan timeout) => Task.WaitAll(tasks, timeout);
+
     /// <summary>Runs <paramref name="action"/> on another thread and waits for it (bounded).</summary>
     public static bool RunToCompletion(Action action) => Completes(Run(action));
 }
