@@ -73,6 +73,71 @@ public class MmuNotifierConcurrencyTests
         subscriptions.IntervalTreeCount.Should().Be(readerSubs.Length, $"seed {seed}: every churned subscription is gone");
     }
 
+    /// <summary>
+    /// Two threads invalidate while a third registers and unregisters classic notifiers: a notifier never gets
+    /// an end without its start, no callback runs after Unregister returned, and release runs exactly once.
+    /// </summary>
+    [Theory]
+    [InlineData(5)]
+    [InlineData(99)]
+    public void ClassicNotifiersSeeOnlyCompletePairsAndNothingAfterUnregister(int seed)
+    {
+        var subscriptions = new MmuNotifierSubscriptions();
+        var world = new World();
+        subscriptions.Insert(0, 8 * Page, new DriverOps(world));
+        int invalidatorsRunning = 2;
+        using var start = new Barrier(3);
+
+        Task[] threads =
+        [
+            Threads.Run(() => Invalidate(subscriptions, world, start, seed * 31, ref invalidatorsRunning)),
+            Threads.Run(() => Invalidate(subscriptions, world, start, (seed * 31) + 1, ref invalidatorsRunning)),
+            Threads.Run(() =>
+            {
+                var random = new Random(seed);
+                start.SignalAndWait(Threads.Hang);
+                var live = new List<(MmuNotifier Notifier, CountingNotifierOps Ops)>();
+                while (Volatile.Read(ref invalidatorsRunning) != 0 || live.Count != 0)
+                {
+                    if (live.Count < 3 && Volatile.Read(ref invalidatorsRunning) != 0 && random.Next(2) == 0)
+                    {
+                        var ops = new CountingNotifierOps(world);
+                        live.Add((subscriptions.Register(ops), ops));
+                    }
+                    else if (live.Count != 0)
+                    {
+                        int index = random.Next(live.Count);
+                        (MmuNotifier notifier, CountingNotifierOps ops) = live[index];
+                        live.RemoveAt(index);
+                        subscriptions.Unregister(notifier);
+                        Volatile.Write(ref ops.Unregistered, true);
+                        if (Volatile.Read(ref ops.Releases) != 1)
+                        {
+                            world.Violation($"release ran {ops.Releases} times");
+                        }
+
+                        Interlocked.Increment(ref world.Churns);
+                    }
+
+                    Thread.Yield();
+                }
+            }),
+        ];
+
+        bool finished = Threads.AllComplete(threads, TimeSpan.FromSeconds(60));
+
+        _output.WriteLine($"seed {seed}: {world.Invalidations} invalidations, {world.Churns} register/unregister cycles");
+        finished.Should().BeTrue($"no thread may hang (seed {seed})");
+        foreach (Task thread in threads)
+        {
+            thread.Exception.Should().BeNull($"seed {seed}");
+        }
+
+        world.Violations.Should().BeEmpty($"seed {seed}");
+        subscriptions.NotifierCount.Should().Be(0, $"seed {seed}");
+        subscriptions.ActiveInvalidateRanges.Should().Be(0, $"seed {seed}");
+    }
+
     private static void Invalidate(MmuNotifierSubscriptions subscriptions, World world, Barrier start, int seed, ref int running)
     {
         var random = new Random(seed);
@@ -262,6 +327,43 @@ public class MmuNotifierConcurrencyTests
             }
 
             return true;
+        }
+    }
+
+    private sealed class CountingNotifierOps(World world) : IMmuNotifierOps
+    {
+        public bool Unregistered;
+        public int Releases;
+        private long _open;
+
+        public bool InvalidateRangeStart(in MmuNotifierRange range)
+        {
+            CheckRegistered();
+            Interlocked.Increment(ref _open);
+            return true;
+        }
+
+        public void InvalidateRangeEnd(in MmuNotifierRange range)
+        {
+            CheckRegistered();
+            if (Interlocked.Decrement(ref _open) < 0)
+            {
+                world.Violation("an end without its start");
+            }
+        }
+
+        public void Release()
+        {
+            CheckRegistered();
+            Interlocked.Increment(ref Releases);
+        }
+
+        private void CheckRegistered()
+        {
+            if (Volatile.Read(ref Unregistered))
+            {
+                world.Violation("a callback after Unregister returned");
+            }
         }
     }
 
