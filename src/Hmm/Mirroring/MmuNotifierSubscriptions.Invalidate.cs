@@ -27,6 +27,8 @@ public sealed partial class MmuNotifierSubscriptions
     /// <exception cref="KernelBugException">The range is empty or reversed; nothing changes.</exception>
     /// <remarks>
     /// <para>May run on several threads at once and may nest on one thread. Allocates nothing.</para>
+    /// <para>A refusal by a classic notifier also ends the interval half of the invalidation, so that false
+    /// always means "fully ended" (the kernel returns the error with the interval half still active).</para>
     /// <para>If a callback throws, the invalidation is ended as for a false return (classic notifiers that had
     /// started get their end) and the exception propagates; the caller must not call
     /// <see cref="InvalidateRangeEnd"/>.</para>
