@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using Hmm.AddressSpace;
 
 namespace Hmm.Mirroring;
 
@@ -81,6 +82,29 @@ public sealed class MmuIntervalNotifier
 
     /// <summary>The address space's notifier subscriptions this interval belongs to (<c>interval_sub->mm</c>).</summary>
     public MmuNotifierSubscriptions Subscriptions { get; }
+
+    /// <summary>The address space this subscription watches (<c>notifier->mm</c>).</summary>
+    /// <exception cref="HmmException"><see cref="Errno.EINVAL"/>: the subscriptions are not attached to an address space.</exception>
+    public Mm Mm => Subscriptions.Mm ?? throw new HmmException(Errno.EINVAL, "This subscription belongs to notifier subscriptions that are not attached to an address space.");
+
+    /// <summary>
+    /// Subscribes to invalidations of <c>[start, start + length)</c> of an address space
+    /// (<c>mmu_interval_notifier_insert</c>).
+    /// </summary>
+    /// <param name="mm">The address space; alive.</param>
+    /// <param name="start">The first address, page aligned.</param>
+    /// <param name="length">Bytes, page aligned and positive.</param>
+    /// <param name="ops">The driver's invalidate callback.</param>
+    /// <returns>The subscription.</returns>
+    /// <exception cref="ArgumentNullException">An argument is null.</exception>
+    /// <exception cref="HmmException">As <see cref="MmuNotifierSubscriptions.Of"/> and <see cref="MmuNotifierSubscriptions.Insert"/>.</exception>
+    public static MmuIntervalNotifier Insert(Mm mm, ulong start, ulong length, IMmuIntervalNotifierOps ops) =>
+        MmuNotifierSubscriptions.Of(mm).Insert(start, length, ops);
+
+    /// <summary>Removes this subscription (<c>mmu_interval_notifier_remove</c>); see <see cref="MmuNotifierSubscriptions.Remove"/>.</summary>
+    /// <exception cref="KernelBugException">Called from inside a notifier callback, or twice.</exception>
+    public void Remove() => Subscriptions.Remove(this);
+
 
     /// <summary>Whether <see cref="MmuNotifierSubscriptions.Remove"/> has completed for this subscription.</summary>
     public bool IsRemoved => _state == IntervalState.Removed;

@@ -89,11 +89,40 @@ public sealed partial class MmuNotifierSubscriptions : IMmNotifierChain
 
     private long _ignoredBlockableFailures;
 
-    /// <summary>Creates the (empty) notifier subscriptions of one address space.</summary>
+    /// <summary>Creates notifier subscriptions not attached to an address space (for tests of the protocol alone).</summary>
     /// <param name="logger">Where driver bugs and releases are logged; null for none.</param>
     public MmuNotifierSubscriptions(ILogger? logger = null)
     {
         _logger = logger ?? NullLogger.Instance;
+    }
+
+    private MmuNotifierSubscriptions(Mm mm)
+        : this(mm.Logger)
+    {
+        Mm = mm;
+    }
+
+    /// <summary>The address space these subscriptions belong to; null for detached ones.</summary>
+    public Mm? Mm { get; }
+
+    /// <summary>
+    /// The subscriptions of an address space, created on first use (the kernel registers
+    /// <c>mm->notifier_subscriptions</c> on the first notifier). Every change to the address space's page tables
+    /// is reported to them from then on.
+    /// </summary>
+    /// <param name="mm">The address space.</param>
+    /// <returns>Its subscriptions.</returns>
+    /// <exception cref="ArgumentNullException"><paramref name="mm"/> is null.</exception>
+    /// <exception cref="HmmException"><see cref="Errno.EINVAL"/>: the address space has exited (the kernel WARNs and returns -EINVAL when <c>mm_users</c> is 0).</exception>
+    public static MmuNotifierSubscriptions Of(Mm mm)
+    {
+        ArgumentNullException.ThrowIfNull(mm);
+        if (!mm.IsAlive)
+        {
+            ThrowHelper.ThrowHmm(Errno.EINVAL, $"Address space '{mm.Name}' has exited; no notifier can subscribe to it.");
+        }
+
+        return mm.Notifiers as MmuNotifierSubscriptions ?? (MmuNotifierSubscriptions)mm.GetOrSetNotifiers(new MmuNotifierSubscriptions(mm));
     }
 
     /// <summary>The current invalidation sequence (<c>invalidate_seq</c>): starts at 2, odd while an invalidation

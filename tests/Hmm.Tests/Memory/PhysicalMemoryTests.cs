@@ -27,7 +27,7 @@ public partial class PhysicalMemoryTests
 
         memory.RamBytes.Should().Be(256 * MiB);
         memory.StoresPageData.Should().BeTrue();
-        memory.RamPages.Should().Be((256 * MiB / 4096) - 1);
+        memory.RamPages.Should().Be((256 * MiB / 4096) - 2, "frame 0 is reserved and frame 1 is the zero page");
     }
 
     [Fact]
@@ -47,14 +47,17 @@ public partial class PhysicalMemoryTests
     }
 
     [Fact]
-    public void FrameZeroIsReservedAndNotCountedAsRam()
+    public void FrameZeroAndTheZeroPageAreReservedAndNotCountedAsRam()
     {
         PhysicalMemory memory = TestMemory.Create(ramMiB: 4);
 
-        memory.RamPages.Should().Be((4 * MiB / 4096) - 1);
+        memory.RamPages.Should().Be((4 * MiB / 4096) - 2);
         memory.FreeRamPages.Should().Be(memory.RamPages);
         memory.Page(new Pfn(0)).Flags.Should().HaveFlag(PageFlags.Reserved);
         memory.Page(new Pfn(0)).RefCount.Should().Be(0);
+        memory.Page(PhysicalMemory.ZeroPage).Flags.Should().HaveFlag(PageFlags.Reserved);
+        memory.Page(PhysicalMemory.ZeroPage).RefCount.Should().Be(1, "the zero page is never freed");
+        memory.PageData(PhysicalMemory.ZeroPage).ToArray().Should().OnlyContain(b => b == 0);
     }
 
     [Fact]
