@@ -5,9 +5,10 @@ using Microsoft.Extensions.Logging;
 namespace Hmm.Cli.Workloads;
 
 /// <summary>
-/// The built-in workload: a device registers device-private memory, a driver hands pages out and fills them,
-/// the device is unbound while pages are still held (and the blocking unbind names them), then the last
-/// references are put and the teardown completes.
+/// The built-in workload. First, device memory lifetimes: a device registers device-private memory, a driver
+/// hands pages out and fills them, the device is unbound while pages are still held (and the blocking unbind
+/// names them), then the last references are put and the teardown completes. Then mirroring: see
+/// <see cref="MirroringPhase"/>.
 /// </summary>
 internal static class DefaultWorkload
 {
@@ -82,5 +83,8 @@ internal static class DefaultWorkload
         report.Counter("pages freed via page-free", driver.FreedPages);
         report.Counter("pagemap state", pagemap.State);
         report.Counter("device range present after teardown", memory.IsPresent(region.StartPfn));
+
+        MirroringPhase.Run(memory, settings, report);
+        report.Counter("free RAM pages at the end", $"{memory.FreeRamPages} of {memory.RamPages}");
     }
 }
