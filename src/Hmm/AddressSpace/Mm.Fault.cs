@@ -143,7 +143,11 @@ public sealed partial class Mm
         return FaultStep.Retry;
     }
 
-    /// <summary>A write to a present read-only entry: reuse the page if this mapping owns it alone, else copy (COW break).</summary>
+    /// <summary>
+    /// A write to a present read-only entry: reuse the page if this mapping owns it alone, else copy (COW break).
+    /// An anonymous page marked exclusive is reused whatever its refcount, as the kernel does: extra references
+    /// are pins or GUP references taken while it was exclusive, and copying would leave them on a stale page.
+    /// </summary>
     private FaultStep WriteProtectFault(Vma vma, PteTable table, int index, ulong address, Pte pte)
     {
         if (vma.IsShared)
@@ -165,7 +169,9 @@ public sealed partial class Mm
             lock (table.Lock)
             {
                 ref PageFrame frame = ref Memory.Frame(old);
-                if (table.Read(index) == pte && (frame.Flags & PageFlags.Anon) != 0 && frame.MapCount == 1 && frame.RefCount == 1)
+                PageFlags pageFlags = frame.Flags;
+                if (table.Read(index) == pte && (pageFlags & PageFlags.Anon) != 0
+                    && ((pageFlags & PageFlags.AnonExclusive) != 0 || (frame.MapCount == 1 && frame.RefCount == 1)))
                 {
                     Interlocked.Or(ref frame._flags, (ulong)PageFlags.AnonExclusive);
                     table.SetUnsynchronized(index, new Pte(pte.Raw | Pte.WriteBit | Pte.DirtyBit));
