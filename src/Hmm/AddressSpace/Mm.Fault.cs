@@ -29,6 +29,7 @@ public sealed partial class Mm
         ArgumentNullException.ThrowIfNull(vma);
         AssertMmapLocked();
         bool write = (flags & FaultFlags.Write) != 0;
+        bool unshare = !write && (flags & FaultFlags.Unshare) != 0;
         address &= PageSize.Mask;
         for (int attempt = 0; attempt < MaxFaultRetries; attempt++)
         {
@@ -38,7 +39,7 @@ public sealed partial class Mm
             FaultStep step = pte.Kind switch
             {
                 PteKind.None => vma.File is null ? AnonymousFault(vma, table, index, address, write) : FileFault(vma, table, index, address, write),
-                PteKind.Present when write && !pte.IsWritable => WriteProtectFault(vma, table, index, address, pte),
+                PteKind.Present when (write || unshare) && !pte.IsWritable => WriteProtectFault(vma, table, index, address, pte, unshare),
                 PteKind.Present => MarkAccessed(table, index, pte, write),
                 PteKind.DevicePrivate => DevicePrivateFault(vma, address, pte, write),
                 PteKind.Migration => WaitForMigration(pte),
@@ -147,11 +148,17 @@ public sealed partial class Mm
     /// A write to a present read-only entry: reuse the page if this mapping owns it alone, else copy (COW break).
     /// An anonymous page marked exclusive is reused whatever its refcount, as the kernel does: extra references
     /// are pins or GUP references taken while it was exclusive, and copying would leave them on a stale page.
+    /// With <paramref name="unshare"/> the page only becomes exclusive: the entry stays read-only (<c>FAULT_FLAG_UNSHARE</c>).
     /// </summary>
-    private FaultStep WriteProtectFault(Vma vma, PteTable table, int index, ulong address, Pte pte)
+    private FaultStep WriteProtectFault(Vma vma, PteTable table, int index, ulong address, Pte pte, bool unshare)
     {
         if (vma.IsShared)
         {
+            if (unshare)
+            {
+                return FaultStep.Success;
+            }
+
             lock (table.Lock)
             {
                 if (table.Read(index) == pte)
@@ -174,6 +181,11 @@ public sealed partial class Mm
                     && ((pageFlags & PageFlags.AnonExclusive) != 0 || (frame.MapCount == 1 && frame.RefCount == 1)))
                 {
                     Interlocked.Or(ref frame._flags, (ulong)PageFlags.AnonExclusive);
+                    if (unshare)
+                    {
+                        return FaultStep.Success;
+                    }
+
                     table.SetUnsynchronized(index, new Pte(pte.Raw | Pte.WriteBit | Pte.DirtyBit));
                     return FaultStep.Retry;
                 }
@@ -201,7 +213,7 @@ public sealed partial class Mm
             {
                 if (table.Read(index) == pte)
                 {
-                    table.SetUnsynchronized(index, Pte.Present(copy, writable: true, dirty: true));
+                    table.SetUnsynchronized(index, unshare ? Pte.Present(copy, writable: false) : Pte.Present(copy, writable: true, dirty: true));
                     replaced = true;
                     if (old != PhysicalMemory.ZeroPage)
                     {
@@ -220,6 +232,9 @@ public sealed partial class Mm
             {
                 Memory.PutPage(old);
             }
+
+            // An unshared entry stays read-only, so looking again would unshare again: it is done once installed.
+            return replaced && unshare ? FaultStep.Success : FaultStep.Retry;
         }
         finally
         {
@@ -228,8 +243,6 @@ public sealed partial class Mm
                 Memory.PutPage(old);
             }
         }
-
-        return FaultStep.Retry;
     }
 
     private static FaultStep MarkAccessed(PteTable table, int index, Pte pte, bool write)
