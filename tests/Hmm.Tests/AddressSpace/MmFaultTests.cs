@@ -52,6 +52,59 @@ internal static class FaultTestKit
     }
 }
 
+/// <summary>A notifier chain that records every call, installed with <c>Mm.GetOrSetNotifiers</c>.</summary>
+internal sealed class RecordingNotifierChain : IMmNotifierChain
+{
+    private readonly Lock _lock = new();
+    private readonly List<(string Call, MmuNotifierRange Range)> _calls = [];
+
+    public (string Call, MmuNotifierRange Range)[] Calls
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return [.. _calls];
+            }
+        }
+    }
+
+    public MmuNotifierRange[] Starts => [.. Calls.Where(c => c.Call == "start").Select(c => c.Range)];
+
+    public static RecordingNotifierChain InstallOn(Mm mm)
+    {
+        var chain = new RecordingNotifierChain();
+        mm.GetOrSetNotifiers(chain).Should().BeSameAs(chain);
+        return chain;
+    }
+
+    public bool InvalidateRangeStart(in MmuNotifierRange range)
+    {
+        Record("start", range);
+        return true;
+    }
+
+    public void InvalidateRangeEnd(in MmuNotifierRange range) => Record("end", range);
+
+    public void Release() => Record("release", default);
+
+    public void Clear()
+    {
+        lock (_lock)
+        {
+            _calls.Clear();
+        }
+    }
+
+    private void Record(string call, MmuNotifierRange range)
+    {
+        lock (_lock)
+        {
+            _calls.Add((call, range));
+        }
+    }
+}
+
 public class MmFaultTests
 {
     private const int Page = FaultTestKit.Page;
@@ -646,6 +699,57 @@ public class MmFaultTests
         file.Read(0, fromFile);
         fromFile[0].Should().Be(1);
         memory.Page(copy).Flags.Should().HaveFlag(PageFlags.Anon);
+    }
+
+    [Fact]
+    public void CopyOnWriteBreaksAreAnnouncedAsAClearOfThePageButFirstTouchIsNot()
+    {
+        PhysicalMemory memory = FaultTestKit.NewMemory();
+        var parent = new Mm(memory);
+        ulong a = FaultTestKit.MapAnonymous(parent, 3);
+        RecordingNotifierChain notifiers = RecordingNotifierChain.InstallOn(parent);
+
+        parent.Write(a, [1]);
+        FaultTestKit.ReadBytes(parent, a + Page, 1);
+        notifiers.Calls.Should().BeEmpty("filling an empty entry replaces nothing a device could mirror");
+
+        parent.Write(a + Page, [2]);
+        notifiers.Starts.Should().Equal(new MmuNotifierRange(a + Page, a + (2 * Page), MmuNotifierEvent.Clear));
+        Mm child = parent.Fork();
+        notifiers.Clear();
+
+        parent.Write(a, [3]);
+
+        notifiers.Calls.Should().Equal(
+            ("start", new MmuNotifierRange(a, a + Page, MmuNotifierEvent.Clear)),
+            ("end", new MmuNotifierRange(a, a + Page, MmuNotifierEvent.Clear)));
+        child.Exit();
+    }
+
+    [Fact]
+    public void UnshareFaultMakesASharedPageExclusiveWithoutMakingItWritable()
+    {
+        PhysicalMemory memory = FaultTestKit.NewMemory();
+        var parent = new Mm(memory);
+        ulong a = FaultTestKit.MapAnonymous(parent, 1);
+        parent.Write(a, [1]);
+        Pfn shared = parent.ReadPte(a).Pfn;
+        Mm child = parent.Fork();
+
+        using (parent.MmapReadLock())
+        {
+            parent.HandleMmFault(parent.FindVma(a)!, a, FaultFlags.Unshare | FaultFlags.Remote).Should().Be(VmFaultResult.None);
+        }
+
+        Pte pte = parent.ReadPte(a);
+        pte.Pfn.Should().NotBe(shared);
+        pte.IsWritable.Should().BeFalse();
+        memory.Page(pte.Pfn).Flags.Should().HaveFlag(PageFlags.AnonExclusive);
+        FaultTestKit.ReadBytes(parent, a, 1).Should().Equal(1);
+        parent.Write(a, [2]);
+        parent.ReadPte(a).Pfn.Should().Be(pte.Pfn, "the unshared page is reused by the next write");
+        FaultTestKit.ReadBytes(child, a, 1).Should().Equal(1);
+        child.Exit();
     }
 
     [Fact]
