@@ -280,20 +280,26 @@ public sealed partial class Mm
                 return FaultStep.Retry;
             }
 
-            DevPagemap? pagemap = Memremap.GetDevPagemap(Memory, page);
             try
             {
-                if (pagemap?.Ops is null || ReadPte(address) != pte)
+                if (ReadPte(address) != pte)
                 {
                     return FaultStep.Retry;
                 }
 
-                VmFaultResult result = pagemap.Ops.MigrateToRam(new DevicePrivateFault(pagemap, page, address, write, this));
+                // The page's reference keeps its pagemap alive, also once teardown has begun, when a lookup
+                // (get_dev_pagemap) would fail: the page must still come back then, so the owner is read from the page.
+                if (Memory.FindZoneDeviceOwner(Memory.Page(page).PagemapId) is not DevPagemap { Ops: { } ops } pagemap)
+                {
+                    ThrowHelper.ThrowBug($"Device-private entry at 0x{address:x} in '{Name}' names {page}, which belongs to no device-private pagemap.");
+                    return FaultStep.Fail(VmFaultResult.Sigbus);
+                }
+
+                VmFaultResult result = ops.MigrateToRam(new DevicePrivateFault(pagemap, page, address, write, this));
                 return result == VmFaultResult.None || (result & VmFaultResult.Retry) != 0 ? FaultStep.Retry : FaultStep.Fail(result);
             }
             finally
             {
-                pagemap?.Put();
                 Memory.UnlockPage(page);
             }
         }
