@@ -152,6 +152,42 @@ public class DevicePrivateFaultTests
     }
 
     [Fact]
+    public void RacingCpuFaultsOnTheSameDevicePagesMigrateEachOnce()
+    {
+        const int Pages = 32;
+        var mm = new Mm(_memory);
+        ulong a = FaultTestKit.MapAnonymous(mm, Pages);
+        for (int p = 0; p < Pages; p++)
+        {
+            Plant(mm, a + ((ulong)p * Page), DevicePage(10 + p), [(byte)(p + 1)], writable: true);
+        }
+
+        using var start = new Barrier(2);
+        var seen = new byte[2][];
+
+        void Touch(int thread)
+        {
+            start.SignalAndWait();
+            seen[thread] = new byte[Pages];
+            for (int p = 0; p < Pages; p++)
+            {
+                int page = thread == 0 ? p : Pages - 1 - p;
+                seen[thread][page] = FaultTestKit.ReadBytes(mm, a + ((ulong)page * Page), 1)[0];
+            }
+        }
+
+        Parallel.Invoke(() => Touch(0), () => Touch(1));
+
+        byte[] expected = [.. Enumerable.Range(1, Pages).Select(i => (byte)i)];
+        seen[0].Should().Equal(expected);
+        seen[1].Should().Equal(expected);
+        _driver.Faults.Select(f => f.Fault.Page).Should().OnlyHaveUniqueItems("one migrate_to_ram per page: the page lock and the entry re-check stop the second");
+        _driver.Faults.Should().HaveCount(Pages);
+        _driver.Faults.Should().OnlyContain(f => f.WasLocked);
+        _driver.Freed.Should().HaveCount(Pages);
+    }
+
+    [Fact]
     public void GetUserPagesMigratesADevicePrivatePageBackInsteadOfReturningIt()
     {
         var mm = new Mm(_memory);

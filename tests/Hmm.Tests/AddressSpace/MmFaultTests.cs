@@ -753,6 +753,82 @@ public class MmFaultTests
     }
 
     [Fact]
+    public void RacingFirstTouchesOfTheSamePagesInstallOnePageEachAndLoseNoWrite()
+    {
+        const int Pages = 128;
+        PhysicalMemory memory = FaultTestKit.NewMemory();
+        var mm = new Mm(memory);
+        ulong a = FaultTestKit.MapAnonymous(mm, Pages);
+        ulong free = memory.FreeRamPages;
+        using var start = new Barrier(2);
+
+        void Touch(int thread)
+        {
+            start.SignalAndWait();
+            for (int p = 0; p < Pages; p++)
+            {
+                ulong page = a + ((ulong)p * Page);
+                if (((p + thread) & 1) == 0)
+                {
+                    FaultTestKit.ReadBytes(mm, page, 1);
+                }
+
+                mm.Write(page + (ulong)thread, [(byte)(thread + 1)]);
+            }
+        }
+
+        Parallel.Invoke(() => Touch(0), () => Touch(1));
+
+        memory.FreeRamPages.Should().Be(free - Pages, "exactly one page per address survives the races");
+        for (int p = 0; p < Pages; p++)
+        {
+            ulong page = a + ((ulong)p * Page);
+            FaultTestKit.ReadBytes(mm, page, 2).Should().Equal([1, 2], $"both writes to page {p} are kept");
+            Pfn pfn = mm.ReadPte(page).Pfn;
+            memory.Page(pfn).MapCount.Should().Be(1);
+            memory.PageRefCount(pfn).Should().Be(1);
+        }
+    }
+
+    [Fact]
+    public void RacingCopyOnWriteBreaksOfTheSamePagesCopyOnceAndLoseNoWrite()
+    {
+        const int Pages = 64;
+        PhysicalMemory memory = FaultTestKit.NewMemory();
+        var parent = new Mm(memory, "parent");
+        ulong a = FaultTestKit.MapAnonymous(parent, Pages);
+        parent.Write(a, FaultTestKit.Pattern(Pages * Page, seed: 7));
+        byte[] original = FaultTestKit.ReadBytes(parent, a, Pages * Page);
+        Mm child = parent.Fork();
+        Pfn[] shared = [.. Enumerable.Range(0, Pages).Select(p => parent.ReadPte(a + ((ulong)p * Page)).Pfn)];
+        ulong free = memory.FreeRamPages;
+        using var start = new Barrier(2);
+
+        void Write(int thread)
+        {
+            start.SignalAndWait();
+            for (int p = 0; p < Pages; p++)
+            {
+                parent.Write(a + ((ulong)p * Page) + 8 + (ulong)thread, [(byte)(0xF0 + thread)]);
+            }
+        }
+
+        Parallel.Invoke(() => Write(0), () => Write(1));
+
+        memory.FreeRamPages.Should().Be(free - Pages, "each page is copied once; a losing copy is freed");
+        for (int p = 0; p < Pages; p++)
+        {
+            ulong page = a + ((ulong)p * Page);
+            FaultTestKit.ReadBytes(parent, page + 8, 2).Should().Equal([0xF0, 0xF1], $"both writes to page {p} are kept");
+            FaultTestKit.ReadBytes(child, page, Page).Should().Equal(original.AsSpan(p * Page, Page).ToArray());
+            memory.Page(shared[p]).MapCount.Should().Be(1);
+            memory.PageRefCount(shared[p]).Should().Be(1);
+        }
+
+        child.Exit();
+    }
+
+    [Fact]
     public void AccessAfterExitIsEsrch()
     {
         PhysicalMemory memory = FaultTestKit.NewMemory();
