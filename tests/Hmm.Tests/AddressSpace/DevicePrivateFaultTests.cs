@@ -239,7 +239,6 @@ public class DevicePrivateFaultTests
         FaultTestKit.ReadBytes(child, a, 2).Should().Equal(4, 5);
         _memory.PageRefCount(device).Should().Be(0);
         parent.ReadPte(a).Pfn.Should().NotBe(child.ReadPte(a).Pfn);
-        child.Exit();
     }
 
     [Fact]

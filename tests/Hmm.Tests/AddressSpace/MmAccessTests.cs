@@ -152,7 +152,7 @@ public class MmAccessTests
         private const int Pages = 12;
         private const int RegionPages = 3;
         private const int ForkSlot = 16;
-        private const int MinimumForks = 4;
+        private const int MinimumForks = 3;
         private static readonly TimeSpan s_workTime = TimeSpan.FromMilliseconds(300);
         private static readonly TimeSpan s_hangLimit = TimeSpan.FromSeconds(60);
 

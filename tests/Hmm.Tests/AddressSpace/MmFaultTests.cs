@@ -579,7 +579,6 @@ public class MmFaultTests
         memory.Page(shared).MapCount.Should().Be(2);
         memory.FreeRamPages.Should().Be(free);
         FaultTestKit.ReadBytes(child, a, 2).Should().Equal(1, 2);
-        child.Exit();
     }
 
     [Fact]
@@ -723,7 +722,6 @@ public class MmFaultTests
         notifiers.Calls.Should().Equal(
             ("start", new MmuNotifierRange(a, a + Page, MmuNotifierEvent.Clear)),
             ("end", new MmuNotifierRange(a, a + Page, MmuNotifierEvent.Clear)));
-        child.Exit();
     }
 
     [Fact]
@@ -749,7 +747,6 @@ public class MmFaultTests
         parent.Write(a, [2]);
         parent.ReadPte(a).Pfn.Should().Be(pte.Pfn, "the unshared page is reused by the next write");
         FaultTestKit.ReadBytes(child, a, 1).Should().Equal(1);
-        child.Exit();
     }
 
     [Fact]
@@ -825,7 +822,6 @@ public class MmFaultTests
             memory.PageRefCount(shared[p]).Should().Be(1);
         }
 
-        child.Exit();
     }
 
     [Fact]

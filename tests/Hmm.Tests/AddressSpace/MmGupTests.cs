@@ -85,7 +85,6 @@ public class MmGupTests
         FaultTestKit.ReadBytes(parent, a, 3).Should().Equal(9, 2, 3);
         FaultTestKit.ReadBytes(child, a, 3).Should().Equal(1, 2, 3);
         memory.PutPage(pages[0]);
-        child.Exit();
     }
 
     [Fact]
@@ -415,7 +414,6 @@ public class MmGupTests
         memory.PageData(pages[0])[0].Should().Be(2);
         FaultTestKit.ReadBytes(child, a, 1).Should().Equal(1);
         parent.UnpinUserPages(pages);
-        child.Exit();
     }
 
     [Fact]

@@ -37,8 +37,6 @@ public class RmapTests
         found.Select(m => m.Mm).Should().BeEquivalentTo(new[] { parent, child, grandchild });
         found.Should().OnlyContain(m => m.Address == a + Page && m.Entry.Pfn == page && !m.Entry.IsWritable);
         memory.Page(page).MapCount.Should().Be(3);
-        grandchild.Exit();
-        child.Exit();
     }
 
     [Fact]
@@ -101,7 +99,6 @@ public class RmapTests
         moved.Should().Be(0x5000_0000UL);
         Rmap.FindMappings(memory, page).Select(m => (m.Mm, m.Address)).Should().BeEquivalentTo(new[] { (parent, a + Page), (child, moved + Page) });
         FaultTestKit.ReadBytes(child, moved + Page, 1).Should().Equal(1);
-        child.Exit();
     }
 
     [Fact]
@@ -175,7 +172,6 @@ public class RmapTests
         ulong free = memory.FreeRamPages;
         memory.PutPage(page);
         memory.FreeRamPages.Should().Be(free + 1);
-        child.Exit();
     }
 
     [Fact]

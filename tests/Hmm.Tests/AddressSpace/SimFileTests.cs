@@ -221,7 +221,6 @@ public class SimFileTests
         FaultTestKit.ReadBytes(child, a, 1).Should().Equal(1);
         child.Write(a + Page, [2]);
         FaultTestKit.ReadBytes(child, a + Page, 1).Should().Equal(2);
-        child.Exit();
     }
 
     [Fact(Skip = "bug: the [shmem] SimFile that Mm.Mmap creates for MAP_SHARED|MAP_ANONYMOUS keeps its page cache after its last mapping is gone, so shared anonymous memory is never freed")]
