@@ -21,9 +21,9 @@ public sealed partial class Mm
     /// </summary>
     /// <param name="vma">The area containing the address.</param>
     /// <param name="address">The faulting address.</param>
-    /// <param name="flags">Read or write, local or remote.</param>
+    /// <param name="flags">Read or write, local or remote; <see cref="FaultFlags.Unshare"/> to make a shared page exclusive without write access.</param>
     /// <returns><see cref="VmFaultResult.None"/> when the page is now accessible as asked; <see cref="VmFaultResult.Oom"/> or <see cref="VmFaultResult.Sigbus"/> otherwise.</returns>
-    /// <exception cref="KernelBugException">The mmap lock is not held, or a driver's <c>migrate_to_ram</c> keeps returning success without moving the page.</exception>
+    /// <exception cref="KernelBugException">The mmap lock is not held, a driver's <c>migrate_to_ram</c> keeps returning success without moving the page, or a device-private entry names a page of no device-private pagemap.</exception>
     public VmFaultResult HandleMmFault(Vma vma, ulong address, FaultFlags flags)
     {
         ArgumentNullException.ThrowIfNull(vma);
