@@ -75,7 +75,9 @@ public sealed partial class Mm
             throw new SegmentationFaultException(address, write, isBusError: false, "no mapping");
         }
 
-        VmFlags needed = write ? VmFlags.Write : VmFlags.Read;
+        // x86-64 cannot map a page writable or executable without making it readable, so a read is refused only
+        // in an area with no access at all (access_error: !vma_is_accessible).
+        VmFlags needed = write ? VmFlags.Write : VmFlags.Read | VmFlags.Write | VmFlags.Exec;
         if ((vma.Flags & needed) == 0)
         {
             throw new SegmentationFaultException(address, write, isBusError: false, $"mapping {vma} does not allow {(write ? "writes" : "reads")}");

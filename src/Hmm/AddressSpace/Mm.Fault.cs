@@ -12,20 +12,24 @@ public sealed partial class Mm
 {
     private const int MaxFaultRetries = 10_000;
 
+    /// <summary>Serialises giving an area its first anon_vma under the shared mmap lock (the kernel's <c>page_table_lock</c> in <c>anon_vma_prepare</c>).</summary>
+    private readonly Lock _anonVmaPrepareLock = new();
+
     /// <summary>
     /// Handles a fault at <paramref name="address"/> in <paramref name="vma"/> (<c>handle_mm_fault</c>). The
     /// caller holds the mmap lock and has checked that the area permits the access.
     /// </summary>
     /// <param name="vma">The area containing the address.</param>
     /// <param name="address">The faulting address.</param>
-    /// <param name="flags">Read or write, local or remote.</param>
+    /// <param name="flags">Read or write, local or remote; <see cref="FaultFlags.Unshare"/> to make a shared page exclusive without write access.</param>
     /// <returns><see cref="VmFaultResult.None"/> when the page is now accessible as asked; <see cref="VmFaultResult.Oom"/> or <see cref="VmFaultResult.Sigbus"/> otherwise.</returns>
-    /// <exception cref="KernelBugException">The mmap lock is not held, or a driver's <c>migrate_to_ram</c> keeps returning success without moving the page.</exception>
+    /// <exception cref="KernelBugException">The mmap lock is not held, a driver's <c>migrate_to_ram</c> keeps returning success without moving the page, or a device-private entry names a page of no device-private pagemap.</exception>
     public VmFaultResult HandleMmFault(Vma vma, ulong address, FaultFlags flags)
     {
         ArgumentNullException.ThrowIfNull(vma);
         AssertMmapLocked();
         bool write = (flags & FaultFlags.Write) != 0;
+        bool unshare = !write && (flags & FaultFlags.Unshare) != 0;
         address &= PageSize.Mask;
         for (int attempt = 0; attempt < MaxFaultRetries; attempt++)
         {
@@ -35,7 +39,7 @@ public sealed partial class Mm
             FaultStep step = pte.Kind switch
             {
                 PteKind.None => vma.File is null ? AnonymousFault(vma, table, index, address, write) : FileFault(vma, table, index, address, write),
-                PteKind.Present when write && !pte.IsWritable => WriteProtectFault(vma, table, index, address, pte),
+                PteKind.Present when (write || unshare) && !pte.IsWritable => WriteProtectFault(vma, table, index, address, pte, unshare),
                 PteKind.Present => MarkAccessed(table, index, pte, write),
                 PteKind.DevicePrivate => DevicePrivateFault(vma, address, pte, write),
                 PteKind.Migration => WaitForMigration(pte),
@@ -140,11 +144,21 @@ public sealed partial class Mm
         return FaultStep.Retry;
     }
 
-    /// <summary>A write to a present read-only entry: reuse the page if this mapping owns it alone, else copy (COW break).</summary>
-    private FaultStep WriteProtectFault(Vma vma, PteTable table, int index, ulong address, Pte pte)
+    /// <summary>
+    /// A write to a present read-only entry: reuse the page if this mapping owns it alone, else copy (COW break).
+    /// An anonymous page marked exclusive is reused whatever its refcount, as the kernel does: extra references
+    /// are pins or GUP references taken while it was exclusive, and copying would leave them on a stale page.
+    /// With <paramref name="unshare"/> the page only becomes exclusive: the entry stays read-only (<c>FAULT_FLAG_UNSHARE</c>).
+    /// </summary>
+    private FaultStep WriteProtectFault(Vma vma, PteTable table, int index, ulong address, Pte pte, bool unshare)
     {
         if (vma.IsShared)
         {
+            if (unshare)
+            {
+                return FaultStep.Success;
+            }
+
             lock (table.Lock)
             {
                 if (table.Read(index) == pte)
@@ -162,9 +176,16 @@ public sealed partial class Mm
             lock (table.Lock)
             {
                 ref PageFrame frame = ref Memory.Frame(old);
-                if (table.Read(index) == pte && (frame.Flags & PageFlags.Anon) != 0 && frame.MapCount == 1 && frame.RefCount == 1)
+                PageFlags pageFlags = frame.Flags;
+                if (table.Read(index) == pte && (pageFlags & PageFlags.Anon) != 0
+                    && ((pageFlags & PageFlags.AnonExclusive) != 0 || (frame.MapCount == 1 && frame.RefCount == 1)))
                 {
                     Interlocked.Or(ref frame._flags, (ulong)PageFlags.AnonExclusive);
+                    if (unshare)
+                    {
+                        return FaultStep.Success;
+                    }
+
                     table.SetUnsynchronized(index, new Pte(pte.Raw | Pte.WriteBit | Pte.DirtyBit));
                     return FaultStep.Retry;
                 }
@@ -192,7 +213,7 @@ public sealed partial class Mm
             {
                 if (table.Read(index) == pte)
                 {
-                    table.SetUnsynchronized(index, Pte.Present(copy, writable: true, dirty: true));
+                    table.SetUnsynchronized(index, unshare ? Pte.Present(copy, writable: false) : Pte.Present(copy, writable: true, dirty: true));
                     replaced = true;
                     if (old != PhysicalMemory.ZeroPage)
                     {
@@ -211,6 +232,9 @@ public sealed partial class Mm
             {
                 Memory.PutPage(old);
             }
+
+            // An unshared entry stays read-only, so looking again would unshare again: it is done once installed.
+            return replaced && unshare ? FaultStep.Success : FaultStep.Retry;
         }
         finally
         {
@@ -219,8 +243,6 @@ public sealed partial class Mm
                 Memory.PutPage(old);
             }
         }
-
-        return FaultStep.Retry;
     }
 
     private static FaultStep MarkAccessed(PteTable table, int index, Pte pte, bool write)
@@ -258,20 +280,26 @@ public sealed partial class Mm
                 return FaultStep.Retry;
             }
 
-            DevPagemap? pagemap = Memremap.GetDevPagemap(Memory, page);
             try
             {
-                if (pagemap?.Ops is null || ReadPte(address) != pte)
+                if (ReadPte(address) != pte)
                 {
                     return FaultStep.Retry;
                 }
 
-                VmFaultResult result = pagemap.Ops.MigrateToRam(new DevicePrivateFault(pagemap, page, address, write, this));
+                // The page's reference keeps its pagemap alive, also once teardown has begun, when a lookup
+                // (get_dev_pagemap) would fail: the page must still come back then, so the owner is read from the page.
+                if (Memory.FindZoneDeviceOwner(Memory.Page(page).PagemapId) is not DevPagemap { Ops: { } ops } pagemap)
+                {
+                    ThrowHelper.ThrowBug($"Device-private entry at 0x{address:x} in '{Name}' names {page}, which belongs to no device-private pagemap.");
+                    return FaultStep.Fail(VmFaultResult.Sigbus);
+                }
+
+                VmFaultResult result = ops.MigrateToRam(new DevicePrivateFault(pagemap, page, address, write, this));
                 return result == VmFaultResult.None || (result & VmFaultResult.Retry) != 0 ? FaultStep.Retry : FaultStep.Fail(result);
             }
             finally
             {
-                pagemap?.Put();
                 Memory.UnlockPage(page);
             }
         }
@@ -353,11 +381,34 @@ public sealed partial class Mm
     /// <summary>Makes a new page anonymous in <paramref name="vma"/>: mapping, index, mapcount 1 (<c>folio_add_new_anon_rmap</c>).</summary>
     private void PrepareAnonPage(Vma vma, Pfn page, ulong address)
     {
+        AnonVma anonVma = vma.AnonVma ?? PrepareAnonVma(vma);
         ref PageFrame frame = ref Memory.Frame(page);
-        frame._mapping = vma.AnonVma!.Handle;
+        frame._mapping = anonVma.Handle;
         frame._index = vma.PageIndex(address);
         frame._mapCount = 1;
         Interlocked.Or(ref frame._flags, (ulong)(PageFlags.Anon | PageFlags.AnonExclusive | PageFlags.SwapBacked | PageFlags.Uptodate | PageFlags.Dirty));
+    }
+
+    /// <summary>
+    /// Gives an area its anon_vma on its first anonymous page (<c>anon_vma_prepare</c>): a private file mapping has
+    /// none until a write copies a file page. Linked before it is published, so the reverse map finds the new page.
+    /// Caller holds the mmap lock; writers of the area's chain hold it exclusively, so only faults race here.
+    /// </summary>
+    private AnonVma PrepareAnonVma(Vma vma)
+    {
+        lock (_anonVmaPrepareLock)
+        {
+            if (vma.AnonVma is { } existing)
+            {
+                return existing;
+            }
+
+            var anonVma = new AnonVma(Memory);
+            anonVma.Link(vma);
+            vma.AnonVmaChain.Add(anonVma);
+            vma.AnonVma = anonVma;
+            return anonVma;
+        }
     }
 
     private void ClearPageData(Pfn page)

@@ -6,7 +6,9 @@ namespace Hmm.AddressSpace;
 // get_user_pages / pin_user_pages: fault pages in and hold references on them. A pin adds the kernel's
 // GUP_PIN_COUNTING_BIAS (1024) to the refcount, so that migration can tell a pinned page (refcount >= 1024)
 // from one that is merely mapped, and refuse to move it. A device-private entry is never returned: the fault
-// it takes migrates the page back to RAM first, as in the kernel, so device memory is never pinned.
+// it takes migrates the page back to RAM first, as in the kernel, so device memory is never pinned. A read-only
+// pin first unshares a page the process may share copy-on-write (FAULT_FLAG_UNSHARE), so that the pinned page
+// stays the one the process writes to.
 public sealed partial class Mm
 {
     /// <summary>The references a pin adds (<c>GUP_PIN_COUNTING_BIAS</c>).</summary>
@@ -56,6 +58,23 @@ public sealed partial class Mm
         return memory.Page(pfn).RefCount >= PinCountingBias;
     }
 
+    /// <summary>
+    /// Whether a read-only pin of the page behind a read-only entry must first make it exclusive (<c>gup_must_unshare</c>):
+    /// an anonymous page the process may share after fork; for a long-term pin in a copy-on-write mapping, also the zero
+    /// page or a file page, whose copy-on-write is broken early. Otherwise a later write fault would move the process
+    /// to a copy and leave the pin on a page it no longer sees.
+    /// </summary>
+    private bool MustUnshare(Vma vma, Pfn pfn, bool longTerm)
+    {
+        PageFlags pageFlags = Memory.Page(pfn).Flags;
+        if (pfn == PhysicalMemory.ZeroPage || (pageFlags & PageFlags.Anon) == 0)
+        {
+            return longTerm && (vma.Flags & (VmFlags.Shared | VmFlags.MayWrite)) == VmFlags.MayWrite;
+        }
+
+        return (pageFlags & PageFlags.AnonExclusive) == 0;
+    }
+
     private int Gup(ulong start, GupFlags flags, Span<Pfn> pages, int refs)
     {
         if (!PageSize.IsAligned(start) || start >= TaskSize || (ulong)pages.Length > (TaskSize - start) >> PageSize.Shift)
@@ -63,12 +82,11 @@ public sealed partial class Mm
             ThrowHelper.ThrowHmm(Errno.EINVAL, $"GUP of {pages.Length} pages at 0x{start:x}: start must be page aligned and the range inside user space.");
         }
 
-        bool write = (flags & GupFlags.Write) != 0;
         using MmapLockGuard guard = MmapReadLock();
         for (int i = 0; i < pages.Length; i++)
         {
             ulong address = start + ((ulong)i << PageSize.Shift);
-            Errno error = TryGetOnePage(address, write, refs, out pages[i]);
+            Errno error = TryGetOnePage(address, flags, refs, out pages[i]);
             if (error != 0)
             {
                 if (i > 0)
@@ -83,8 +101,10 @@ public sealed partial class Mm
         return pages.Length;
     }
 
-    private Errno TryGetOnePage(ulong address, bool write, int refs, out Pfn pfn)
+    private Errno TryGetOnePage(ulong address, GupFlags flags, int refs, out Pfn pfn)
     {
+        bool write = (flags & GupFlags.Write) != 0;
+        bool readOnlyPin = refs == PinCountingBias && !write;
         pfn = default;
         Vma? vma = _vmas.Find(address);
         VmFlags needed = write ? VmFlags.Write : VmFlags.Read;
@@ -95,6 +115,7 @@ public sealed partial class Mm
 
         while (true)
         {
+            FaultFlags fault = (write ? FaultFlags.Write : FaultFlags.None) | FaultFlags.Remote;
             PteTable? table = _pageTable.Find(address);
             if (table is not null)
             {
@@ -103,14 +124,19 @@ public sealed partial class Mm
                     Pte pte = table.Read(PageTable.PteIndex(address));
                     if (pte.IsPresent && (!write || pte.IsWritable))
                     {
-                        pfn = pte.Pfn;
-                        Memory.GetPageRefs(pfn, refs);
-                        return 0;
+                        if (!readOnlyPin || pte.IsWritable || !MustUnshare(vma, pte.Pfn, (flags & GupFlags.LongTerm) != 0))
+                        {
+                            pfn = pte.Pfn;
+                            Memory.GetPageRefs(pfn, refs);
+                            return 0;
+                        }
+
+                        fault |= FaultFlags.Unshare;
                     }
                 }
             }
 
-            VmFaultResult result = HandleMmFault(vma, address, (write ? FaultFlags.Write : FaultFlags.None) | FaultFlags.Remote);
+            VmFaultResult result = HandleMmFault(vma, address, fault);
             if (result != VmFaultResult.None)
             {
                 return (result & VmFaultResult.Oom) != 0 ? Errno.ENOMEM : Errno.EFAULT;
