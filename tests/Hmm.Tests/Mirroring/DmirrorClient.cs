@@ -57,6 +57,12 @@ internal sealed class DmirrorClient : IMmuIntervalNotifierOps, IDisposable
     /// <summary>How many times a write fault produced an entry without write permission (dmirror WARNs).</summary>
     public long WriteViolations => Interlocked.Read(ref _writeViolations);
 
+    /// <summary>
+    /// Runs between a successful walk and the update under <see cref="UpdateLock"/>, with no lock held: a stress
+    /// test widens the window in which an invalidation must make <see cref="MmuIntervalNotifier.ReadRetry"/> fire.
+    /// </summary>
+    public Action? AfterWalk { get; set; }
+
     /// <summary>Entries in the device table.</summary>
     public int MappedPages
     {
@@ -80,6 +86,35 @@ internal sealed class DmirrorClient : IMmuIntervalNotifierOps, IDisposable
 
     /// <summary>A copy of the device table. Caller holds <see cref="UpdateLock"/> or accepts a racy copy.</summary>
     public KeyValuePair<ulong, ulong>[] EntriesUnsynchronized() => [.. _table];
+
+    /// <summary>
+    /// The device entries that disagree with the CPU page table: an entry whose frame is not what the CPU maps
+    /// now, or a writable entry where the CPU mapping is read-only. Taken under the mmap read lock, then the
+    /// update lock (the callback's order), so nothing can change during the check.
+    /// </summary>
+    public List<string> FindStaleEntries()
+    {
+        var stale = new List<string>();
+        using MmapLockGuard guard = Mm.MmapReadLock();
+        lock (UpdateLock)
+        {
+            foreach ((ulong address, ulong entry) in _table)
+            {
+                Pte pte = Mm.ReadPte(address);
+                bool mapped = pte.IsPresent || pte.Kind == PteKind.DevicePrivate;
+                if (!mapped || pte.Pfn != HmmPfn.ToPfn(entry))
+                {
+                    stale.Add($"0x{address:x}: device maps {HmmPfn.ToPfn(entry)}, CPU has {pte}");
+                }
+                else if ((entry & HmmPfn.Write) != 0 && !pte.IsWritable)
+                {
+                    stale.Add($"0x{address:x}: device maps {HmmPfn.ToPfn(entry)} writable, CPU has {pte}");
+                }
+            }
+        }
+
+        return stale;
+    }
 
     /// <summary>Reads one byte through the device mapping; false when the device has no entry for the page.</summary>
     public bool TryRead(ulong address, out byte value)
@@ -238,6 +273,7 @@ internal sealed class DmirrorClient : IMmuIntervalNotifierOps, IDisposable
                 return error;
             }
 
+            AfterWalk?.Invoke();
             lock (UpdateLock)
             {
                 if (Notifier.ReadRetry(range.NotifierSequence))

@@ -163,7 +163,6 @@ public class HmmRangeFaultTests
 
         ReadCpu(_mm, a, 4).Should().Equal(data);
         ReadCpu(child, a, 4).Should().Equal(data);
-        child.Exit();
     }
 
     [Fact]
