@@ -121,6 +121,45 @@ public class MirrorContractTests
         childByte[0].Should().Be(data[0], "the child keeps the original page");
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void MremapMoveInvalidatesTheOldRangeAndTheNewRangeMirrorsTheSamePages(bool dontUnmap)
+    {
+        byte[] data = MapWritten(8, seed: 7);
+        using var client = new DmirrorClient(_mm, Base, 32 * Page);
+        client.Fault(Base, End(8), write: true).Should().Be(Errno.None);
+        ulong[] before = Enumerable.Range(0, 8).Select(i => client.TryGetEntry(At(i), out ulong e) ? HmmPfn.ToPfn(e).Value : 0).ToArray();
+
+        MremapFlags flags = MremapFlags.MayMove | MremapFlags.Fixed | (dontUnmap ? MremapFlags.DontUnmap : MremapFlags.None);
+        _mm.Mremap(Base, 8 * Page, 8 * Page, flags, At(16)).Should().Be(At(16));
+
+        client.MappedPages.Should().Be(0, "every moved entry was invalidated");
+        client.Fault(At(16), End(24), write: true).Should().Be(Errno.None);
+        client.FindStaleEntries().Should().BeEmpty();
+        for (int i = 0; i < 8; i++)
+        {
+            client.TryGetEntry(At(16 + i), out ulong entry).Should().BeTrue();
+            HmmPfn.ToPfn(entry).Value.Should().Be(before[i], "mremap moves the pages themselves");
+            client.TryRead(At(16 + i) + 100, out byte moved).Should().BeTrue();
+            moved.Should().Be(data[(i * (int)Page) + 100]);
+        }
+
+        Errno old = client.Fault(Base, End(8), write: false);
+        if (dontUnmap)
+        {
+            old.Should().Be(Errno.None);
+            client.TryRead(Base + 100, out byte fresh).Should().BeTrue();
+            fresh.Should().Be(0, "the old range of MREMAP_DONTUNMAP refaults as new zero memory");
+        }
+        else
+        {
+            old.Should().Be(Errno.EFAULT);
+        }
+
+        client.FindStaleEntries().Should().BeEmpty();
+    }
+
     [Fact]
     public void ExitClearsTheDeviceTableAndLaterFaultsFail()
     {
@@ -237,6 +276,9 @@ public class MirrorContractTests
         private const int BatchSize = 100;
         private const int MaxSubRangePages = 8;
 
+        // Children are never exited (exit is slow in Debug builds), so forks are few enough to bound the copies.
+        private const int MaxForks = 6;
+
         // The range straddles a 2 MiB boundary (between regions 1 and 2), so mirror chunks split there.
         private const ulong StressBase = 0x1_0000_0000 + Pmd - (2 * RegionPages * Page);
 
@@ -249,7 +291,9 @@ public class MirrorContractTests
         private readonly Region[] _regions = new Region[Workers];
         private readonly CancellationTokenSource _stop = new();
         private readonly byte[] _zeros = new byte[Page];
+        private readonly System.Collections.Concurrent.ConcurrentBag<Mm> _children = [];
         private Exception? _failure;
+        private int _forks;
         private int _checks;
         private long _mirrorSuccesses;
         private long _mirrorBusy;
@@ -389,6 +433,12 @@ public class MirrorContractTests
             else if (choice < 68)
             {
                 Madvise(region);
+            }
+            else if (choice == 68 && Interlocked.Increment(ref _forks) <= MaxForks)
+            {
+                // Every private page becomes copy-on-write: later CPU writes replace pages under the mirrors.
+                region.LastOperation = "fork";
+                _children.Add(_mm.Fork($"child {_forks}"));
             }
             else
             {
