@@ -1,3 +1,4 @@
+using Hmm.Diagnostics;
 using Hmm.DeviceMemory;
 using Hmm.Memory;
 
@@ -28,6 +29,7 @@ public sealed partial class Mm
     {
         ArgumentNullException.ThrowIfNull(vma);
         AssertMmapLocked();
+        HmmMetrics.Faults.Add(1);
         bool write = (flags & FaultFlags.Write) != 0;
         bool unshare = !write && (flags & FaultFlags.Unshare) != 0;
         address &= PageSize.Mask;

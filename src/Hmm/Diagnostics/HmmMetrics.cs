@@ -26,6 +26,15 @@ public static class HmmMetrics
     internal static readonly Counter<long> PagemapTeardowns =
         s_meter.CreateCounter<long>("hmm.pagemap.teardowns", "{pagemap}", "Device pagemaps torn down (memunmap_pages).");
 
+    internal static readonly Counter<long> Faults =
+        s_meter.CreateCounter<long>("hmm.faults", "{fault}", "Page faults handled (handle_mm_fault), CPU and remote.");
+
+    internal static readonly Counter<long> Invalidations =
+        s_meter.CreateCounter<long>("hmm.invalidations", "{range}", "Address ranges invalidated through MMU notifiers.");
+
+    internal static readonly Counter<long> RangeFaults =
+        s_meter.CreateCounter<long>("hmm.range_fault.calls", "{call}", "hmm_range_fault calls.");
+
     internal static readonly Counter<long> DevicePageInits =
         s_meter.CreateCounter<long>("hmm.device.page_inits", "{page}", "Device pages handed to a driver (zone_device_page_init).");
 }

@@ -1,3 +1,4 @@
+using Hmm.Diagnostics;
 using System.Runtime.CompilerServices;
 using Hmm.AddressSpace;
 using Hmm.DeviceMemory;
@@ -65,6 +66,7 @@ public ref struct HmmRange
     public readonly Errno Fault()
     {
         Mm mm = Validate();
+        HmmMetrics.RangeFaults.Add(1);
         ulong last = Start;
         while (true)
         {

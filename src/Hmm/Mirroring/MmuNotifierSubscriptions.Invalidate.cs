@@ -40,6 +40,7 @@ public sealed partial class MmuNotifierSubscriptions
             MirroringThrowHelper.ThrowEmptyRange(range);
         }
 
+        HmmMetrics.Invalidations.Add(1);
         IntervalTree.OverlapEnumerator walk;
         ulong currentSequence;
         bool hit;
