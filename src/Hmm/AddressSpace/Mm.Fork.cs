@@ -70,7 +70,7 @@ public sealed partial class Mm
             PteTable? table = _pageTable.Find(address);
             if (table is null)
             {
-                address = (address | (PmdSize - 1)) + 1 - PageSize.Bytes;
+                address = _pageTable.NextTableAddress(address) - PageSize.Bytes;
                 continue;
             }
 

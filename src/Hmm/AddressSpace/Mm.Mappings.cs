@@ -257,7 +257,7 @@ public sealed partial class Mm
             PteTable? table = _pageTable.Find(address);
             if (table is null)
             {
-                address = tableEnd;
+                address = Math.Min(end, _pageTable.NextTableAddress(address));
                 continue;
             }
 
@@ -362,18 +362,21 @@ public sealed partial class Mm
         {
             ulong tableEnd = Math.Min(end, (address | (PmdSize - 1)) + 1);
             PteTable? table = _pageTable.Find(address);
-            if (table is not null)
+            if (table is null)
             {
-                lock (table.Lock)
+                address = Math.Min(end, _pageTable.NextTableAddress(address));
+                continue;
+            }
+
+            lock (table.Lock)
+            {
+                for (ulong a = address; a < tableEnd; a += PageSize.Bytes)
                 {
-                    for (ulong a = address; a < tableEnd; a += PageSize.Bytes)
+                    int index = PageTable.PteIndex(a);
+                    Pte pte = table.Read(index);
+                    if (!pte.IsNone)
                     {
-                        int index = PageTable.PteIndex(a);
-                        Pte pte = table.Read(index);
-                        if (!pte.IsNone)
-                        {
-                            visit(table, index, pte, this);
-                        }
+                        visit(table, index, pte, this);
                     }
                 }
             }

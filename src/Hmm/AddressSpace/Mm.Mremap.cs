@@ -100,9 +100,17 @@ public sealed partial class Mm
 
         var range = new MmuNotifierRange(oldAddress, oldAddress + oldSize, MmuNotifierEvent.Unmap);
         InvalidateRangeStart(range);
-        for (ulong offset = 0; offset < moved; offset += PageSize.Bytes)
+        for (ulong offset = 0; offset < moved;)
         {
-            MoveEntryUnsynchronized(oldAddress + offset, target + offset);
+            ulong from = oldAddress + offset;
+            if (_pageTable.Find(from) is null)
+            {
+                offset = Math.Min(moved, _pageTable.NextTableAddress(from) - oldAddress);
+                continue;
+            }
+
+            MoveEntryUnsynchronized(from, target + offset);
+            offset += PageSize.Bytes;
         }
 
         if (dontUnmap)
