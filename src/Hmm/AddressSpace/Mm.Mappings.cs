@@ -90,17 +90,17 @@ public sealed partial class Mm
         }
 
         var vma = new Vma(this, start, start + size, vmFlags, file, anonymous && !shared ? start >> PageSize.Shift : offset >> PageSize.Shift, anonVma: null);
-        if (file is null)
+        if (!shared)
         {
+            // Private file mappings need one too: their copied-on-write pages are anonymous. The kernel
+            // attaches it at the first such fault (anon_vma_prepare); the simulator does it up front.
             var anonVma = new AnonVma(Memory);
             vma.AnonVma = anonVma;
             vma.AnonVmaChain.Add(anonVma);
             anonVma.Link(vma);
         }
-        else
-        {
-            file.AddMapping(vma);
-        }
+
+        file?.AddMapping(vma);
 
         _vmas.Insert(vma);
         return start;

@@ -115,15 +115,19 @@ public sealed partial class Mm
 
         if (dontUnmap)
         {
-            // The old area stays, empty: anonymous memory refaults as new zero pages, as with MREMAP_DONTUNMAP.
-            if (old.IsAnonymous)
+            // The old area stays, empty: anonymous memory refaults as new zero pages, file memory from the file,
+            // as with MREMAP_DONTUNMAP. Its anon_vma links went with the pages; it starts a fresh one.
+            if (!old.IsShared)
             {
                 var fresh = new AnonVma(Memory);
                 old.UnlinkAnonVmas();
                 old.AnonVma = fresh;
                 old.AnonVmaChain.Add(fresh);
                 fresh.Link(old);
-                old.PgOff = oldAddress >> PageSize.Shift;
+                if (old.IsAnonymous)
+                {
+                    old.PgOff = oldAddress >> PageSize.Shift;
+                }
             }
         }
         else
