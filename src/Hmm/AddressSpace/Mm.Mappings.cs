@@ -16,7 +16,7 @@ public sealed partial class Mm
     /// <param name="protection">The access allowed.</param>
     /// <param name="flags">Exactly one of <see cref="MapFlags.Shared"/> or <see cref="MapFlags.Private"/>, plus <see cref="MapFlags.Anonymous"/> for memory without a file.</param>
     /// <param name="file">The backing file, for a mapping without <see cref="MapFlags.Anonymous"/>.</param>
-    /// <param name="offset">The file offset, page aligned.</param>
+    /// <param name="offset">The file offset, page aligned; checked but otherwise ignored for anonymous memory.</param>
     /// <returns>The address of the new mapping.</returns>
     /// <exception cref="HmmException">
     /// <see cref="Errno.EINVAL"/>: length 0, unknown or contradictory flags, a fixed address or offset not page aligned, a
@@ -45,7 +45,7 @@ public sealed partial class Mm
             ThrowHelper.ThrowHmm(Errno.EINVAL, anonymous ? "An anonymous mapping takes no file." : "A file mapping needs a file (or MapFlags.Anonymous).");
         }
 
-        if (!anonymous && !PageSize.IsAligned(offset))
+        if (!PageSize.IsAligned(offset))
         {
             ThrowHelper.ThrowHmm(Errno.EINVAL, $"File offset 0x{offset:x} is not page aligned.");
         }
@@ -56,7 +56,7 @@ public sealed partial class Mm
             ThrowHelper.ThrowHmm(Errno.ENOMEM, $"{length} bytes do not fit in the address space.");
         }
 
-        if (!anonymous && offset + size < offset)
+        if (offset + size < offset)
         {
             ThrowHelper.ThrowHmm(Errno.EOVERFLOW, $"File offset 0x{offset:x} plus {size} bytes overflows.");
         }
@@ -89,7 +89,10 @@ public sealed partial class Mm
             file = new SimFile(Memory, "[shmem]", size);
         }
 
-        var vma = new Vma(this, start, start + size, vmFlags, file, anonymous && !shared ? start >> PageSize.Shift : offset >> PageSize.Shift, anonVma: null);
+        // Anonymous memory ignores the offset (once it passed the checks above, as in the kernel): private areas
+        // take their virtual page number, shared ones start at page 0 of their new shmem file.
+        ulong pgoff = !anonymous ? offset >> PageSize.Shift : shared ? 0 : start >> PageSize.Shift;
+        var vma = new Vma(this, start, start + size, vmFlags, file, pgoff, anonVma: null);
         if (!shared)
         {
             // Private file mappings need one too: their copied-on-write pages are anonymous. The kernel
