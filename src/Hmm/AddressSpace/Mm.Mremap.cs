@@ -53,7 +53,11 @@ public sealed partial class Mm
 
         if (!fixedAddress && newSize <= oldSize && !dontUnmap)
         {
-            UnmapUnsynchronized(oldAddress + newSize, oldAddress + oldSize);
+            if (newSize < oldSize)
+            {
+                UnmapUnsynchronized(oldAddress + newSize, oldAddress + oldSize);
+            }
+
             return oldAddress;
         }
 
