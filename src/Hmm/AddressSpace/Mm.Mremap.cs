@@ -8,14 +8,15 @@ public sealed partial class Mm
 {
     /// <summary>Resizes or moves a mapping (<c>mremap</c>).</summary>
     /// <param name="oldAddress">The start of the mapping to change, page aligned.</param>
-    /// <param name="oldSize">Its size in bytes; the range must lie within one area.</param>
+    /// <param name="oldSize">Its size in bytes; the range must lie within one area. 0 (with <see cref="MremapFlags.MayMove"/>) maps the shared memory at <paramref name="oldAddress"/> a second time.</param>
     /// <param name="newSize">The size wanted.</param>
     /// <param name="flags"><see cref="MremapFlags.MayMove"/>, <see cref="MremapFlags.Fixed"/>, <see cref="MremapFlags.DontUnmap"/>.</param>
     /// <param name="newAddress">With <see cref="MremapFlags.Fixed"/>, where to move to.</param>
     /// <returns>The mapping's address afterwards.</returns>
     /// <exception cref="HmmException">
     /// <see cref="Errno.EINVAL"/>: unaligned addresses, a zero new size, unknown flags, Fixed or DontUnmap without
-    /// MayMove, DontUnmap with a size change, or overlapping old and new ranges; <see cref="Errno.EFAULT"/>: the old
+    /// MayMove, DontUnmap with a size change, overlapping old and new ranges, or an old size of 0 on a private
+    /// mapping; <see cref="Errno.EFAULT"/>: the old
     /// range is not within one area, or growing a non-expandable area; <see cref="Errno.ENOMEM"/>: cannot grow in place
     /// without MayMove, or no room; <see cref="Errno.ESRCH"/>: exited. Nothing changes.
     /// </exception>
@@ -51,6 +52,11 @@ public sealed partial class Mm
             ThrowHelper.ThrowHmm(Errno.EFAULT, $"[0x{oldAddress:x}, +{oldSize}) is not within one mapping.");
         }
 
+        if (oldSize == 0 && !vma.IsShared)
+        {
+            ThrowHelper.ThrowHmm(Errno.EINVAL, $"mremap with old size 0 duplicates a mapping, and {vma} is private.");
+        }
+
         if (!fixedAddress && newSize <= oldSize && !dontUnmap)
         {
             if (newSize < oldSize)
@@ -84,7 +90,21 @@ public sealed partial class Mm
             UnmapUnsynchronized(newAddress, newAddress + newSize);
         }
 
-        return MoveUnsynchronized(oldAddress, oldSize, target, newSize, dontUnmap);
+        return oldSize == 0 ? DuplicateUnsynchronized(oldAddress, target, newSize) : MoveUnsynchronized(oldAddress, oldSize, target, newSize, dontUnmap);
+    }
+
+    /// <summary>
+    /// mremap with old size 0 (the kernel's "duplicate shm area" case): a second area over the same shared memory,
+    /// starting at the page <paramref name="oldAddress"/> maps. Nothing is moved or unmapped.
+    /// </summary>
+    private ulong DuplicateUnsynchronized(ulong oldAddress, ulong target, ulong newSize)
+    {
+        // Unmapping a fixed target may have split the source area: look it up again.
+        Vma source = _vmas.Find(oldAddress)!;
+        var vma = new Vma(this, target, target + newSize, source.Flags, source.File, source.PageIndex(oldAddress), anonVma: null);
+        vma.File!.AddMapping(vma);
+        _vmas.Insert(vma);
+        return target;
     }
 
     private ulong MoveUnsynchronized(ulong oldAddress, ulong oldSize, ulong target, ulong newSize, bool dontUnmap)
