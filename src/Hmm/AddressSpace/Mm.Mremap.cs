@@ -16,8 +16,8 @@ public sealed partial class Mm
     /// <exception cref="HmmException">
     /// <see cref="Errno.EINVAL"/>: unaligned addresses, a zero new size, unknown flags, Fixed or DontUnmap without
     /// MayMove, DontUnmap with a size change, overlapping old and new ranges, or an old size of 0 on a private
-    /// mapping; <see cref="Errno.EFAULT"/>: the old
-    /// range is not within one area, or growing a non-expandable area; <see cref="Errno.ENOMEM"/>: cannot grow in place
+    /// mapping, or DontUnmap on a non-expandable or PFN-map area; <see cref="Errno.EFAULT"/>: the old
+    /// range is not within one area, or growing (in place or by a move) a non-expandable or PFN-map area; <see cref="Errno.ENOMEM"/>: cannot grow in place
     /// without MayMove, or no room; <see cref="Errno.ESRCH"/>: exited. Nothing changes.
     /// </exception>
     public ulong Mremap(ulong oldAddress, ulong oldSize, ulong newSize, MremapFlags flags, ulong newAddress = 0)
@@ -57,6 +57,11 @@ public sealed partial class Mm
             ThrowHelper.ThrowHmm(Errno.EINVAL, $"mremap with old size 0 duplicates a mapping, and {vma} is private.");
         }
 
+        if (dontUnmap && (vma.Flags & (VmFlags.DontExpand | VmFlags.PfnMap)) != 0)
+        {
+            ThrowHelper.ThrowHmm(Errno.EINVAL, $"MREMAP_DONTUNMAP cannot leave {vma} behind.");
+        }
+
         if (!fixedAddress && newSize <= oldSize && !dontUnmap)
         {
             if (newSize < oldSize)
@@ -67,14 +72,14 @@ public sealed partial class Mm
             return oldAddress;
         }
 
+        if (newSize > oldSize && (vma.Flags & (VmFlags.DontExpand | VmFlags.PfnMap)) != 0)
+        {
+            ThrowHelper.ThrowHmm(Errno.EFAULT, $"{vma} cannot be expanded, in place or by a move.");
+        }
+
         ulong growEnd = oldAddress + newSize;
         if (!fixedAddress && !dontUnmap && oldAddress + oldSize == vma.End && growEnd <= TaskSize && growEnd > vma.End && !_vmas.Overlaps(vma.End, growEnd))
         {
-            if ((vma.Flags & VmFlags.DontExpand) != 0)
-            {
-                ThrowHelper.ThrowHmm(Errno.EFAULT, $"{vma} cannot be expanded.");
-            }
-
             vma.End = growEnd;
             return oldAddress;
         }
