@@ -35,19 +35,20 @@ public sealed partial class Mm
             ThrowHelper.ThrowHmm(Errno.EINVAL, $"mremap(0x{oldAddress:x}, {oldSize}, {newSize}, {flags}, 0x{newAddress:x}): invalid arguments.");
         }
 
-        if (oldAddress > TaskSize || oldSize > TaskSize - oldAddress || (fixedAddress && (newAddress > TaskSize || newSize > TaskSize - newAddress)))
+        if (fixedAddress && (newAddress > TaskSize || newSize > TaskSize - newAddress))
         {
-            ThrowHelper.ThrowHmm(Errno.EINVAL, "mremap range extends beyond the user address space.");
+            ThrowHelper.ThrowHmm(Errno.EINVAL, "mremap: the new range extends beyond the user address space.");
         }
 
-        if (fixedAddress && newAddress < oldAddress + oldSize && oldAddress < newAddress + newSize)
+        // Written so that a huge old size cannot wrap: newAddress < oldAddress + oldSize, and the reverse.
+        if (fixedAddress && (newAddress < oldAddress || newAddress - oldAddress < oldSize) && oldAddress < newAddress + newSize)
         {
             ThrowHelper.ThrowHmm(Errno.EINVAL, "mremap: the old and new ranges overlap.");
         }
 
         using MmapLockGuard guard = MmapWriteLock();
         Vma? vma = _vmas.Find(oldAddress);
-        if (vma is null || (oldSize > 0 && oldAddress + oldSize > vma.End))
+        if (vma is null || oldSize > vma.End - oldAddress)
         {
             ThrowHelper.ThrowHmm(Errno.EFAULT, $"[0x{oldAddress:x}, +{oldSize}) is not within one mapping.");
         }
