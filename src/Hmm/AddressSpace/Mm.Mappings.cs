@@ -115,7 +115,7 @@ public sealed partial class Mm
     /// <exception cref="HmmException"><see cref="Errno.EINVAL"/>: unaligned address, length 0, or a range beyond <see cref="TaskSize"/>; <see cref="Errno.ESRCH"/>: exited. Nothing changes.</exception>
     public void Munmap(ulong address, ulong length)
     {
-        ulong end = ValidateRange(address, length, Errno.EINVAL, allowEmpty: false);
+        ulong end = ValidateRange(address, length, Errno.EINVAL, Errno.EINVAL, allowEmpty: false);
         using MmapLockGuard guard = MmapWriteLock();
         UnmapUnsynchronized(address, end);
     }
@@ -132,7 +132,7 @@ public sealed partial class Mm
             ThrowHelper.ThrowHmm(Errno.EINVAL, $"Unknown protection {protection}.");
         }
 
-        ulong end = ValidateRange(address, length, Errno.ENOMEM, allowEmpty: true);
+        ulong end = ValidateRange(address, length, Errno.ENOMEM, Errno.ENOMEM, allowEmpty: true);
         using MmapLockGuard guard = MmapWriteLock();
         if (end == address)
         {
@@ -164,7 +164,7 @@ public sealed partial class Mm
     /// <param name="length">Bytes, rounded up to whole pages; 0 does nothing.</param>
     /// <param name="advice">The advice.</param>
     /// <exception cref="HmmException">
-    /// <see cref="Errno.EINVAL"/>: unaligned address, unknown advice, DontNeed on an I/O or PFN-map area, or Free on
+    /// <see cref="Errno.EINVAL"/>: unaligned address, a length whose rounding or end wraps around, unknown advice, DontNeed on an I/O or PFN-map area, or Free on
     /// memory other than private anonymous; <see cref="Errno.ENOMEM"/>: part of the range is not mapped (the kernel
     /// still advises the mapped part; the simulator changes nothing); <see cref="Errno.ESRCH"/>: exited.
     /// </exception>
@@ -175,7 +175,8 @@ public sealed partial class Mm
             ThrowHelper.ThrowHmm(Errno.EINVAL, $"Unknown advice {(int)advice}.");
         }
 
-        ulong end = ValidateRange(address, length, Errno.ENOMEM, allowEmpty: true);
+        // As the kernel: a length whose rounding or end wraps around is invalid; one past user space is unmapped.
+        ulong end = ValidateRange(address, length, Errno.ENOMEM, Errno.EINVAL, allowEmpty: true);
         using MmapLockGuard guard = MmapWriteLock();
         if (end == address)
         {
@@ -424,8 +425,12 @@ public sealed partial class Mm
         }
     }
 
-    /// <summary>Checks alignment and bounds of <c>[address, address + length)</c>; returns its page-rounded end.</summary>
-    private static ulong ValidateRange(ulong address, ulong length, Errno beyond, bool allowEmpty)
+    /// <summary>
+    /// Checks alignment and bounds of <c>[address, address + length)</c>; returns its page-rounded end. A length
+    /// whose rounding or end wraps around 2^64 fails with <paramref name="wrapped"/>, a range past
+    /// <see cref="TaskSize"/> with <paramref name="beyond"/>.
+    /// </summary>
+    private static ulong ValidateRange(ulong address, ulong length, Errno beyond, Errno wrapped, bool allowEmpty)
     {
         if (!PageSize.IsAligned(address) || (length == 0 && !allowEmpty))
         {
@@ -433,7 +438,12 @@ public sealed partial class Mm
         }
 
         ulong size = RoundUpToPage(length);
-        if ((length != 0 && size == 0) || address > TaskSize || size > TaskSize - address)
+        if ((length != 0 && size == 0) || address + size < address)
+        {
+            ThrowHelper.ThrowHmm(wrapped, $"Range at 0x{address:x} of {length} bytes wraps around the end of the address space.");
+        }
+
+        if (address > TaskSize || size > TaskSize - address)
         {
             ThrowHelper.ThrowHmm(beyond, $"Range at 0x{address:x} of {length} bytes extends beyond the user address space (0x{TaskSize:x}).");
         }
