@@ -175,28 +175,29 @@ public sealed partial class Mm
     private void MoveEntryUnsynchronized(ulong from, ulong to)
     {
         PteTable? source = _pageTable.Find(from);
-        if (source is null)
+        int index = PageTable.PteIndex(from);
+        if (source is null || source.Read(index).IsNone)
         {
             return;
         }
 
+        // Both PTE locks are held across the move (as move_ptes holds both), so a walker that takes them, like
+        // the rmap's try_to_unmap, finds the entry at one address or the other, never in between. No other path
+        // holds two PTE locks of one address space, and the tables may be the same (the lock is reentrant).
         PteTable destination = _pageTable.FindOrAllocate(to);
-        Pte pte;
         lock (source.Lock)
         {
-            int index = PageTable.PteIndex(from);
-            pte = source.Read(index);
+            Pte pte = source.Read(index);
             if (pte.IsNone)
             {
                 return;
             }
 
-            source.SetUnsynchronized(index, default);
-        }
-
-        lock (destination.Lock)
-        {
-            destination.SetUnsynchronized(PageTable.PteIndex(to), pte);
+            lock (destination.Lock)
+            {
+                source.SetUnsynchronized(index, default);
+                destination.SetUnsynchronized(PageTable.PteIndex(to), pte);
+            }
         }
     }
 }
