@@ -202,6 +202,21 @@ public class MmMmapTests
     }
 
     [Fact]
+    public void FixedNotifiesUnmapOfWhatItReplacesOnly()
+    {
+        ulong a = _mm.MapAnonymousAt(0x4000_0000, 4);
+        Fill(_mm, a, 4, seed: 1);
+        RecordingNotifierChain chain = RecordingNotifierChain.InstallOn(_mm);
+
+        _mm.Mmap(a + Page, Page, Protection.Read, PrivateAnonymous | MapFlags.Fixed);
+        _mm.Mmap(0x5000_0000, Page, Protection.Read, PrivateAnonymous | MapFlags.Fixed);
+        _mm.Mmap(0, Page, Protection.Read, PrivateAnonymous);
+
+        chain.Starts.Should().Equal((a + Page, a + (2 * Page), MmuNotifierEvent.Unmap));
+        chain.ShouldBeBalanced();
+    }
+
+    [Fact]
     public void UntouchedAnonymousMemoryReadsZerosThroughTheZeroPage()
     {
         ulong a = _mm.MapAnonymous(2);

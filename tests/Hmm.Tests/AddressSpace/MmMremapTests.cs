@@ -203,6 +203,39 @@ public class MmMremapTests
     }
 
     [Fact]
+    public void MoveWithinTheSameAreaSplitsItAroundTheTarget()
+    {
+        ulong a = _mm.MapAnonymousAt(Base, 10);
+        Fill(_mm, a, 10, seed: 1);
+        ulong free = _memory.FreeRamPages;
+
+        _mm.Mremap(a, 2 * Page, 2 * Page, MoveTo, a + (5 * Page)).Should().Be(a + (5 * Page));
+
+        ulong pgoff = a >> PageSize.Shift;
+        _mm.Areas().Select(v => (v.Start, v.End, v.PgOff)).Should().Equal(
+            (a + (2 * Page), a + (5 * Page), pgoff + 2),
+            (a + (5 * Page), a + (7 * Page), pgoff),
+            (a + (7 * Page), a + (10 * Page), pgoff + 7));
+        _memory.FreeRamPages.Should().Be(free + 2, "the two target pages were replaced");
+        _mm.ShouldHoldFrom(a + (5 * Page), 2, a, seed: 1);
+        _mm.ShouldHold(a + (2 * Page), 3, seed: 1);
+        _mm.ShouldHold(a + (7 * Page), 3, seed: 1);
+    }
+
+    [Fact]
+    public void MoveAllocatesPageTablesOnlyWhereEntriesMove()
+    {
+        ulong a = _mm.MapAnonymousAt(Base, 4);
+        Fill(_mm, a, 1, seed: 1);
+        const ulong Straddling = Target + (2UL << 20) - (2 * Page);
+
+        _mm.Mremap(a, 4 * Page, 4 * Page, MoveTo, Straddling).Should().Be(Straddling);
+
+        _mm.PageTable.PteTableCount.Should().Be(1, "only the first page held an entry");
+        _mm.ShouldHoldFrom(Straddling, 1, a, seed: 1);
+    }
+
+    [Fact]
     public void DontUnmapLeavesTheOldRangeMappedAndEmpty()
     {
         ulong a = _mm.MapAnonymousAt(Base, 2);
