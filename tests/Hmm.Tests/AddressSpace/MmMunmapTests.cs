@@ -212,6 +212,54 @@ public class MmMunmapTests
     }
 
     [Fact]
+    public void UnmapOfTheLastAreaOfAnAnonVmaReleasesItsHandle()
+    {
+        ulong a = _mm.MapAnonymousAt(Base, 4);
+        Fill(_mm, a, 4, seed: 1);
+        ulong handle = AnonVmaHandle(a);
+        _memory.Page(_mm.ReadPte(a).Pfn).Mapping.Should().Be(handle);
+
+        _mm.Munmap(a + Page, Page);
+        _memory.Mappings.Find(handle).Should().NotBeNull("both halves still use it");
+        _mm.Munmap(a, Page);
+        _memory.Mappings.Find(handle).Should().NotBeNull("the tail still uses it");
+        _mm.Munmap(a + (2 * Page), 2 * Page);
+
+        _memory.Mappings.Find(handle).Should().BeNull();
+    }
+
+    [Fact]
+    public void RepeatedMapAndUnmapDoesNotAccumulateAnonVmas()
+    {
+        ulong first = 0;
+        for (int i = 0; i < 100; i++)
+        {
+            ulong a = _mm.MapAnonymous(1);
+            _mm.Write(a, [1]);
+            ulong handle = AnonVmaHandle(a);
+            first = i == 0 ? handle : first;
+            handle.Should().Be(first, "the released handle is reused");
+            _mm.Munmap(a, Page);
+        }
+    }
+
+    [Fact]
+    public void AnAnonVmaSharedWithAForkedChildLivesUntilBothAreGone()
+    {
+        ulong a = _mm.MapAnonymousAt(Base, 1);
+        Fill(_mm, a, 1, seed: 1);
+        ulong handle = AnonVmaHandle(a);
+        Mm child = _mm.Fork();
+
+        _mm.Munmap(a, Page);
+
+        _memory.Mappings.Find(handle).Should().NotBeNull("the child's area is linked to it");
+        Rmap.FindMappings(_memory, child.ReadPte(a).Pfn).Should().ContainSingle().Which.Mm.Should().BeSameAs(child);
+        child.Exit();
+        _memory.Mappings.Find(handle).Should().BeNull();
+    }
+
+    [Fact]
     public void UnmapNotifiesUnmapOverTheRequestedRange()
     {
         ulong a = _mm.MapAnonymousAt(Base, 4);
@@ -264,6 +312,12 @@ public class MmMunmapTests
         ((Action)(() => _mm.Munmap(Base, Page))).ShouldFailWith(Errno.ESRCH);
 
         _memory.FreeRamPages.Should().Be(free);
+    }
+
+    private ulong AnonVmaHandle(ulong address)
+    {
+        using MmapLockGuard guard = _mm.MmapReadLock();
+        return _mm.FindVma(address)!.AnonVma!.Handle;
     }
 
     private MmSnapshot PopulatedSnapshot()
