@@ -329,6 +329,18 @@ public class MmMremapTests
     }
 
     [Fact]
+    public void GrowingSharedAnonymousMemoryRaisesBusErrorsBeyondItsOriginalSize()
+    {
+        ulong a = _mm.Mmap(Base, 2 * Page, Protection.ReadWrite, SharedAnonymous | MapFlags.FixedNoReplace);
+        Fill(_mm, a, 2, seed: 1);
+
+        _mm.Mremap(a, 2 * Page, 3 * Page, MremapFlags.None).Should().Be(a);
+
+        _mm.ShouldHold(a, 2, seed: 1);
+        ((Action)(() => _mm.Read(a + (2 * Page), new byte[1]))).ShouldSegfault().IsBusError.Should().BeTrue("the shmem object keeps its size, as in the kernel");
+    }
+
+    [Fact]
     public void ZeroOldSizeDuplicatesASharedMapping()
     {
         ulong a = _mm.Mmap(Base, 2 * Page, Protection.ReadWrite, SharedAnonymous | MapFlags.FixedNoReplace);

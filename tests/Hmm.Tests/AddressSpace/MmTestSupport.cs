@@ -157,6 +157,19 @@ internal sealed class MmSnapshot
                 now.Data[address].Should().Equal(bytes, $"the page at 0x{address:x} holds the same bytes");
             }
         }
+
+        // The same bytes through the CPU, where the area allows reads. The entries are present, so reading
+        // them faults nothing in and changes nothing.
+        foreach ((ulong address, byte[] bytes) in Data)
+        {
+            (ulong Start, ulong End, VmFlags Flags, ulong PgOff) area = Areas.FirstOrDefault(v => v.Start <= address && address < v.End);
+            if ((area.Flags & VmFlags.Read) != 0)
+            {
+                MmTestSupport.ReadBytes(Mm, address, MmTestSupport.Page).Should().Equal(bytes, $"the CPU reads the same bytes at 0x{address:x}");
+            }
+        }
+
+        Capture(Mm, [.. Addresses.Select(a => (a, a + MmTestSupport.Page))]).Entries.Should().Equal(now.Entries, "reading back changed no entry");
     }
 
     private static void Watch(SortedSet<ulong> watched, ulong start, ulong end)
