@@ -18,7 +18,8 @@ public sealed partial class Mm
     /// MayMove, DontUnmap with a size change, overlapping old and new ranges, or an old size of 0 on a private
     /// mapping, or DontUnmap on a non-expandable or PFN-map area; <see cref="Errno.EFAULT"/>: the old
     /// range is not within one area, or growing (in place or by a move) a non-expandable or PFN-map area; <see cref="Errno.ENOMEM"/>: cannot grow in place
-    /// without MayMove, or no room; <see cref="Errno.ESRCH"/>: exited. Nothing changes.
+    /// without MayMove, or no room; <see cref="Errno.EPERM"/>: a Fixed new address below <see cref="MinimumAddress"/>;
+    /// <see cref="Errno.ESRCH"/>: exited. Nothing changes.
     /// </exception>
     public ulong Mremap(ulong oldAddress, ulong oldSize, ulong newSize, MremapFlags flags, ulong newAddress = 0)
     {
@@ -38,6 +39,13 @@ public sealed partial class Mm
         if (fixedAddress && (newAddress > TaskSize || newSize > TaskSize - newAddress))
         {
             ThrowHelper.ThrowHmm(Errno.EINVAL, "mremap: the new range extends beyond the user address space.");
+        }
+
+        // The kernel finds this in get_unmapped_area (security_mmap_addr), after it has already unmapped the
+        // target; the simulator checks first, so that the error changes nothing.
+        if (fixedAddress && newAddress < MinimumAddress)
+        {
+            ThrowHelper.ThrowHmm(Errno.EPERM, $"mremap: the new address 0x{newAddress:x} is below the minimum mmap address 0x{MinimumAddress:x}.");
         }
 
         // Written so that a huge old size cannot wrap: newAddress < oldAddress + oldSize, and the reverse.
