@@ -139,6 +139,18 @@ public class MmMmapTests
     }
 
     [Fact]
+    public void FixedMappingsMaySpanFromTheMinimumAddressToTaskSize()
+    {
+        ulong low = _mm.Mmap(Mm.MinimumAddress, Page, Protection.Read, PrivateAnonymous | MapFlags.Fixed);
+        ulong high = _mm.Mmap(Mm.TaskSize - Page, Page, Protection.ReadWrite, PrivateAnonymous | MapFlags.FixedNoReplace);
+
+        (low, high).Should().Be((Mm.MinimumAddress, Mm.TaskSize - Page));
+        Fill(_mm, high, 1, seed: 1);
+        _mm.ShouldHold(high, 1, seed: 1);
+        _mm.ShouldReadZeros(low, 1);
+    }
+
+    [Fact]
     public void FixedNoReplaceNextToAMappingSucceeds()
     {
         ulong a = _mm.MapAnonymousAt(0x4000_0000, 2);

@@ -488,6 +488,22 @@ public class MmMremapTests
         _mm.Mremap(c, Page, Page, MoveTo, Target).Should().Be(Target, "moving without growing is allowed");
     }
 
+    [Theory]
+    [InlineData(0UL)]
+    [InlineData(0x1000UL)]
+    [InlineData(Mm.MinimumAddress - 0x1000)]
+    public void FixedTargetBelowTheMinimumAddressFailsWithEpermAndChangesNothing(ulong target)
+    {
+        MmSnapshot before = PopulatedSnapshot();
+        RecordingNotifierChain chain = RecordingNotifierChain.InstallOn(_mm);
+
+        ((Action)(() => _mm.Mremap(Base, Page, Page, MoveTo, target))).ShouldFailWith(Errno.EPERM);
+
+        before.ShouldBeUnchanged();
+        chain.Calls.Should().BeEmpty();
+        _mm.Areas().Should().OnlyContain(v => v.Start >= Mm.MinimumAddress);
+    }
+
     [Fact]
     public void GrowingInPlaceWhenBlockedWithoutMayMoveFailsWithEnomemAndChangesNothing()
     {
