@@ -38,8 +38,10 @@ public sealed partial class Mm
     private void CloneIntoChild(Mm child, Vma vma)
     {
         var copy = new Vma(child, vma.Start, vma.End, vma.Flags, vma.File, vma.PgOff, anonVma: null);
-        if (vma.File is null)
+        if (!vma.IsShared)
         {
+            // Private memory, anonymous or file-backed (whose copied-on-write pages are anonymous too): the
+            // child joins every anon_vma of the parent's area, so the rmap of a shared page finds both.
             foreach (AnonVma anonVma in vma.AnonVmaChain)
             {
                 copy.AnonVmaChain.Add(anonVma);
@@ -51,12 +53,8 @@ public sealed partial class Mm
             copy.AnonVmaChain.Add(own);
             own.Link(copy);
         }
-        else
-        {
-            // A private file mapping's copied-on-write pages are anonymous too.
-            copy.AnonVma = vma.AnonVma;
-            vma.File.AddMapping(copy);
-        }
+
+        vma.File?.AddMapping(copy);
 
         child._vmas.Insert(copy);
     }
@@ -70,7 +68,7 @@ public sealed partial class Mm
             PteTable? table = _pageTable.Find(address);
             if (table is null)
             {
-                address = (address | (PmdSize - 1)) + 1 - PageSize.Bytes;
+                address = _pageTable.NextTableAddress(address) - PageSize.Bytes;
                 continue;
             }
 

@@ -16,7 +16,7 @@ public sealed partial class Mm
     /// <param name="protection">The access allowed.</param>
     /// <param name="flags">Exactly one of <see cref="MapFlags.Shared"/> or <see cref="MapFlags.Private"/>, plus <see cref="MapFlags.Anonymous"/> for memory without a file.</param>
     /// <param name="file">The backing file, for a mapping without <see cref="MapFlags.Anonymous"/>.</param>
-    /// <param name="offset">The file offset, page aligned.</param>
+    /// <param name="offset">The file offset, page aligned; checked but otherwise ignored for anonymous memory.</param>
     /// <returns>The address of the new mapping.</returns>
     /// <exception cref="HmmException">
     /// <see cref="Errno.EINVAL"/>: length 0, unknown or contradictory flags, a fixed address or offset not page aligned, a
@@ -45,7 +45,7 @@ public sealed partial class Mm
             ThrowHelper.ThrowHmm(Errno.EINVAL, anonymous ? "An anonymous mapping takes no file." : "A file mapping needs a file (or MapFlags.Anonymous).");
         }
 
-        if (!anonymous && !PageSize.IsAligned(offset))
+        if (!PageSize.IsAligned(offset))
         {
             ThrowHelper.ThrowHmm(Errno.EINVAL, $"File offset 0x{offset:x} is not page aligned.");
         }
@@ -56,7 +56,7 @@ public sealed partial class Mm
             ThrowHelper.ThrowHmm(Errno.ENOMEM, $"{length} bytes do not fit in the address space.");
         }
 
-        if (!anonymous && offset + size < offset)
+        if (offset + size < offset)
         {
             ThrowHelper.ThrowHmm(Errno.EOVERFLOW, $"File offset 0x{offset:x} plus {size} bytes overflows.");
         }
@@ -89,18 +89,21 @@ public sealed partial class Mm
             file = new SimFile(Memory, "[shmem]", size);
         }
 
-        var vma = new Vma(this, start, start + size, vmFlags, file, anonymous && !shared ? start >> PageSize.Shift : offset >> PageSize.Shift, anonVma: null);
-        if (file is null)
+        // Anonymous memory ignores the offset (once it passed the checks above, as in the kernel): private areas
+        // take their virtual page number, shared ones start at page 0 of their new shmem file.
+        ulong pgoff = !anonymous ? offset >> PageSize.Shift : shared ? 0 : start >> PageSize.Shift;
+        var vma = new Vma(this, start, start + size, vmFlags, file, pgoff, anonVma: null);
+        if (!shared)
         {
+            // Private file mappings need one too: their copied-on-write pages are anonymous. The kernel
+            // attaches it at the first such fault (anon_vma_prepare); the simulator does it up front.
             var anonVma = new AnonVma(Memory);
             vma.AnonVma = anonVma;
             vma.AnonVmaChain.Add(anonVma);
             anonVma.Link(vma);
         }
-        else
-        {
-            file.AddMapping(vma);
-        }
+
+        file?.AddMapping(vma);
 
         _vmas.Insert(vma);
         return start;
@@ -112,7 +115,7 @@ public sealed partial class Mm
     /// <exception cref="HmmException"><see cref="Errno.EINVAL"/>: unaligned address, length 0, or a range beyond <see cref="TaskSize"/>; <see cref="Errno.ESRCH"/>: exited. Nothing changes.</exception>
     public void Munmap(ulong address, ulong length)
     {
-        ulong end = ValidateRange(address, length, Errno.EINVAL, allowEmpty: false);
+        ulong end = ValidateRange(address, length, Errno.EINVAL, Errno.EINVAL, allowEmpty: false);
         using MmapLockGuard guard = MmapWriteLock();
         UnmapUnsynchronized(address, end);
     }
@@ -129,7 +132,7 @@ public sealed partial class Mm
             ThrowHelper.ThrowHmm(Errno.EINVAL, $"Unknown protection {protection}.");
         }
 
-        ulong end = ValidateRange(address, length, Errno.ENOMEM, allowEmpty: true);
+        ulong end = ValidateRange(address, length, Errno.ENOMEM, Errno.ENOMEM, allowEmpty: true);
         using MmapLockGuard guard = MmapWriteLock();
         if (end == address)
         {
@@ -161,7 +164,7 @@ public sealed partial class Mm
     /// <param name="length">Bytes, rounded up to whole pages; 0 does nothing.</param>
     /// <param name="advice">The advice.</param>
     /// <exception cref="HmmException">
-    /// <see cref="Errno.EINVAL"/>: unaligned address, unknown advice, DontNeed on an I/O or PFN-map area, or Free on
+    /// <see cref="Errno.EINVAL"/>: unaligned address, a length whose rounding or end wraps around, unknown advice, DontNeed on an I/O or PFN-map area, or Free on
     /// memory other than private anonymous; <see cref="Errno.ENOMEM"/>: part of the range is not mapped (the kernel
     /// still advises the mapped part; the simulator changes nothing); <see cref="Errno.ESRCH"/>: exited.
     /// </exception>
@@ -172,7 +175,8 @@ public sealed partial class Mm
             ThrowHelper.ThrowHmm(Errno.EINVAL, $"Unknown advice {(int)advice}.");
         }
 
-        ulong end = ValidateRange(address, length, Errno.ENOMEM, allowEmpty: true);
+        // As the kernel: a length whose rounding or end wraps around is invalid; one past user space is unmapped.
+        ulong end = ValidateRange(address, length, Errno.ENOMEM, Errno.EINVAL, allowEmpty: true);
         using MmapLockGuard guard = MmapWriteLock();
         if (end == address)
         {
@@ -257,7 +261,7 @@ public sealed partial class Mm
             PteTable? table = _pageTable.Find(address);
             if (table is null)
             {
-                address = tableEnd;
+                address = Math.Min(end, _pageTable.NextTableAddress(address));
                 continue;
             }
 
@@ -362,18 +366,21 @@ public sealed partial class Mm
         {
             ulong tableEnd = Math.Min(end, (address | (PmdSize - 1)) + 1);
             PteTable? table = _pageTable.Find(address);
-            if (table is not null)
+            if (table is null)
             {
-                lock (table.Lock)
+                address = Math.Min(end, _pageTable.NextTableAddress(address));
+                continue;
+            }
+
+            lock (table.Lock)
+            {
+                for (ulong a = address; a < tableEnd; a += PageSize.Bytes)
                 {
-                    for (ulong a = address; a < tableEnd; a += PageSize.Bytes)
+                    int index = PageTable.PteIndex(a);
+                    Pte pte = table.Read(index);
+                    if (!pte.IsNone)
                     {
-                        int index = PageTable.PteIndex(a);
-                        Pte pte = table.Read(index);
-                        if (!pte.IsNone)
-                        {
-                            visit(table, index, pte, this);
-                        }
+                        visit(table, index, pte, this);
                     }
                 }
             }
@@ -418,8 +425,12 @@ public sealed partial class Mm
         }
     }
 
-    /// <summary>Checks alignment and bounds of <c>[address, address + length)</c>; returns its page-rounded end.</summary>
-    private static ulong ValidateRange(ulong address, ulong length, Errno beyond, bool allowEmpty)
+    /// <summary>
+    /// Checks alignment and bounds of <c>[address, address + length)</c>; returns its page-rounded end. A length
+    /// whose rounding or end wraps around 2^64 fails with <paramref name="wrapped"/>, a range past
+    /// <see cref="TaskSize"/> with <paramref name="beyond"/>.
+    /// </summary>
+    private static ulong ValidateRange(ulong address, ulong length, Errno beyond, Errno wrapped, bool allowEmpty)
     {
         if (!PageSize.IsAligned(address) || (length == 0 && !allowEmpty))
         {
@@ -427,7 +438,12 @@ public sealed partial class Mm
         }
 
         ulong size = RoundUpToPage(length);
-        if ((length != 0 && size == 0) || address > TaskSize || size > TaskSize - address)
+        if ((length != 0 && size == 0) || address + size < address)
+        {
+            ThrowHelper.ThrowHmm(wrapped, $"Range at 0x{address:x} of {length} bytes wraps around the end of the address space.");
+        }
+
+        if (address > TaskSize || size > TaskSize - address)
         {
             ThrowHelper.ThrowHmm(beyond, $"Range at 0x{address:x} of {length} bytes extends beyond the user address space (0x{TaskSize:x}).");
         }

@@ -8,16 +8,18 @@ public sealed partial class Mm
 {
     /// <summary>Resizes or moves a mapping (<c>mremap</c>).</summary>
     /// <param name="oldAddress">The start of the mapping to change, page aligned.</param>
-    /// <param name="oldSize">Its size in bytes; the range must lie within one area.</param>
+    /// <param name="oldSize">Its size in bytes; the range must lie within one area. 0 (with <see cref="MremapFlags.MayMove"/>) maps the shared memory at <paramref name="oldAddress"/> a second time.</param>
     /// <param name="newSize">The size wanted.</param>
     /// <param name="flags"><see cref="MremapFlags.MayMove"/>, <see cref="MremapFlags.Fixed"/>, <see cref="MremapFlags.DontUnmap"/>.</param>
     /// <param name="newAddress">With <see cref="MremapFlags.Fixed"/>, where to move to.</param>
     /// <returns>The mapping's address afterwards.</returns>
     /// <exception cref="HmmException">
     /// <see cref="Errno.EINVAL"/>: unaligned addresses, a zero new size, unknown flags, Fixed or DontUnmap without
-    /// MayMove, DontUnmap with a size change, or overlapping old and new ranges; <see cref="Errno.EFAULT"/>: the old
-    /// range is not within one area, or growing a non-expandable area; <see cref="Errno.ENOMEM"/>: cannot grow in place
-    /// without MayMove, or no room; <see cref="Errno.ESRCH"/>: exited. Nothing changes.
+    /// MayMove, DontUnmap with a size change, overlapping old and new ranges, or an old size of 0 on a private
+    /// mapping, or DontUnmap on a non-expandable or PFN-map area; <see cref="Errno.EFAULT"/>: the old
+    /// range is not within one area, or growing (in place or by a move) a non-expandable or PFN-map area; <see cref="Errno.ENOMEM"/>: cannot grow in place
+    /// without MayMove, or no room; <see cref="Errno.EPERM"/>: a Fixed new address below <see cref="MinimumAddress"/>;
+    /// <see cref="Errno.ESRCH"/>: exited. Nothing changes.
     /// </exception>
     public ulong Mremap(ulong oldAddress, ulong oldSize, ulong newSize, MremapFlags flags, ulong newAddress = 0)
     {
@@ -34,37 +36,59 @@ public sealed partial class Mm
             ThrowHelper.ThrowHmm(Errno.EINVAL, $"mremap(0x{oldAddress:x}, {oldSize}, {newSize}, {flags}, 0x{newAddress:x}): invalid arguments.");
         }
 
-        if (oldAddress > TaskSize || oldSize > TaskSize - oldAddress || (fixedAddress && (newAddress > TaskSize || newSize > TaskSize - newAddress)))
+        if (fixedAddress && (newAddress > TaskSize || newSize > TaskSize - newAddress))
         {
-            ThrowHelper.ThrowHmm(Errno.EINVAL, "mremap range extends beyond the user address space.");
+            ThrowHelper.ThrowHmm(Errno.EINVAL, "mremap: the new range extends beyond the user address space.");
         }
 
-        if (fixedAddress && newAddress < oldAddress + oldSize && oldAddress < newAddress + newSize)
+        // The kernel finds this in get_unmapped_area (security_mmap_addr), after it has already unmapped the
+        // target; the simulator checks first, so that the error changes nothing.
+        if (fixedAddress && newAddress < MinimumAddress)
+        {
+            ThrowHelper.ThrowHmm(Errno.EPERM, $"mremap: the new address 0x{newAddress:x} is below the minimum mmap address 0x{MinimumAddress:x}.");
+        }
+
+        // Written so that a huge old size cannot wrap: newAddress < oldAddress + oldSize, and the reverse.
+        if (fixedAddress && (newAddress < oldAddress || newAddress - oldAddress < oldSize) && oldAddress < newAddress + newSize)
         {
             ThrowHelper.ThrowHmm(Errno.EINVAL, "mremap: the old and new ranges overlap.");
         }
 
         using MmapLockGuard guard = MmapWriteLock();
         Vma? vma = _vmas.Find(oldAddress);
-        if (vma is null || (oldSize > 0 && oldAddress + oldSize > vma.End))
+        if (vma is null || oldSize > vma.End - oldAddress)
         {
             ThrowHelper.ThrowHmm(Errno.EFAULT, $"[0x{oldAddress:x}, +{oldSize}) is not within one mapping.");
         }
 
+        if (oldSize == 0 && !vma.IsShared)
+        {
+            ThrowHelper.ThrowHmm(Errno.EINVAL, $"mremap with old size 0 duplicates a mapping, and {vma} is private.");
+        }
+
+        if (dontUnmap && (vma.Flags & (VmFlags.DontExpand | VmFlags.PfnMap)) != 0)
+        {
+            ThrowHelper.ThrowHmm(Errno.EINVAL, $"MREMAP_DONTUNMAP cannot leave {vma} behind.");
+        }
+
         if (!fixedAddress && newSize <= oldSize && !dontUnmap)
         {
-            UnmapUnsynchronized(oldAddress + newSize, oldAddress + oldSize);
+            if (newSize < oldSize)
+            {
+                UnmapUnsynchronized(oldAddress + newSize, oldAddress + oldSize);
+            }
+
             return oldAddress;
+        }
+
+        if (newSize > oldSize && (vma.Flags & (VmFlags.DontExpand | VmFlags.PfnMap)) != 0)
+        {
+            ThrowHelper.ThrowHmm(Errno.EFAULT, $"{vma} cannot be expanded, in place or by a move.");
         }
 
         ulong growEnd = oldAddress + newSize;
         if (!fixedAddress && !dontUnmap && oldAddress + oldSize == vma.End && growEnd <= TaskSize && growEnd > vma.End && !_vmas.Overlaps(vma.End, growEnd))
         {
-            if ((vma.Flags & VmFlags.DontExpand) != 0)
-            {
-                ThrowHelper.ThrowHmm(Errno.EFAULT, $"{vma} cannot be expanded.");
-            }
-
             vma.End = growEnd;
             return oldAddress;
         }
@@ -80,7 +104,21 @@ public sealed partial class Mm
             UnmapUnsynchronized(newAddress, newAddress + newSize);
         }
 
-        return MoveUnsynchronized(oldAddress, oldSize, target, newSize, dontUnmap);
+        return oldSize == 0 ? DuplicateUnsynchronized(oldAddress, target, newSize) : MoveUnsynchronized(oldAddress, oldSize, target, newSize, dontUnmap);
+    }
+
+    /// <summary>
+    /// mremap with old size 0 (the kernel's "duplicate shm area" case): a second area over the same shared memory,
+    /// starting at the page <paramref name="oldAddress"/> maps. Nothing is moved or unmapped.
+    /// </summary>
+    private ulong DuplicateUnsynchronized(ulong oldAddress, ulong target, ulong newSize)
+    {
+        // Unmapping a fixed target may have split the source area: look it up again.
+        Vma source = _vmas.Find(oldAddress)!;
+        var vma = new Vma(this, target, target + newSize, source.Flags, source.File, source.PageIndex(oldAddress), anonVma: null);
+        vma.File!.AddMapping(vma);
+        _vmas.Insert(vma);
+        return target;
     }
 
     private ulong MoveUnsynchronized(ulong oldAddress, ulong oldSize, ulong target, ulong newSize, bool dontUnmap)
@@ -100,22 +138,34 @@ public sealed partial class Mm
 
         var range = new MmuNotifierRange(oldAddress, oldAddress + oldSize, MmuNotifierEvent.Unmap);
         InvalidateRangeStart(range);
-        for (ulong offset = 0; offset < moved; offset += PageSize.Bytes)
+        for (ulong offset = 0; offset < moved;)
         {
-            MoveEntryUnsynchronized(oldAddress + offset, target + offset);
+            ulong from = oldAddress + offset;
+            if (_pageTable.Find(from) is null)
+            {
+                offset = Math.Min(moved, _pageTable.NextTableAddress(from) - oldAddress);
+                continue;
+            }
+
+            MoveEntryUnsynchronized(from, target + offset);
+            offset += PageSize.Bytes;
         }
 
         if (dontUnmap)
         {
-            // The old area stays, empty: anonymous memory refaults as new zero pages, as with MREMAP_DONTUNMAP.
-            if (old.IsAnonymous)
+            // The old area stays, empty: anonymous memory refaults as new zero pages, file memory from the file,
+            // as with MREMAP_DONTUNMAP. Its anon_vma links went with the pages; it starts a fresh one.
+            if (!old.IsShared)
             {
                 var fresh = new AnonVma(Memory);
                 old.UnlinkAnonVmas();
                 old.AnonVma = fresh;
                 old.AnonVmaChain.Add(fresh);
                 fresh.Link(old);
-                old.PgOff = oldAddress >> PageSize.Shift;
+                if (old.IsAnonymous)
+                {
+                    old.PgOff = oldAddress >> PageSize.Shift;
+                }
             }
         }
         else
@@ -133,28 +183,29 @@ public sealed partial class Mm
     private void MoveEntryUnsynchronized(ulong from, ulong to)
     {
         PteTable? source = _pageTable.Find(from);
-        if (source is null)
+        int index = PageTable.PteIndex(from);
+        if (source is null || source.Read(index).IsNone)
         {
             return;
         }
 
+        // Both PTE locks are held across the move (as move_ptes holds both), so a walker that takes them, like
+        // the rmap's try_to_unmap, finds the entry at one address or the other, never in between. No other path
+        // holds two PTE locks of one address space, and the tables may be the same (the lock is reentrant).
         PteTable destination = _pageTable.FindOrAllocate(to);
-        Pte pte;
         lock (source.Lock)
         {
-            int index = PageTable.PteIndex(from);
-            pte = source.Read(index);
+            Pte pte = source.Read(index);
             if (pte.IsNone)
             {
                 return;
             }
 
-            source.SetUnsynchronized(index, default);
-        }
-
-        lock (destination.Lock)
-        {
-            destination.SetUnsynchronized(PageTable.PteIndex(to), pte);
+            lock (destination.Lock)
+            {
+                source.SetUnsynchronized(index, default);
+                destination.SetUnsynchronized(PageTable.PteIndex(to), pte);
+            }
         }
     }
 }

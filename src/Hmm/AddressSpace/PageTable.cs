@@ -56,11 +56,18 @@ internal sealed class PageTable
     {
         lock (_populateLock)
         {
-            for (ulong address = start & ~((1UL << PmdShift) - 1); address < end; address += 1UL << PmdShift)
+            ulong address = start & ~((1UL << PmdShift) - 1);
+            while (address < end)
             {
-                if (_pgd.Slots[Index(address, PgdShift)] is not Directory pud
-                    || pud.Slots[Index(address, PudShift)] is not Directory pmd)
+                if (_pgd.Slots[Index(address, PgdShift)] is not Directory pud)
                 {
+                    address = NextBoundary(address, PgdShift);
+                    continue;
+                }
+
+                if (pud.Slots[Index(address, PudShift)] is not Directory pmd)
+                {
+                    address = NextBoundary(address, PudShift);
                     continue;
                 }
 
@@ -82,9 +89,28 @@ internal sealed class PageTable
                 {
                     Volatile.Write(ref _pgd.Slots[Index(address, PgdShift)], null);
                 }
+
+                address = NextBoundary(address, PmdShift);
             }
         }
     }
+
+    /// <summary>
+    /// For a walker that found no PTE table at <paramref name="address"/>: the next address where one could exist,
+    /// skipping the whole span of a missing PUD or PMD directory, so walking a sparse range costs per populated
+    /// directory rather than per 2 MiB. Lock-free, like <see cref="Find"/>.
+    /// </summary>
+    public ulong NextTableAddress(ulong address)
+    {
+        if (Volatile.Read(ref _pgd.Slots[Index(address, PgdShift)]) is not Directory pud)
+        {
+            return NextBoundary(address, PgdShift);
+        }
+
+        return Volatile.Read(ref pud.Slots[Index(address, PudShift)]) is Directory ? NextBoundary(address, PmdShift) : NextBoundary(address, PudShift);
+    }
+
+    private static ulong NextBoundary(ulong address, int shift) => (address | ((1UL << shift) - 1)) + 1;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static int Index(ulong address, int shift) => (int)((address >> shift) & (EntriesPerTable - 1));

@@ -48,7 +48,7 @@ public sealed class Vma
     /// <summary>Whether writes are shared with other mappings (<c>VM_SHARED</c>).</summary>
     public bool IsShared => (Flags & VmFlags.Shared) != 0;
 
-    /// <summary>The anon_vma new anonymous pages of this area join; null for shared mappings.</summary>
+    /// <summary>The anon_vma new anonymous pages of this area join (copied-on-write pages of a private file mapping too); null for shared mappings.</summary>
     internal AnonVma? AnonVma { get; set; }
 
     /// <summary>Every anon_vma this area is linked into (<c>anon_vma_chain</c>): its own and, after fork, its ancestors'.</summary>
