@@ -316,7 +316,7 @@ public class DevicePrivateFaultTests
         pte.Pfn.Should().Be(page);
         pte.IsWritable.Should().BeTrue();
         var expected = new MmuNotifierRange(a, a + Page, MmuNotifierEvent.Clear);
-        notifiers.Calls.Should().Equal(("start", expected), ("end", expected));
+        notifiers.Calls.Should().Equal(NotifierCall.Pair(expected.Start, expected.End, expected.Event));
         FaultTestKit.ReadBytes(mm, a, 2).Should().Equal(1, 2);
         _memory.Page(page).MapCount.Should().Be(1);
         _memory.PageRefCount(page).Should().Be(1);

@@ -53,58 +53,6 @@ internal static class FaultTestKit
 }
 
 /// <summary>A notifier chain that records every call, installed with <c>Mm.GetOrSetNotifiers</c>.</summary>
-internal sealed class RecordingNotifierChain : IMmNotifierChain
-{
-    private readonly Lock _lock = new();
-    private readonly List<(string Call, MmuNotifierRange Range)> _calls = [];
-
-    public (string Call, MmuNotifierRange Range)[] Calls
-    {
-        get
-        {
-            lock (_lock)
-            {
-                return [.. _calls];
-            }
-        }
-    }
-
-    public MmuNotifierRange[] Starts => [.. Calls.Where(c => c.Call == "start").Select(c => c.Range)];
-
-    public static RecordingNotifierChain InstallOn(Mm mm)
-    {
-        var chain = new RecordingNotifierChain();
-        mm.GetOrSetNotifiers(chain).Should().BeSameAs(chain);
-        return chain;
-    }
-
-    public bool InvalidateRangeStart(in MmuNotifierRange range)
-    {
-        Record("start", range);
-        return true;
-    }
-
-    public void InvalidateRangeEnd(in MmuNotifierRange range) => Record("end", range);
-
-    public void Release() => Record("release", default);
-
-    public void Clear()
-    {
-        lock (_lock)
-        {
-            _calls.Clear();
-        }
-    }
-
-    private void Record(string call, MmuNotifierRange range)
-    {
-        lock (_lock)
-        {
-            _calls.Add((call, range));
-        }
-    }
-}
-
 public class MmFaultTests
 {
     private const int Page = FaultTestKit.Page;
@@ -713,15 +661,13 @@ public class MmFaultTests
         notifiers.Calls.Should().BeEmpty("filling an empty entry replaces nothing a device could mirror");
 
         parent.Write(a + Page, [2]);
-        notifiers.Starts.Should().Equal(new MmuNotifierRange(a + Page, a + (2 * Page), MmuNotifierEvent.Clear));
+        notifiers.Starts.Should().Equal((a + Page, a + (2 * Page), MmuNotifierEvent.Clear));
         Mm child = parent.Fork();
         notifiers.Clear();
 
         parent.Write(a, [3]);
 
-        notifiers.Calls.Should().Equal(
-            ("start", new MmuNotifierRange(a, a + Page, MmuNotifierEvent.Clear)),
-            ("end", new MmuNotifierRange(a, a + Page, MmuNotifierEvent.Clear)));
+        notifiers.Calls.Should().Equal(NotifierCall.Pair(a, a + Page, MmuNotifierEvent.Clear));
     }
 
     [Fact]

@@ -182,7 +182,12 @@ internal sealed class MmSnapshot
 }
 
 /// <summary>One call the address space made into its notifier chain.</summary>
-internal readonly record struct NotifierCall(NotifierCallKind Kind, ulong Start, ulong End, MmuNotifierEvent Event);
+internal readonly record struct NotifierCall(NotifierCallKind Kind, ulong Start, ulong End, MmuNotifierEvent Event)
+{
+    /// <summary>The start and the end of one invalidation, as a balanced chain records them.</summary>
+    public static NotifierCall[] Pair(ulong start, ulong end, MmuNotifierEvent @event) =>
+        [new(NotifierCallKind.Start, start, end, @event), new(NotifierCallKind.End, start, end, @event)];
+}
 
 internal enum NotifierCallKind
 {

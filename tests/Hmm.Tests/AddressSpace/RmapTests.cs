@@ -165,8 +165,8 @@ public class RmapTests
         child.ReadPte(a + Page).IsNone.Should().BeTrue();
         Rmap.FindMappings(memory, page).Should().BeEmpty();
         var expected = new MmuNotifierRange(a + Page, a + (2 * Page), MmuNotifierEvent.Clear);
-        parentNotifiers.Calls.Should().Equal(("start", expected), ("end", expected));
-        childNotifiers.Calls.Should().Equal(("start", expected), ("end", expected));
+        parentNotifiers.Calls.Should().Equal(NotifierCall.Pair(expected.Start, expected.End, expected.Event));
+        childNotifiers.Calls.Should().Equal(NotifierCall.Pair(expected.Start, expected.End, expected.Event));
 
         memory.UnlockPage(page);
         ulong free = memory.FreeRamPages;
