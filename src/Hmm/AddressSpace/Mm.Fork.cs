@@ -5,31 +5,44 @@ namespace Hmm.AddressSpace;
 // fork: the child gets a copy of every area but DontCopy ones. Private memory becomes copy-on-write: each
 // mapped page gains a reference and a mapcount for the child, and both entries lose write access (announced to
 // the parent's notifiers as a per-page protection change first). Shared areas are not copied entry by entry: the
-// child refaults them from the same file. A device-exclusive entry is restored first, as the kernel does.
+// child refaults them from the same file. A device-exclusive entry is restored first, as the kernel does. A pinned
+// exclusive anonymous page is copied for the child at once, so the pin keeps seeing the parent's writes.
 public sealed partial class Mm
 {
     /// <summary>Creates a child address space that shares this one's memory copy-on-write (<c>fork</c>, <c>dup_mmap</c>).</summary>
     /// <param name="name">The child's name.</param>
     /// <returns>The child, alive with one user reference.</returns>
     /// <exception cref="ArgumentNullException"><paramref name="name"/> is null.</exception>
-    /// <exception cref="HmmException"><see cref="Errno.ESRCH"/>: exited.</exception>
+    /// <exception cref="HmmException">
+    /// <see cref="Errno.ESRCH"/>: exited; <see cref="Errno.ENOMEM"/>: no memory to copy a pinned page. After ENOMEM the
+    /// half-built child is torn down; the parent's contents are unchanged, though pages it shared with the child may
+    /// stay write-protected until its next write (as after a failed fork in the kernel).
+    /// </exception>
     public Mm Fork(string name = "child")
     {
         ArgumentNullException.ThrowIfNull(name);
         var child = new Mm(Memory, name);
         using MmapLockGuard guard = MmapWriteLock();
-        foreach (Vma vma in _vmas.Snapshot())
+        try
         {
-            if ((vma.Flags & VmFlags.DontCopy) != 0)
+            foreach (Vma vma in _vmas.Snapshot())
             {
-                continue;
-            }
+                if ((vma.Flags & VmFlags.DontCopy) != 0)
+                {
+                    continue;
+                }
 
-            CloneIntoChild(child, vma);
-            if (!vma.IsShared)
-            {
-                CopyPrivateEntries(child, vma);
+                CloneIntoChild(child, vma);
+                if (!vma.IsShared)
+                {
+                    CopyPrivateEntries(child, vma);
+                }
             }
+        }
+        catch (HmmException)
+        {
+            child.Put();
+            throw;
         }
 
         return child;
@@ -63,6 +76,18 @@ public sealed partial class Mm
     {
         var range = new MmuNotifierRange(vma.Start, vma.End, MmuNotifierEvent.ProtectionPage);
         InvalidateRangeStart(range);
+        try
+        {
+            CopyPrivateEntriesUnsynchronized(child, vma);
+        }
+        finally
+        {
+            InvalidateRangeEnd(range);
+        }
+    }
+
+    private void CopyPrivateEntriesUnsynchronized(Mm child, Vma vma)
+    {
         for (ulong address = vma.Start; address < vma.End; address += PageSize.Bytes)
         {
             PteTable? table = _pageTable.Find(address);
@@ -92,6 +117,19 @@ public sealed partial class Mm
                     childPte = pte.WriteProtected();
                     table.SetUnsynchronized(index, childPte);
                 }
+                else if (IsPinnedExclusiveAnon(pte))
+                {
+                    // A pinned page must stay the parent's (a device may be DMA-ing into it), so the child
+                    // gets its own copy now instead of sharing it copy-on-write (the kernel's copy_present_page).
+                    if (!Memory.TryAllocatePage(out Pfn copy))
+                    {
+                        ThrowHelper.ThrowHmm(Errno.ENOMEM, $"fork: no memory to copy the pinned page at 0x{address:x}.");
+                    }
+
+                    CopyPageData(pte.Pfn, copy);
+                    PrepareAnonPage(child._vmas.Find(address)!, copy, address);
+                    childPte = Pte.Present(copy, pte.IsWritable, dirty: true);
+                }
                 else
                 {
                     if (HoldsPage(pte))
@@ -113,7 +151,17 @@ public sealed partial class Mm
                 childTable.SetUnsynchronized(index, childPte);
             }
         }
+    }
 
-        InvalidateRangeEnd(range);
+    private bool IsPinnedExclusiveAnon(Pte pte)
+    {
+        if (!pte.IsPresent || pte.Pfn == PhysicalMemory.ZeroPage)
+        {
+            return false;
+        }
+
+        ref readonly PageFrame frame = ref Memory.Page(pte.Pfn);
+        const PageFlags exclusiveAnon = PageFlags.Anon | PageFlags.AnonExclusive;
+        return (frame.Flags & exclusiveAnon) == exclusiveAnon && frame.RefCount >= PinCountingBias;
     }
 }

@@ -86,7 +86,7 @@ public sealed partial class Mm
             | (shared ? VmFlags.Shared | VmFlags.MayShare : VmFlags.None);
         if (anonymous && shared)
         {
-            file = new SimFile(Memory, "[shmem]", size);
+            file = new SimFile(Memory, "[shmem]", size) { IsAnonymousShmem = true };
         }
 
         // Anonymous memory ignores the offset (once it passed the checks above, as in the kernel): private areas

@@ -104,11 +104,28 @@ public sealed class SimFile
         }
     }
 
+    /// <summary>
+    /// Whether the file is the anonymous shared memory behind a <c>MAP_SHARED | MAP_ANONYMOUS</c> mapping: nothing
+    /// but its mappings can reach it, so it drops its pages when the last one goes (the kernel's shmem inode
+    /// dies with its last reference).
+    /// </summary>
+    internal bool IsAnonymousShmem { get; init; }
+
     internal void RemoveMapping(Vma vma)
     {
         lock (_lock)
         {
             _mappings.Remove(vma);
+            if (IsAnonymousShmem && _mappings.Count == 0)
+            {
+                foreach (Pfn pfn in _cache.Values)
+                {
+                    Memory.PutPage(pfn);
+                }
+
+                _cache.Clear();
+                Memory.Mappings.Unregister(Handle);
+            }
         }
     }
 

@@ -455,7 +455,7 @@ public class MmGupTests
         mm.UnpinUserPages(pages);
     }
 
-    [Fact(Skip = "bug: Mm.Fork shares a pinned exclusive anonymous page copy-on-write instead of copying it for the child, so the parent's next write moves off the pinned page")]
+    [Fact]
     public void ForkCopiesAPinnedPageForTheChildSoTheParentKeepsThePinnedPage()
     {
         PhysicalMemory memory = FaultTestKit.NewMemory();
@@ -474,5 +474,30 @@ public class MmGupTests
         FaultTestKit.ReadBytes(child, a, 1).Should().Equal(1);
         parent.UnpinUserPages(pages);
         child.Exit();
+    }
+
+    [Fact]
+    public void ForkThatCannotCopyAPinnedPageFailsWithEnomemAndLeavesTheParentIntact()
+    {
+        PhysicalMemory memory = FaultTestKit.NewMemory();
+        var parent = new Mm(memory);
+        ulong a = FaultTestKit.MapAnonymous(parent, 2);
+        parent.Write(a, [1]);
+        parent.Write(a + Page, [2]);
+        var pages = new Pfn[1];
+        parent.PinUserPages(a + Page, GupFlags.Write | GupFlags.LongTerm, pages);
+        ulong free = memory.FreeRamPages;
+        memory.FaultInjection.FailNext(FaultPoint.PageAllocation);
+
+        Action fork = () => parent.Fork();
+
+        fork.Should().Throw<HmmException>().Which.Error.Should().Be(Errno.ENOMEM);
+        memory.FreeRamPages.Should().Be(free, "the half-built child is torn down");
+        memory.Page(parent.ReadPte(a).Pfn).MapCount.Should().Be(1, "the child's share of the first page is gone");
+        parent.ReadPte(a + Page).Pfn.Should().Be(pages[0]);
+        parent.Write(a, [3]);
+        FaultTestKit.ReadBytes(parent, a, 1).Should().Equal(3);
+        FaultTestKit.ReadBytes(parent, a + Page, 1).Should().Equal(2);
+        parent.UnpinUserPages(pages);
     }
 }

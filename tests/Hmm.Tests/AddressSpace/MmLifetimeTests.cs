@@ -94,7 +94,7 @@ public class MmLifetimeTests
         }
     }
 
-    [Fact(Skip = "bug: shared anonymous memory is never freed; its internal shmem SimFile keeps its page cache, and MappingTable keeps the file, after the last mapping is gone (needs a release in SimFile.cs)")]
+    [Fact]
     public void ExitReleasesSharedAnonymousMemory()
     {
         ulong free = _memory.FreeRamPages;
@@ -106,7 +106,7 @@ public class MmLifetimeTests
         _memory.FreeRamPages.Should().Be(free);
     }
 
-    [Fact(Skip = "bug: unmapping the last mapping of shared anonymous memory does not free its pages; the internal shmem SimFile keeps its page cache forever (needs a release in SimFile.cs)")]
+    [Fact]
     public void UnmapOfTheLastSharedAnonymousMappingFreesItsPages()
     {
         ulong free = _memory.FreeRamPages;

@@ -200,7 +200,7 @@ public class RmapTests
         two.ReadPte(b).Pfn.Should().Be(page, "the next fault maps the cached page again");
     }
 
-    [Fact(Skip = "bug: Mm.Fork gives the child's private file mapping the parent's anon_vma without linking the child's area into it, so rmap misses the child's mapping of copied pages")]
+    [Fact]
     public void FindsACopiedPageOfAPrivateFileMappingInParentAndChild()
     {
         PhysicalMemory memory = FaultTestKit.NewMemory();
@@ -215,7 +215,7 @@ public class RmapTests
         child.Exit();
     }
 
-    [Fact(Skip = "bug: Mm.Fork gives the child's private file mapping the parent's anon_vma without linking the child's area into it, so pages the child copies later are found by no rmap walk")]
+    [Fact]
     public void FindsAPageTheChildCopiesInAPrivateFileMappingAfterFork()
     {
         PhysicalMemory memory = FaultTestKit.NewMemory();

@@ -223,7 +223,7 @@ public class SimFileTests
         FaultTestKit.ReadBytes(child, a + Page, 1).Should().Equal(2);
     }
 
-    [Fact(Skip = "bug: the [shmem] SimFile that Mm.Mmap creates for MAP_SHARED|MAP_ANONYMOUS keeps its page cache after its last mapping is gone, so shared anonymous memory is never freed")]
+    [Fact]
     public void SharedAnonymousMemoryIsFreedWithItsLastMapping()
     {
         PhysicalMemory memory = FaultTestKit.NewMemory();
