@@ -206,10 +206,12 @@ public sealed partial class Mm
 
     private void ExitMmap()
     {
+        // As in the kernel, subscribers are released before the mmap lock is taken, so a release callback may
+        // itself wait for work that needs the lock; every entry point already fails with ESRCH.
+        Notifiers?.Release();
         _mmapLock.EnterWriteLock();
         try
         {
-            Notifiers?.Release();
             foreach (Vma vma in _vmas.Snapshot())
             {
                 ZapRangeUnsynchronized(vma, vma.Start, vma.End);
