@@ -1,3 +1,4 @@
+using Hmm.Diagnostics;
 using Hmm.Memory;
 
 namespace Hmm.AddressSpace;
@@ -45,6 +46,7 @@ public sealed partial class Mm
             throw;
         }
 
+        Log.Forked(Logger, Name, name, child._vmas.Count);
         return child;
     }
 

@@ -1,3 +1,4 @@
+using Hmm.Diagnostics;
 using Hmm.Memory;
 
 namespace Hmm.AddressSpace;
@@ -106,6 +107,7 @@ public sealed partial class Mm
         file?.AddMapping(vma);
 
         _vmas.Insert(vma);
+        Log.Mapped(Logger, Name, start, start + size, vmFlags);
         return start;
     }
 
@@ -118,6 +120,7 @@ public sealed partial class Mm
         ulong end = ValidateRange(address, length, Errno.EINVAL, Errno.EINVAL, allowEmpty: false);
         using MmapLockGuard guard = MmapWriteLock();
         UnmapUnsynchronized(address, end);
+        Log.Unmapped(Logger, Name, address, end);
     }
 
     /// <summary>Changes the protection of a range (<c>mprotect</c>), splitting areas as needed. Removing write access write-protects every entry.</summary>

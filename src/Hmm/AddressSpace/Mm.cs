@@ -1,4 +1,5 @@
 using System.Diagnostics.CodeAnalysis;
+using Hmm.Diagnostics;
 using Hmm.Memory;
 using Microsoft.Extensions.Logging;
 
@@ -224,5 +225,7 @@ public sealed partial class Mm
         {
             _mmapLock.ExitWriteLock();
         }
+
+        Log.AddressSpaceExited(Logger, Name);
     }
 }

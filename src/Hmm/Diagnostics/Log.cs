@@ -35,4 +35,16 @@ internal static partial class Log
 
     [LoggerMessage(EventId = 113, Level = LogLevel.Warning, Message = "Device {Device}: registering a release action failed; released at once")]
     public static partial void DevmActionRegistrationFailed(ILogger logger, string device);
+
+    [LoggerMessage(EventId = 300, Level = LogLevel.Debug, Message = "{Mm}: mmap [{Start:x}, {End:x}) {Flags}")]
+    public static partial void Mapped(ILogger logger, string mm, ulong start, ulong end, Hmm.AddressSpace.VmFlags flags);
+
+    [LoggerMessage(EventId = 301, Level = LogLevel.Debug, Message = "{Mm}: munmap [{Start:x}, {End:x})")]
+    public static partial void Unmapped(ILogger logger, string mm, ulong start, ulong end);
+
+    [LoggerMessage(EventId = 302, Level = LogLevel.Debug, Message = "{Mm}: forked {Child} with {AreaCount} area(s)")]
+    public static partial void Forked(ILogger logger, string mm, string child, int areaCount);
+
+    [LoggerMessage(EventId = 303, Level = LogLevel.Debug, Message = "{Mm}: address space torn down")]
+    public static partial void AddressSpaceExited(ILogger logger, string mm);
 }
