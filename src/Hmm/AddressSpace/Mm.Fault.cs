@@ -13,9 +13,6 @@ public sealed partial class Mm
 {
     private const int MaxFaultRetries = 10_000;
 
-    /// <summary>Serialises giving an area its first anon_vma under the shared mmap lock (the kernel's <c>page_table_lock</c> in <c>anon_vma_prepare</c>).</summary>
-    private readonly Lock _anonVmaPrepareLock = new();
-
     /// <summary>
     /// Handles a fault at <paramref name="address"/> in <paramref name="vma"/> (<c>handle_mm_fault</c>). The
     /// caller holds the mmap lock and has checked that the area permits the access.
@@ -383,34 +380,11 @@ public sealed partial class Mm
     /// <summary>Makes a new page anonymous in <paramref name="vma"/>: mapping, index, mapcount 1 (<c>folio_add_new_anon_rmap</c>).</summary>
     private void PrepareAnonPage(Vma vma, Pfn page, ulong address)
     {
-        AnonVma anonVma = vma.AnonVma ?? PrepareAnonVma(vma);
         ref PageFrame frame = ref Memory.Frame(page);
-        frame._mapping = anonVma.Handle;
+        frame._mapping = vma.AnonVma!.Handle;
         frame._index = vma.PageIndex(address);
         frame._mapCount = 1;
         Interlocked.Or(ref frame._flags, (ulong)(PageFlags.Anon | PageFlags.AnonExclusive | PageFlags.SwapBacked | PageFlags.Uptodate | PageFlags.Dirty));
-    }
-
-    /// <summary>
-    /// Gives an area its anon_vma on its first anonymous page (<c>anon_vma_prepare</c>): a private file mapping has
-    /// none until a write copies a file page. Linked before it is published, so the reverse map finds the new page.
-    /// Caller holds the mmap lock; writers of the area's chain hold it exclusively, so only faults race here.
-    /// </summary>
-    private AnonVma PrepareAnonVma(Vma vma)
-    {
-        lock (_anonVmaPrepareLock)
-        {
-            if (vma.AnonVma is { } existing)
-            {
-                return existing;
-            }
-
-            var anonVma = new AnonVma(Memory);
-            anonVma.Link(vma);
-            vma.AnonVmaChain.Add(anonVma);
-            vma.AnonVma = anonVma;
-            return anonVma;
-        }
     }
 
     private void ClearPageData(Pfn page)

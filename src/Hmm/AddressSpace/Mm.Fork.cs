@@ -57,16 +57,8 @@ public sealed partial class Mm
         {
             // Private memory, anonymous or file-backed (whose copied-on-write pages are anonymous too): the
             // child joins every anon_vma of the parent's area, so the rmap of a shared page finds both.
-            foreach (AnonVma anonVma in vma.AnonVmaChain)
-            {
-                copy.AnonVmaChain.Add(anonVma);
-                anonVma.Link(copy);
-            }
-
-            var own = new AnonVma(Memory);
-            copy.AnonVma = own;
-            copy.AnonVmaChain.Add(own);
-            own.Link(copy);
+            copy.LinkAnonVmasOf(vma);
+            copy.AttachNewAnonVma(Memory);
         }
 
         vma.File?.AddMapping(copy);

@@ -96,12 +96,8 @@ public sealed partial class Mm
         var vma = new Vma(this, start, start + size, vmFlags, file, pgoff, anonVma: null);
         if (!shared)
         {
-            // Private file mappings need one too: their copied-on-write pages are anonymous. The kernel
-            // attaches it at the first such fault (anon_vma_prepare); the simulator does it up front.
-            var anonVma = new AnonVma(Memory);
-            vma.AnonVma = anonVma;
-            vma.AnonVmaChain.Add(anonVma);
-            anonVma.Link(vma);
+            // Private file mappings need one too: their copied-on-write pages are anonymous.
+            vma.AttachNewAnonVma(Memory);
         }
 
         file?.AddMapping(vma);

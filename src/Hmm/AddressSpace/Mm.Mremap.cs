@@ -127,11 +127,7 @@ public sealed partial class Mm
         List<Vma> source = IsolateUnsynchronized(oldAddress, oldAddress + oldSize);
         Vma old = source[0];
         var vma = new Vma(this, target, target + newSize, old.Flags, old.File, old.PgOff, old.AnonVma);
-        foreach (AnonVma anonVma in old.AnonVmaChain)
-        {
-            vma.AnonVmaChain.Add(anonVma);
-            anonVma.Link(vma);
-        }
+        vma.LinkAnonVmasOf(old);
 
         vma.File?.AddMapping(vma);
         _vmas.Insert(vma);
@@ -157,11 +153,8 @@ public sealed partial class Mm
             // as with MREMAP_DONTUNMAP. Its anon_vma links went with the pages; it starts a fresh one.
             if (!old.IsShared)
             {
-                var fresh = new AnonVma(Memory);
                 old.UnlinkAnonVmas();
-                old.AnonVma = fresh;
-                old.AnonVmaChain.Add(fresh);
-                fresh.Link(old);
+                old.AttachNewAnonVma(Memory);
                 if (old.IsAnonymous)
                 {
                     old.PgOff = oldAddress >> PageSize.Shift;

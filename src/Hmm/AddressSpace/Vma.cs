@@ -73,13 +73,31 @@ public sealed class Vma
     internal Vma CloneRange(Mm mm, ulong start, ulong end)
     {
         var clone = new Vma(mm, start, end, Flags, File, PgOff + ((start - Start) >> PageSize.Shift), AnonVma);
-        foreach (AnonVma anonVma in AnonVmaChain)
-        {
-            clone.AnonVmaChain.Add(anonVma);
-            anonVma.Link(clone);
-        }
+        clone.LinkAnonVmasOf(this);
 
         return clone;
+    }
+
+    /// <summary>Links the area into every anon_vma of <paramref name="source"/> (<c>anon_vma_clone</c>).</summary>
+    internal void LinkAnonVmasOf(Vma source)
+    {
+        foreach (AnonVma anonVma in source.AnonVmaChain)
+        {
+            AnonVmaChain.Add(anonVma);
+            anonVma.Link(this);
+        }
+    }
+
+    /// <summary>
+    /// Gives the area a new anon_vma of its own that its new anonymous pages join. Every private area gets one
+    /// when it is created (the kernel attaches it lazily, at the first anonymous page: <c>anon_vma_prepare</c>).
+    /// </summary>
+    internal void AttachNewAnonVma(PhysicalMemory memory)
+    {
+        var anonVma = new AnonVma(memory);
+        AnonVma = anonVma;
+        AnonVmaChain.Add(anonVma);
+        anonVma.Link(this);
     }
 
     /// <summary>Detaches the area from every anon_vma (it is being unmapped).</summary>
