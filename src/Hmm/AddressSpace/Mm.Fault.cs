@@ -71,17 +71,14 @@ public sealed partial class Mm
             return FaultStep.Retry;
         }
 
-        if (!Memory.TryAllocatePage(out Pfn page))
+        if (!TryAllocateAnonPage(vma, address, source: null, out Pfn page))
         {
             return FaultStep.Fail(VmFaultResult.Oom);
         }
 
-        ClearPageData(page);
-        PrepareAnonPage(vma, page, address);
         if (!InstallIfNone(table, index, Pte.Present(page, writable: true, dirty: true)))
         {
-            Memory.Frame(page)._mapCount = 0;
-            Memory.PutPage(page);
+            DiscardAnonPage(page);
         }
 
         return FaultStep.Retry;
@@ -122,17 +119,14 @@ public sealed partial class Mm
         // A write to a private file mapping: copy the file page into a new anonymous page.
         try
         {
-            if (!Memory.TryAllocatePage(out Pfn copy))
+            if (!TryAllocateAnonPage(vma, address, cached, out Pfn copy))
             {
                 return FaultStep.Fail(VmFaultResult.Oom);
             }
 
-            CopyPageData(cached, copy);
-            PrepareAnonPage(vma, copy, address);
             if (!InstallIfNone(table, index, Pte.Present(copy, writable: true, dirty: true)))
             {
-                Memory.Frame(copy)._mapCount = 0;
-                Memory.PutPage(copy);
+                DiscardAnonPage(copy);
             }
         }
         finally
@@ -198,13 +192,11 @@ public sealed partial class Mm
 
         try
         {
-            if (!Memory.TryAllocatePage(out Pfn copy))
+            if (!TryAllocateAnonPage(vma, address, old, out Pfn copy))
             {
                 return FaultStep.Fail(VmFaultResult.Oom);
             }
 
-            CopyPageData(old, copy);
-            PrepareAnonPage(vma, copy, address);
             var range = new MmuNotifierRange(address, address + PageSize.Bytes, MmuNotifierEvent.Clear);
             InvalidateRangeStart(range);
             bool replaced = false;
@@ -224,8 +216,7 @@ public sealed partial class Mm
             InvalidateRangeEnd(range);
             if (!replaced)
             {
-                Memory.Frame(copy)._mapCount = 0;
-                Memory.PutPage(copy);
+                DiscardAnonPage(copy);
             }
             else if (old != PhysicalMemory.ZeroPage)
             {
@@ -377,30 +368,43 @@ public sealed partial class Mm
         }
     }
 
-    /// <summary>Makes a new page anonymous in <paramref name="vma"/>: mapping, index, mapcount 1 (<c>folio_add_new_anon_rmap</c>).</summary>
-    private void PrepareAnonPage(Vma vma, Pfn page, ulong address)
+    /// <summary>
+    /// Allocates a page for <paramref name="vma"/> at <paramref name="address"/>, zeroed or holding a copy of
+    /// <paramref name="source"/>, and makes it anonymous there: mapping, index, mapcount 1
+    /// (<c>folio_add_new_anon_rmap</c>). The caller installs it or gives it back with <see cref="DiscardAnonPage"/>.
+    /// </summary>
+    private bool TryAllocateAnonPage(Vma vma, ulong address, Pfn? source, out Pfn page)
     {
+        if (!Memory.TryAllocatePage(out page))
+        {
+            return false;
+        }
+
+        if (Memory.StoresPageData)
+        {
+            if (source is { } from)
+            {
+                Memory.PageData(from).CopyTo(Memory.PageData(page));
+            }
+            else
+            {
+                Memory.PageData(page).Clear();
+            }
+        }
+
         ref PageFrame frame = ref Memory.Frame(page);
         frame._mapping = vma.AnonVma!.Handle;
         frame._index = vma.PageIndex(address);
         frame._mapCount = 1;
         Interlocked.Or(ref frame._flags, (ulong)(PageFlags.Anon | PageFlags.AnonExclusive | PageFlags.SwapBacked | PageFlags.Uptodate | PageFlags.Dirty));
+        return true;
     }
 
-    private void ClearPageData(Pfn page)
+    /// <summary>Frees a page from <see cref="TryAllocateAnonPage"/> that lost the race to be installed.</summary>
+    private void DiscardAnonPage(Pfn page)
     {
-        if (Memory.StoresPageData)
-        {
-            Memory.PageData(page).Clear();
-        }
-    }
-
-    private void CopyPageData(Pfn from, Pfn to)
-    {
-        if (Memory.StoresPageData)
-        {
-            Memory.PageData(from).CopyTo(Memory.PageData(to));
-        }
+        Memory.Frame(page)._mapCount = 0;
+        Memory.PutPage(page);
     }
 
     private readonly record struct FaultStep(bool Done, VmFaultResult Result)

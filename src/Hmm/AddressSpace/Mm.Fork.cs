@@ -115,13 +115,11 @@ public sealed partial class Mm
                 {
                     // A pinned page must stay the parent's (a device may be DMA-ing into it), so the child
                     // gets its own copy now instead of sharing it copy-on-write (the kernel's copy_present_page).
-                    if (!Memory.TryAllocatePage(out Pfn copy))
+                    if (!TryAllocateAnonPage(child._vmas.Find(address)!, address, pte.Pfn, out Pfn copy))
                     {
                         ThrowHelper.ThrowHmm(Errno.ENOMEM, $"fork: no memory to copy the pinned page at 0x{address:x}.");
                     }
 
-                    CopyPageData(pte.Pfn, copy);
-                    PrepareAnonPage(child._vmas.Find(address)!, copy, address);
                     childPte = Pte.Present(copy, pte.IsWritable, dirty: true);
                 }
                 else

@@ -138,10 +138,7 @@ public sealed partial class Mm
             return;
         }
 
-        if (!_vmas.Covers(address, end))
-        {
-            ThrowHelper.ThrowHmm(Errno.ENOMEM, $"[0x{address:x}, 0x{end:x}) is not entirely mapped.");
-        }
+        ThrowUnlessMappedUnsynchronized(address, end);
 
         var range = new MmuNotifierRange(address, end, MmuNotifierEvent.ProtectionVma);
         InvalidateRangeStart(range);
@@ -182,10 +179,7 @@ public sealed partial class Mm
             return;
         }
 
-        if (!_vmas.Covers(address, end))
-        {
-            ThrowHelper.ThrowHmm(Errno.ENOMEM, $"[0x{address:x}, 0x{end:x}) is not entirely mapped.");
-        }
+        ThrowUnlessMappedUnsynchronized(address, end);
 
         List<Vma> vmas = _vmas.Overlapping(address, end);
         foreach (Vma vma in vmas)
@@ -404,6 +398,14 @@ public sealed partial class Mm
                 Interlocked.And(ref frame._flags, ~(ulong)(PageFlags.Dirty | PageFlags.SwapBacked));
             }
         });
+    }
+
+    private void ThrowUnlessMappedUnsynchronized(ulong start, ulong end)
+    {
+        if (!_vmas.Covers(start, end))
+        {
+            ThrowHelper.ThrowHmm(Errno.ENOMEM, $"[0x{start:x}, 0x{end:x}) is not entirely mapped.");
+        }
     }
 
     private static void ValidateFixed(ulong address, ulong size)
