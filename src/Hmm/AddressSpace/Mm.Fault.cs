@@ -279,7 +279,7 @@ public sealed partial class Mm
 
                 // The page's reference keeps its pagemap alive, also once teardown has begun, when a lookup
                 // (get_dev_pagemap) would fail: the page must still come back then, so the owner is read from the page.
-                if (Memory.FindZoneDeviceOwner(Memory.Page(page).PagemapId) is not DevPagemap { Ops: { } ops } pagemap)
+                if (Memremap.PagePgmap(Memory, page) is not { Ops: { } ops } pagemap)
                 {
                     ThrowHelper.ThrowBug($"Device-private entry at 0x{address:x} in '{Name}' names {page}, which belongs to no device-private pagemap.");
                     return FaultStep.Fail(VmFaultResult.Sigbus);

@@ -116,6 +116,14 @@ public static class Memremap
         return pagemap;
     }
 
+    /// <summary>
+    /// The pagemap of a device page the caller holds a reference to or finds through a page-table entry
+    /// (<c>page_pgmap</c>): read from the page itself, with no lifetime reference taken, so it also works once
+    /// teardown has begun. Null when the frame is not a device page.
+    /// </summary>
+    internal static DevPagemap? PagePgmap(PhysicalMemory memory, Pfn pfn) =>
+        memory.FindZoneDeviceOwner(memory.Page(pfn).PagemapId) as DevPagemap;
+
     /// <summary>Offlines the first <paramref name="count"/> ranges and drops their empty sections. Caller holds the hotplug lock.</summary>
     internal static void RemoveRangesUnsynchronized(DevPagemap pagemap, int count)
     {

@@ -315,8 +315,7 @@ public ref struct HmmRange
 
     private readonly bool IsOwnDevicePage(PhysicalMemory memory, Pfn pfn) =>
         DevicePrivateOwner is not null
-        && memory.FindZoneDeviceOwner(memory.Page(pfn).PagemapId) is DevPagemap pagemap
-        && ReferenceEquals(pagemap.Owner, DevicePrivateOwner);
+        && ReferenceEquals(Memremap.PagePgmap(memory, pfn)?.Owner, DevicePrivateOwner);
 
     private enum WalkStatus
     {
