@@ -1,6 +1,4 @@
 using BenchmarkDotNet.Attributes;
-using Hmm.AddressSpace;
-using Hmm.Memory;
 
 namespace Hmm.Benchmarks;
 

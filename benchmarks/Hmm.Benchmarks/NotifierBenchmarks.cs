@@ -1,7 +1,4 @@
 using BenchmarkDotNet.Attributes;
-using Hmm.AddressSpace;
-using Hmm.Memory;
-using Hmm.Mirroring;
 
 namespace Hmm.Benchmarks;
 

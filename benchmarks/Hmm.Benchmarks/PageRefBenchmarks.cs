@@ -1,5 +1,4 @@
 using BenchmarkDotNet.Attributes;
-using Hmm.Memory;
 
 namespace Hmm.Benchmarks;
 

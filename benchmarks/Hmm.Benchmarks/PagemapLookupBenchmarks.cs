@@ -1,6 +1,4 @@
 using BenchmarkDotNet.Attributes;
-using Hmm.DeviceMemory;
-using Hmm.Memory;
 
 namespace Hmm.Benchmarks;
 
@@ -33,7 +31,7 @@ public class PagemapLookupBenchmarks
     {
         _memory = new PhysicalMemory(new PhysicalMemoryOptions { RamBytes = 64UL << 20, StorePageData = false });
         PhysicalRange range = _memory.RequestFreeRegion(RangeBytes, "bench-device");
-        _pagemap = Memremap.MemremapPages(_memory, new DevPagemapOptions
+        _pagemap = Memremap.Map(_memory, new DevPagemapOptions
         {
             Type = MemoryType.DevicePrivate,
             Ranges = [range],

@@ -1,5 +1,3 @@
-using Hmm.DeviceMemory;
-using Hmm.Memory;
 using Microsoft.Extensions.Logging;
 
 namespace Hmm.Cli.Workloads;
@@ -19,10 +17,10 @@ internal static class DefaultWorkload
         report.Step("setup", $"System RAM {settings.RamMiB} MiB online, {memory.RamPages} allocatable pages");
 
         var device = new ManagedDevice(memory, "gpu0");
-        PhysicalRange region = Devm.RequestFreeMemRegion(device, (ulong)settings.DeviceMiB << 20);
+        PhysicalRange region = Devm.RequestFreeRegion(device, (ulong)settings.DeviceMiB << 20);
         var driver = new FreeListDriver();
         driver.AddRange(region);
-        DevPagemap pagemap = Devm.MemremapPages(device, new DevPagemapOptions
+        DevPagemap pagemap = Devm.Map(device, new DevPagemapOptions
         {
             Type = MemoryType.DevicePrivate,
             Ranges = [region],

@@ -1,5 +1,3 @@
-using Hmm.DeviceMemory;
-using Hmm.Memory;
 
 namespace Hmm.Cli.Workloads;
 

@@ -1,5 +1,3 @@
-using Hmm.AddressSpace;
-using Hmm.Mirroring;
 
 namespace Hmm.Cli.Workloads;
 

@@ -1,5 +1,3 @@
-using Hmm.AddressSpace;
-using Hmm.Memory;
 
 namespace Hmm.Cli.Workloads;
 

@@ -1,4 +1,4 @@
-namespace Hmm.AddressSpace;
+namespace Hmm;
 
 /// <summary>Advice for <see cref="Mm.Madvise"/> (<c>MADV_*</c>, same values).</summary>
 public enum Advice

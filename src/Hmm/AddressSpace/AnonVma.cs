@@ -1,8 +1,8 @@
-namespace Hmm.AddressSpace;
+namespace Hmm;
 
 /// <summary>
 /// The reverse-map anchor of anonymous pages (<c>struct anon_vma</c>): every area that may map a page created
-/// under it. A page's <see cref="Memory.PageFrame.Mapping"/> names one of these. Fork links the child's areas
+/// under it. A page's <see cref="PageFrame.Mapping"/> names one of these. Fork links the child's areas
 /// into the parent's anon_vmas, so the rmap of a copy-on-write page finds both processes.
 /// </summary>
 /// <remarks>
@@ -17,9 +17,9 @@ internal sealed class AnonVma
 {
     private readonly Lock _lock = new();
     private readonly List<Vma> _vmas = [];
-    private readonly Memory.PhysicalMemory _memory;
+    private readonly PhysicalMemory _memory;
 
-    public AnonVma(Memory.PhysicalMemory memory)
+    public AnonVma(PhysicalMemory memory)
     {
         _memory = memory;
         Handle = memory.Mappings.Register(this);

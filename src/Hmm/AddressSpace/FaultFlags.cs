@@ -1,4 +1,4 @@
-namespace Hmm.AddressSpace;
+namespace Hmm;
 
 /// <summary>How a fault was raised (<c>FAULT_FLAG_*</c>, the subset the simulator models).</summary>
 [Flags]

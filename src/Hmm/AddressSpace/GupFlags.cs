@@ -1,4 +1,4 @@
-namespace Hmm.AddressSpace;
+namespace Hmm;
 
 /// <summary>Flags of <see cref="Mm.GetUserPages"/> and <see cref="Mm.PinUserPages"/> (<c>FOLL_*</c>).</summary>
 [Flags]

@@ -1,4 +1,4 @@
-namespace Hmm.AddressSpace;
+namespace Hmm;
 
 /// <summary>
 /// What the address-space layer calls around every change to its page tables: the notifier subscriptions of

@@ -1,4 +1,4 @@
-namespace Hmm.AddressSpace;
+namespace Hmm;
 
 /// <summary>Flags of <see cref="Mm.Mmap"/> (<c>MAP_*</c>, same values).</summary>
 [Flags]

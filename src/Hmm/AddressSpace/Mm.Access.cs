@@ -1,7 +1,5 @@
-using Hmm.DeviceMemory;
-using Hmm.Memory;
 
-namespace Hmm.AddressSpace;
+namespace Hmm;
 
 // CPU reads and writes of user memory, page by page, each through the fault handler when the entry does not
 // permit the access. The bytes of one page are copied under its PTE lock after re-checking the entry, so a copy

@@ -1,8 +1,5 @@
-using Hmm.Diagnostics;
-using Hmm.DeviceMemory;
-using Hmm.Memory;
 
-namespace Hmm.AddressSpace;
+namespace Hmm;
 
 // The fault handler (handle_mm_fault): makes one page accessible for a read or a write, whatever its entry
 // holds. Rules: the caller holds the mmap lock and has checked the area's permissions; every entry change is a

@@ -1,7 +1,5 @@
-using Hmm.Diagnostics;
-using Hmm.Memory;
 
-namespace Hmm.AddressSpace;
+namespace Hmm;
 
 // fork: the child gets a copy of every area but DontCopy ones. Private memory becomes copy-on-write: each
 // mapped page gains a reference and a mapcount for the child, and both entries lose write access (announced to

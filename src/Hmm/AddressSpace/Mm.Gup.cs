@@ -1,7 +1,5 @@
-using Hmm.DeviceMemory;
-using Hmm.Memory;
 
-namespace Hmm.AddressSpace;
+namespace Hmm;
 
 // get_user_pages / pin_user_pages: fault pages in and hold references on them. A pin adds the kernel's
 // GUP_PIN_COUNTING_BIAS (1024) to the refcount, so that migration can tell a pinned page (refcount >= 1024)

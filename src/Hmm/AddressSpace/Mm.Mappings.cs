@@ -1,7 +1,5 @@
-using Hmm.Diagnostics;
-using Hmm.Memory;
 
-namespace Hmm.AddressSpace;
+namespace Hmm;
 
 // mmap, munmap, mprotect, madvise: the calls that create, remove and change areas. Each validates everything
 // before changing anything, then takes the mmap lock for writing; every change to existing entries is bracketed

@@ -1,6 +1,5 @@
-using Hmm.Memory;
 
-namespace Hmm.AddressSpace;
+namespace Hmm;
 
 // mremap: shrink, grow in place, or move the page-table entries to a new area. Moving keeps each page's index
 // valid because the new area keeps the old pgoff, so the reverse map still finds the pages.

@@ -1,9 +1,7 @@
 using System.Diagnostics.CodeAnalysis;
-using Hmm.Diagnostics;
-using Hmm.Memory;
 using Microsoft.Extensions.Logging;
 
-namespace Hmm.AddressSpace;
+namespace Hmm;
 
 /// <summary>
 /// A simulated process address space (<c>struct mm_struct</c>): its areas, its 4-level page table, its mmap

@@ -1,4 +1,4 @@
-namespace Hmm.AddressSpace;
+namespace Hmm;
 
 /// <summary>Holds an address space's mmap lock until disposed, on the thread that took it. Allocation-free.</summary>
 public readonly ref struct MmapLockGuard

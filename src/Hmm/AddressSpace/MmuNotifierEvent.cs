@@ -1,4 +1,4 @@
-namespace Hmm.AddressSpace;
+namespace Hmm;
 
 /// <summary>Why an address range is being invalidated (<c>enum mmu_notifier_event</c>).</summary>
 public enum MmuNotifierEvent

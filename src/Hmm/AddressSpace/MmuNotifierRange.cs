@@ -1,4 +1,4 @@
-namespace Hmm.AddressSpace;
+namespace Hmm;
 
 /// <summary>
 /// An invalidation of <c>[Start, End)</c> of one address space (<c>struct mmu_notifier_range</c>).

@@ -1,4 +1,4 @@
-namespace Hmm.AddressSpace;
+namespace Hmm;
 
 /// <summary>Flags of <see cref="Mm.Mremap"/> (<c>MREMAP_*</c>, same values).</summary>
 [Flags]

@@ -1,4 +1,4 @@
-namespace Hmm.AddressSpace;
+namespace Hmm;
 
 /// <summary>One place a page is mapped: an address space and a virtual address, with the entry found there.</summary>
 /// <param name="Mm">The address space.</param>

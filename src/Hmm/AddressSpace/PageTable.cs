@@ -1,6 +1,6 @@
 using System.Runtime.CompilerServices;
 
-namespace Hmm.AddressSpace;
+namespace Hmm;
 
 /// <summary>
 /// An x86-64 4-level page table: PGD, PUD and PMD directories of 512 slots over 512-entry PTE tables (48-bit

@@ -1,4 +1,4 @@
-namespace Hmm.AddressSpace;
+namespace Hmm;
 
 /// <summary>Memory protection for <see cref="Mm.Mmap"/> and <see cref="Mm.Mprotect"/> (<c>PROT_*</c>, same values).</summary>
 [Flags]

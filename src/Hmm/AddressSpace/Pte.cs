@@ -1,7 +1,6 @@
 using System.Runtime.CompilerServices;
-using Hmm.Memory;
 
-namespace Hmm.AddressSpace;
+namespace Hmm;
 
 /// <summary>
 /// A 64-bit page-table entry in the x86-64 layout (<c>pte_t</c>). A present entry maps a page frame; a non-present,

@@ -1,4 +1,4 @@
-namespace Hmm.AddressSpace;
+namespace Hmm;
 
 /// <summary>What a page-table entry holds.</summary>
 public enum PteKind

@@ -1,6 +1,6 @@
 using System.Runtime.CompilerServices;
 
-namespace Hmm.AddressSpace;
+namespace Hmm;
 
 /// <summary>
 /// The last level of a page table: 512 entries covering 2 MiB of virtual addresses, with its own lock (the

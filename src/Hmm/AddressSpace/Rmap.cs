@@ -1,6 +1,5 @@
-using Hmm.Memory;
 
-namespace Hmm.AddressSpace;
+namespace Hmm;
 
 /// <summary>
 /// The reverse map (<c>mm/rmap.c</c>): from a page to every entry that maps it, through the page's mapping

@@ -1,4 +1,4 @@
-namespace Hmm.AddressSpace;
+namespace Hmm;
 
 /// <summary>
 /// A simulated CPU access the process may not make: no mapping, a protection violation, or (for

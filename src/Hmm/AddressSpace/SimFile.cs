@@ -1,6 +1,5 @@
-using Hmm.Memory;
 
-namespace Hmm.AddressSpace;
+namespace Hmm;
 
 /// <summary>
 /// A simulated file with a page cache (<c>struct address_space</c>). Shared mappings of it and direct

@@ -1,4 +1,4 @@
-namespace Hmm.AddressSpace;
+namespace Hmm;
 
 /// <summary>Flags of a <see cref="Vma"/> (<c>vm_flags</c>, the kernel's bit values).</summary>
 [Flags]

@@ -1,6 +1,5 @@
-using Hmm.Memory;
 
-namespace Hmm.AddressSpace;
+namespace Hmm;
 
 /// <summary>
 /// A virtual memory area: a run of pages of one <see cref="Mm"/> with the same protection and backing

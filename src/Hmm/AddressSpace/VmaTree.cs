@@ -1,4 +1,4 @@
-namespace Hmm.AddressSpace;
+namespace Hmm;
 
 /// <summary>
 /// The areas of one address space, ordered and non-overlapping (the kernel keeps them in a maple tree). Lookup

@@ -1,12 +1,10 @@
-using Hmm.Diagnostics;
-using Hmm.Memory;
 
-namespace Hmm.DeviceMemory;
+namespace Hmm;
 
 /// <summary>
 /// A registered range of device memory with struct pages (<c>struct dev_pagemap</c>). Created by
-/// <see cref="Memremap.MemremapPages"/> or <see cref="Devm.MemremapPages"/>; torn down by
-/// <see cref="Memremap.MemunmapPagesAsync"/> or by unbinding its device.
+/// <see cref="Memremap.Map"/> or <see cref="Devm.Map"/>; torn down by
+/// <see cref="Memremap.UnmapAsync"/> or by unbinding its device.
 /// </summary>
 /// <remarks>
 /// <para>Lifetime: the pagemap's own <see cref="LifetimeRef"/> counts one reference per allocated device page,

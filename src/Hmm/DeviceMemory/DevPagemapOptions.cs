@@ -1,6 +1,5 @@
-using Hmm.Memory;
 
-namespace Hmm.DeviceMemory;
+namespace Hmm;
 
 /// <summary>What a driver fills in before registering device memory (the caller-set fields of <c>struct dev_pagemap</c>).</summary>
 public sealed class DevPagemapOptions

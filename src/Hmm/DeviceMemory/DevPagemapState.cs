@@ -1,4 +1,4 @@
-namespace Hmm.DeviceMemory;
+namespace Hmm;
 
 /// <summary>Where a pagemap is in its life.</summary>
 public enum DevPagemapState

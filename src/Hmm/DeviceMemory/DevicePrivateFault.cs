@@ -1,4 +1,4 @@
-namespace Hmm.DeviceMemory;
+namespace Hmm;
 
 /// <summary>
 /// A CPU access that hit a device-private page: what <see cref="IDevPagemapOps.MigrateToRam"/> receives (the
@@ -12,4 +12,4 @@ namespace Hmm.DeviceMemory;
 /// The faulting process's address space (<c>vmf->vma->vm_mm</c>): an <c>Hmm.AddressSpace</c> object, typed
 /// loosely here because this layer sits below the address-space layer.
 /// </param>
-public readonly record struct DevicePrivateFault(DevPagemap Pagemap, Memory.Pfn Page, ulong Address, bool IsWrite, object AddressSpace);
+public readonly record struct DevicePrivateFault(DevPagemap Pagemap, Pfn Page, ulong Address, bool IsWrite, object AddressSpace);

@@ -1,7 +1,7 @@
 using System.Globalization;
 using System.Text;
 
-namespace Hmm.DeviceMemory;
+namespace Hmm;
 
 /// <summary>
 /// A blocking device unbind ran out of time because device pages are still referenced. It names each page and

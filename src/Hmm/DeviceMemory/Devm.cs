@@ -1,6 +1,5 @@
-using Hmm.Memory;
 
-namespace Hmm.DeviceMemory;
+namespace Hmm;
 
 /// <summary>Device-managed forms of the device-memory calls (<c>devm_memremap_pages</c> and friends).</summary>
 public static class Devm
@@ -14,7 +13,7 @@ public static class Devm
     /// <returns>The claimed range.</returns>
     /// <exception cref="ArgumentNullException"><paramref name="device"/> is null.</exception>
     /// <exception cref="HmmException">As <see cref="PhysicalMemory.RequestFreeRegion"/>, or as <see cref="ManagedDevice.AddActionOrReset"/> (the region is released again).</exception>
-    public static PhysicalRange RequestFreeMemRegion(ManagedDevice device, ulong length)
+    public static PhysicalRange RequestFreeRegion(ManagedDevice device, ulong length)
     {
         ArgumentNullException.ThrowIfNull(device);
         PhysicalRange range = device.Memory.RequestFreeRegion(length, device.Name);
@@ -34,26 +33,26 @@ public static class Devm
     /// stays registered.
     /// </summary>
     /// <param name="device">The owning device.</param>
-    /// <param name="options">As for <see cref="Memremap.MemremapPages"/>.</param>
+    /// <param name="options">As for <see cref="Memremap.Map"/>.</param>
     /// <returns>The live pagemap.</returns>
     /// <exception cref="ArgumentNullException">An argument is null.</exception>
-    /// <exception cref="HmmException">As <see cref="Memremap.MemremapPages"/> and <see cref="ManagedDevice.AddActionOrReset"/>.</exception>
-    public static DevPagemap MemremapPages(ManagedDevice device, DevPagemapOptions options)
+    /// <exception cref="HmmException">As <see cref="Memremap.Map"/> and <see cref="ManagedDevice.AddActionOrReset"/>.</exception>
+    public static DevPagemap Map(ManagedDevice device, DevPagemapOptions options)
     {
         ArgumentNullException.ThrowIfNull(device);
-        DevPagemap pagemap = Memremap.MemremapPages(device.Memory, options);
+        DevPagemap pagemap = Memremap.Map(device.Memory, options);
         device.TrackPagemap(pagemap);
-        device.AddOrReset(() => Memremap.MemunmapPagesAsync(pagemap), key: pagemap);
+        device.AddOrReset(() => Memremap.UnmapAsync(pagemap), key: pagemap);
         return pagemap;
     }
 
     /// <summary>Tears a device-managed pagemap down before the device unbinds (<c>devm_memunmap_pages</c>).</summary>
     /// <param name="device">The owning device.</param>
-    /// <param name="pagemap">A pagemap registered with <see cref="MemremapPages"/> on this device.</param>
+    /// <param name="pagemap">A pagemap registered with <see cref="Map"/> on this device.</param>
     /// <returns>A task that completes when the pagemap is removed.</returns>
     /// <exception cref="ArgumentNullException">An argument is null.</exception>
     /// <exception cref="HmmException"><see cref="Errno.ENOENT"/> (in the task): the pagemap is not managed by this device.</exception>
-    public static Task MemunmapPagesAsync(ManagedDevice device, DevPagemap pagemap)
+    public static Task UnmapAsync(ManagedDevice device, DevPagemap pagemap)
     {
         ArgumentNullException.ThrowIfNull(device);
         ArgumentNullException.ThrowIfNull(pagemap);

@@ -1,6 +1,5 @@
-using Hmm.Memory;
 
-namespace Hmm.DeviceMemory;
+namespace Hmm;
 
 /// <summary>
 /// The driver's callbacks for a device pagemap (<c>struct dev_pagemap_ops</c>). Both are called without any

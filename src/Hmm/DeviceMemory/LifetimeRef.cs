@@ -1,6 +1,6 @@
 using System.Runtime.CompilerServices;
 
-namespace Hmm.DeviceMemory;
+namespace Hmm;
 
 /// <summary>
 /// A lifetime reference count with a kill switch: the kernel's <c>percpu_ref</c> as a pagemap uses it. It starts

@@ -1,7 +1,5 @@
-using Hmm.Diagnostics;
-using Hmm.Memory;
 
-namespace Hmm.DeviceMemory;
+namespace Hmm;
 
 /// <summary>
 /// A simulated device with device-managed resources (the kernel's <c>struct device</c> and its devres list).
@@ -109,7 +107,7 @@ public sealed class ManagedDevice
         }
     }
 
-    /// <summary>The pagemaps registered through <see cref="Devm.MemremapPages"/> on this device and not yet removed.</summary>
+    /// <summary>The pagemaps registered through <see cref="Devm.Map"/> on this device and not yet removed.</summary>
     /// <returns>A snapshot.</returns>
     public IReadOnlyList<DevPagemap> Pagemaps()
     {

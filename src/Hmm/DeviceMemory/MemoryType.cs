@@ -1,4 +1,4 @@
-namespace Hmm.DeviceMemory;
+namespace Hmm;
 
 /// <summary>The kind of device memory a pagemap describes (<c>enum memory_type</c>; same values).</summary>
 public enum MemoryType

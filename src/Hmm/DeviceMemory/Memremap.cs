@@ -1,7 +1,5 @@
-using Hmm.Diagnostics;
-using Hmm.Memory;
 
-namespace Hmm.DeviceMemory;
+namespace Hmm;
 
 /// <summary>
 /// Registration, lookup and teardown of device memory (<c>mm/memremap.c</c>): <c>memremap_pages</c>,
@@ -29,7 +27,7 @@ public static class Memremap
     /// <see cref="Errno.ENXIO"/>: a range overlaps System RAM; <see cref="Errno.ENOMEM"/>: a range overlaps
     /// another pagemap (the kernel's "conflicting mapping") or an injected step failure. Nothing changes.
     /// </exception>
-    public static DevPagemap MemremapPages(PhysicalMemory memory, DevPagemapOptions options)
+    public static DevPagemap Map(PhysicalMemory memory, DevPagemapOptions options)
     {
         ArgumentNullException.ThrowIfNull(memory);
         ArgumentNullException.ThrowIfNull(options);
@@ -75,16 +73,16 @@ public static class Memremap
     /// <param name="cancellationToken">Stops waiting; the teardown itself continues and completes after the last put.</param>
     /// <returns>A task that completes when the pagemap is removed.</returns>
     /// <exception cref="ArgumentNullException"><paramref name="pagemap"/> is null.</exception>
-    public static Task MemunmapPagesAsync(DevPagemap pagemap, CancellationToken cancellationToken = default)
+    public static Task UnmapAsync(DevPagemap pagemap, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(pagemap);
         return pagemap.StartTeardown().WaitAsync(cancellationToken);
     }
 
-    /// <summary>The blocking form of <see cref="MemunmapPagesAsync"/>, as the kernel's: waits as long as pages stay referenced.</summary>
+    /// <summary>The blocking form of <see cref="UnmapAsync"/>, as the kernel's: waits as long as pages stay referenced.</summary>
     /// <param name="pagemap">The pagemap.</param>
     /// <exception cref="ArgumentNullException"><paramref name="pagemap"/> is null.</exception>
-    public static void MemunmapPages(DevPagemap pagemap)
+    public static void Unmap(DevPagemap pagemap)
     {
         ArgumentNullException.ThrowIfNull(pagemap);
         pagemap.StartTeardown().GetAwaiter().GetResult();

@@ -1,6 +1,5 @@
-using Hmm.Memory;
 
-namespace Hmm.DeviceMemory;
+namespace Hmm;
 
 /// <summary>A device page that still holds references, as reported by a teardown that is waiting for it.</summary>
 /// <param name="Pfn">The page.</param>

@@ -1,4 +1,4 @@
-namespace Hmm.DeviceMemory;
+namespace Hmm;
 
 /// <summary>What a fault handler reports (<c>vm_fault_t</c>, the subset a device driver returns).</summary>
 [Flags]

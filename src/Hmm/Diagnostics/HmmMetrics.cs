@@ -1,6 +1,6 @@
 using System.Diagnostics.Metrics;
 
-namespace Hmm.Diagnostics;
+namespace Hmm;
 
 /// <summary>
 /// The library's one <see cref="Meter"/>, named <c>Hmm</c>, and its instruments. Listen with

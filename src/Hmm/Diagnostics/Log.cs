@@ -1,6 +1,6 @@
 using Microsoft.Extensions.Logging;
 
-namespace Hmm.Diagnostics;
+namespace Hmm;
 
 /// <summary>
 /// Every log event of the library, source-generated so nothing is formatted when the level is off. Event ids
@@ -13,7 +13,7 @@ internal static partial class Log
     public static partial void MemoryOnline(ILogger logger, ulong ramBytes, string dataMode);
 
     [LoggerMessage(EventId = 100, Level = LogLevel.Information, Message = "Pagemap {PagemapId} ({Type}) registered over {RangeCount} range(s), {PageCount} pages")]
-    public static partial void PagemapRegistered(ILogger logger, int pagemapId, Hmm.DeviceMemory.MemoryType type, int rangeCount, ulong pageCount);
+    public static partial void PagemapRegistered(ILogger logger, int pagemapId, MemoryType type, int rangeCount, ulong pageCount);
 
     [LoggerMessage(EventId = 101, Level = LogLevel.Warning, Message = "Pagemap registration failed at range {RangeIndex}: {Error}; unwound {UnwoundRanges} range(s)")]
     public static partial void PagemapRegistrationFailed(ILogger logger, int rangeIndex, Errno error, int unwoundRanges);
@@ -37,7 +37,7 @@ internal static partial class Log
     public static partial void DevmActionRegistrationFailed(ILogger logger, string device);
 
     [LoggerMessage(EventId = 300, Level = LogLevel.Debug, Message = "{Mm}: mmap [{Start:x}, {End:x}) {Flags}")]
-    public static partial void Mapped(ILogger logger, string mm, ulong start, ulong end, Hmm.AddressSpace.VmFlags flags);
+    public static partial void Mapped(ILogger logger, string mm, ulong start, ulong end, VmFlags flags);
 
     [LoggerMessage(EventId = 301, Level = LogLevel.Debug, Message = "{Mm}: munmap [{Start:x}, {End:x})")]
     public static partial void Unmapped(ILogger logger, string mm, ulong start, ulong end);

@@ -1,4 +1,4 @@
-namespace Hmm.Memory;
+namespace Hmm;
 
 /// <summary>
 /// Arms failures at <see cref="FaultPoint"/>s of one <see cref="PhysicalMemory"/>. Each arming fails exactly one

@@ -1,4 +1,4 @@
-namespace Hmm.Memory;
+namespace Hmm;
 
 /// <summary>
 /// The places where <see cref="FaultInjector"/> can make a simulated kernel step fail, so that callers can

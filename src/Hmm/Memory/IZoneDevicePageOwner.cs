@@ -1,4 +1,4 @@
-namespace Hmm.Memory;
+namespace Hmm;
 
 /// <summary>
 /// What the memory layer calls when the last reference to a <c>ZONE_DEVICE</c> page is put: the device layer's

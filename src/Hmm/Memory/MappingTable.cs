@@ -1,4 +1,4 @@
-namespace Hmm.Memory;
+namespace Hmm;
 
 /// <summary>
 /// Handles for the objects a page's <see cref="PageFrame.Mapping"/> names (an anon_vma or a file), so that the

@@ -1,4 +1,4 @@
-namespace Hmm.Memory;
+namespace Hmm;
 
 /// <summary>
 /// Bits of <see cref="PageFrame.Flags"/>, the kernel's <c>page->flags</c> (enum <c>pageflags</c>). Every bit

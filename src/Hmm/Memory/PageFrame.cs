@@ -1,7 +1,7 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 
-namespace Hmm.Memory;
+namespace Hmm;
 
 /// <summary>
 /// The metadata of one physical page frame: the kernel's <c>struct page</c>. One of these exists per frame in

@@ -1,4 +1,4 @@
-namespace Hmm.Memory;
+namespace Hmm;
 
 /// <summary>The base page geometry: 4 KiB pages, as on x86-64.</summary>
 public static class PageSize

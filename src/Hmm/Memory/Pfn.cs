@@ -2,7 +2,7 @@ using System.Diagnostics.CodeAnalysis;
 using System.Globalization;
 using System.Runtime.CompilerServices;
 
-namespace Hmm.Memory;
+namespace Hmm;
 
 /// <summary>
 /// A page frame number: a physical address shifted right by <see cref="PageSize.Shift"/>. The kernel's

@@ -1,4 +1,4 @@
-namespace Hmm.Memory;
+namespace Hmm;
 
 // Memory hotplug: bringing device ranges' struct pages online and offline, the physical resource tree, and the
 // registry of ZONE_DEVICE page owners. Rule: every member here named ...Unsynchronized requires the caller to

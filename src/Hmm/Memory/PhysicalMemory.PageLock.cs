@@ -1,6 +1,6 @@
 using System.Runtime.CompilerServices;
 
-namespace Hmm.Memory;
+namespace Hmm;
 
 // The page lock: PG_locked in the frame's flags word, taken with an atomic OR. A contended locker spins briefly,
 // then sleeps on one of a fixed set of hashed wait objects (the kernel's folio_wait_table), after setting

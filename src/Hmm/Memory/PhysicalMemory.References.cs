@@ -1,7 +1,6 @@
 using System.Runtime.CompilerServices;
-using Hmm.Diagnostics;
 
-namespace Hmm.Memory;
+namespace Hmm;
 
 // Page references: get_page / get_page_unless_zero / put_page. Lock-free: the refcount is one int changed with
 // Interlocked. The put that reaches zero frees the page, on the putting thread: RAM goes back to the allocator,

@@ -1,8 +1,7 @@
 using System.Runtime.CompilerServices;
-using Hmm.Diagnostics;
 using Microsoft.Extensions.Logging;
 
-namespace Hmm.Memory;
+namespace Hmm;
 
 /// <summary>
 /// The simulated machine's physical memory: the sparse memmap of <see cref="PageFrame"/>s, System RAM and its

@@ -1,7 +1,7 @@
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 
-namespace Hmm.Memory;
+namespace Hmm;
 
 /// <summary>Configuration of a <see cref="PhysicalMemory"/>.</summary>
 public sealed class PhysicalMemoryOptions

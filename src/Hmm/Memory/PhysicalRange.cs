@@ -1,6 +1,6 @@
 using System.Globalization;
 
-namespace Hmm.Memory;
+namespace Hmm;
 
 /// <summary>
 /// A range of physical addresses, <c>[Start, End)</c>. The kernel's <c>struct range</c> uses an inclusive end;

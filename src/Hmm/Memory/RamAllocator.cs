@@ -1,4 +1,4 @@
-namespace Hmm.Memory;
+namespace Hmm;
 
 /// <summary>
 /// The System RAM page allocator: order-0 pages from <c>[FirstPfn, EndPfn)</c>, O(1) per operation. Frames

@@ -1,4 +1,4 @@
-namespace Hmm.Memory;
+namespace Hmm;
 
 /// <summary>
 /// One memory section of the sparse memmap (the kernel's <c>struct mem_section</c>, SPARSEMEM_VMEMMAP):

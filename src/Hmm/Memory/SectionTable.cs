@@ -1,6 +1,6 @@
 using System.Runtime.CompilerServices;
 
-namespace Hmm.Memory;
+namespace Hmm;
 
 /// <summary>
 /// The two-level table from section number to <see cref="Section"/> (the kernel's <c>mem_section</c> roots).

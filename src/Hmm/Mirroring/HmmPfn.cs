@@ -1,7 +1,6 @@
 using System.Runtime.CompilerServices;
-using Hmm.Memory;
 
-namespace Hmm.Mirroring;
+namespace Hmm;
 
 /// <summary>
 /// The encoding of one entry of <see cref="HmmRange.HmmPfns"/> (<c>include/linux/hmm.h</c>, same bits): flags in

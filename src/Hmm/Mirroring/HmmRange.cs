@@ -1,10 +1,6 @@
-using Hmm.Diagnostics;
 using System.Runtime.CompilerServices;
-using Hmm.AddressSpace;
-using Hmm.DeviceMemory;
-using Hmm.Memory;
 
-namespace Hmm.Mirroring;
+namespace Hmm;
 
 /// <summary>
 /// A request to snapshot, and optionally fault in, a range of an address space for a device mirror

@@ -1,6 +1,5 @@
-using Hmm.AddressSpace;
 
-namespace Hmm.Mirroring;
+namespace Hmm;
 
 /// <summary>
 /// What a driver supplies for an interval subscription (<c>struct mmu_interval_notifier_ops</c>): the callback

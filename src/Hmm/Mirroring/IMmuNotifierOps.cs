@@ -1,6 +1,5 @@
-using Hmm.AddressSpace;
 
-namespace Hmm.Mirroring;
+namespace Hmm;
 
 /// <summary>
 /// The callbacks of a classic, whole-address-space notifier (<c>struct mmu_notifier_ops</c>, the parts an HMM

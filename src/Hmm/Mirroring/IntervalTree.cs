@@ -1,7 +1,7 @@
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
 
-namespace Hmm.Mirroring;
+namespace Hmm;
 
 /// <summary>
 /// The interval tree of one address space's interval subscriptions (the kernel's <c>interval_tree</c> over an

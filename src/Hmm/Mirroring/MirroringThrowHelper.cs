@@ -1,7 +1,6 @@
 using System.Diagnostics.CodeAnalysis;
-using Hmm.AddressSpace;
 
-namespace Hmm.Mirroring;
+namespace Hmm;
 
 /// <summary>Throw sites of the Mirroring layer, kept out of line so that the calling methods stay small.</summary>
 internal static class MirroringThrowHelper

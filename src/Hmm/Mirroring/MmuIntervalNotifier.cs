@@ -1,7 +1,6 @@
 using System.Runtime.CompilerServices;
-using Hmm.AddressSpace;
 
-namespace Hmm.Mirroring;
+namespace Hmm;
 
 /// <summary>
 /// One interval subscription (<c>struct mmu_interval_notifier</c>): a driver's interest in

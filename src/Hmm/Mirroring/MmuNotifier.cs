@@ -1,4 +1,4 @@
-namespace Hmm.Mirroring;
+namespace Hmm;
 
 /// <summary>
 /// One registration of a classic notifier on an address space (<c>struct mmu_notifier</c>): the handle that

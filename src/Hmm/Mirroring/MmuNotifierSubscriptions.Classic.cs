@@ -1,4 +1,4 @@
-namespace Hmm.Mirroring;
+namespace Hmm;
 
 // Classic notifiers: registration and unregistration. The list is an immutable array, replaced under _lock
 // and read inside an SRCU section; unregistration replaces it and then waits for the sections that may still

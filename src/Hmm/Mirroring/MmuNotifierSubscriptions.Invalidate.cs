@@ -1,7 +1,5 @@
-using Hmm.AddressSpace;
-using Hmm.Diagnostics;
 
-namespace Hmm.Mirroring;
+namespace Hmm;
 
 // Invalidation: start, end and release. Order of callbacks, in start, end and release alike: interval
 // subscriptions first, classic notifiers second, as in the kernel. Besides matching it, this order keeps the

@@ -1,10 +1,8 @@
 using System.Diagnostics;
-using Hmm.AddressSpace;
-using Hmm.Memory;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 
-namespace Hmm.Mirroring;
+namespace Hmm;
 
 /// <summary>
 /// The MMU notifier subscriptions of one address space (<c>struct mmu_notifier_subscriptions</c>, reached in the

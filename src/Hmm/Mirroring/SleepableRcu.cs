@@ -1,4 +1,4 @@
-namespace Hmm.Mirroring;
+namespace Hmm;
 
 /// <summary>
 /// A small sleepable read-copy-update domain (the kernel's SRCU, as <c>mm/mmu_notifier.c</c> uses it for the

@@ -1,7 +1,4 @@
 using FluentAssertions;
-using Hmm.AddressSpace;
-using Hmm.DeviceMemory;
-using Hmm.Memory;
 using Xunit;
 
 namespace Hmm.Tests.AddressSpace;
@@ -17,7 +14,7 @@ public class DevicePrivateFaultTests
     public DevicePrivateFaultTests()
     {
         PhysicalRange range = _memory.RequestFreeRegion(2UL << 20, "gpu");
-        _pagemap = Memremap.MemremapPages(_memory, new DevPagemapOptions
+        _pagemap = Memremap.Map(_memory, new DevPagemapOptions
         {
             Type = MemoryType.DevicePrivate,
             Ranges = [range],
@@ -247,7 +244,7 @@ public class DevicePrivateFaultTests
         var mm = new Mm(_memory);
         ulong a = FaultTestKit.MapAnonymous(mm, 1);
         Pfn device = Plant(mm, a, DevicePage(9), [6], writable: true);
-        Task teardown = Memremap.MemunmapPagesAsync(_pagemap);
+        Task teardown = Memremap.UnmapAsync(_pagemap);
         _pagemap.State.Should().Be(DevPagemapState.Dying);
         teardown.IsCompleted.Should().BeFalse("the mapped device page still holds a reference");
 

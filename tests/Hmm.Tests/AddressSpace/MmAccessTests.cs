@@ -2,8 +2,6 @@ using System.Buffers.Binary;
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using FluentAssertions;
-using Hmm.AddressSpace;
-using Hmm.Memory;
 using Xunit;
 
 namespace Hmm.Tests.AddressSpace;

@@ -1,7 +1,4 @@
 using FluentAssertions;
-using Hmm.AddressSpace;
-using Hmm.DeviceMemory;
-using Hmm.Memory;
 using Xunit;
 
 namespace Hmm.Tests.AddressSpace;

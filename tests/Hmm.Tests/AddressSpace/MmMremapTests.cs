@@ -1,6 +1,4 @@
 using FluentAssertions;
-using Hmm.AddressSpace;
-using Hmm.Memory;
 using Xunit;
 using static Hmm.Tests.AddressSpace.MmTestSupport;
 

@@ -1,6 +1,4 @@
 using FluentAssertions;
-using Hmm.AddressSpace;
-using Hmm.Memory;
 using Xunit;
 
 namespace Hmm.Tests.AddressSpace;

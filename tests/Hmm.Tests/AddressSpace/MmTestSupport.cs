@@ -1,6 +1,4 @@
 using FluentAssertions;
-using Hmm.AddressSpace;
-using Hmm.Memory;
 
 namespace Hmm.Tests.AddressSpace;
 

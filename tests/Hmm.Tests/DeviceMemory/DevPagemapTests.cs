@@ -1,6 +1,4 @@
 using FluentAssertions;
-using Hmm.DeviceMemory;
-using Hmm.Memory;
 using Hmm.Tests.Memory;
 using Xunit;
 
@@ -15,7 +13,7 @@ public class DevPagemapTests
 
     public DevPagemapTests()
     {
-        _pagemap = Memremap.MemremapPages(_memory, _driver.PrivateOptions(_range));
+        _pagemap = Memremap.Map(_memory, _driver.PrivateOptions(_range));
     }
 
     [Fact]
@@ -48,7 +46,7 @@ public class DevPagemapTests
     public void InitDevicePageOfAForeignFrameThrowsEINVALAndChangesNothing()
     {
         PhysicalRange otherRange = TestMemory.DeviceRange(256);
-        DevPagemap other = Memremap.MemremapPages(_memory, _driver.PrivateOptions(otherRange));
+        DevPagemap other = Memremap.Map(_memory, _driver.PrivateOptions(otherRange));
         Pfn ramPage = _memory.AllocatePage();
         Pfn[] foreign = [otherRange.StartPfn, ramPage, _range.StartPfn + 1024, new Pfn(_range.StartPfn.Value - 1)];
         MemorySnapshot before = MemorySnapshot.Take(_memory, foreign);
@@ -87,7 +85,7 @@ public class DevPagemapTests
         Pfn held = _range.StartPfn;
         Pfn pfn = _range.StartPfn + 1;
         _pagemap.InitDevicePage(held);
-        Task teardown = Memremap.MemunmapPagesAsync(_pagemap);
+        Task teardown = Memremap.UnmapAsync(_pagemap);
         MemorySnapshot before = MemorySnapshot.Take(_memory, held, pfn);
 
         Action init = () => _pagemap.InitDevicePage(pfn);
@@ -199,7 +197,7 @@ public class DevPagemapTests
 
         put.Should().Throw<InvalidOperationException>();
         _pagemap.Ref.Count.Should().Be(1);
-        await Memremap.MemunmapPagesAsync(_pagemap).WaitAsync(TestMemory.Timeout);
+        await Memremap.UnmapAsync(_pagemap).WaitAsync(TestMemory.Timeout);
         _pagemap.State.Should().Be(DevPagemapState.Removed);
     }
 
@@ -232,7 +230,7 @@ public class DevPagemapTests
         _memory.PutPage(a);
         _memory.PutPage(b);
         _pagemap.ReferencedPages().Should().BeEmpty();
-        await Memremap.MemunmapPagesAsync(_pagemap).WaitAsync(TestMemory.Timeout);
+        await Memremap.UnmapAsync(_pagemap).WaitAsync(TestMemory.Timeout);
         _pagemap.ReferencedPages().Should().BeEmpty("a removed pagemap has no pages");
     }
 
@@ -244,9 +242,9 @@ public class DevPagemapTests
         for (int round = 0; round < 50; round++)
         {
             PhysicalRange range = TestMemory.DeviceRange(256);
-            DevPagemap pagemap = Memremap.MemremapPages(_memory, _driver.PrivateOptions(range));
+            DevPagemap pagemap = Memremap.Map(_memory, _driver.PrivateOptions(range));
             pagemap.InitDevicePage(range.StartPfn + 511);
-            Task teardown = Memremap.MemunmapPagesAsync(pagemap);
+            Task teardown = Memremap.UnmapAsync(pagemap);
             using var started = new ManualResetEventSlim();
             Task sampler = Task.Factory.StartNew(
                 () =>

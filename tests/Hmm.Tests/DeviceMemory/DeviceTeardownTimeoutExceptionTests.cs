@@ -1,6 +1,4 @@
 using FluentAssertions;
-using Hmm.DeviceMemory;
-using Hmm.Memory;
 using Xunit;
 
 namespace Hmm.Tests.DeviceMemory;

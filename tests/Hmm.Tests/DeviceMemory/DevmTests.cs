@@ -1,6 +1,4 @@
 using FluentAssertions;
-using Hmm.DeviceMemory;
-using Hmm.Memory;
 using Hmm.Tests.Memory;
 using Xunit;
 
@@ -20,7 +18,7 @@ public class DevmTests
     [Fact]
     public async Task RequestFreeMemRegionReleasesTheRegionAtUnbind()
     {
-        PhysicalRange region = Devm.RequestFreeMemRegion(_device, 4 * TestMemory.MiB);
+        PhysicalRange region = Devm.RequestFreeRegion(_device, 4 * TestMemory.MiB);
 
         _memory.Resources().Should().Contain(new IoResource("gpu0", region));
         await _device.UnbindAsync().WaitAsync(TestMemory.Timeout);
@@ -34,7 +32,7 @@ public class DevmTests
         MemorySnapshot before = MemorySnapshot.Take(_memory);
         _memory.FaultInjection.FailNext(FaultPoint.DevmAddAction);
 
-        Action request = () => Devm.RequestFreeMemRegion(_device, 4 * TestMemory.MiB);
+        Action request = () => Devm.RequestFreeRegion(_device, 4 * TestMemory.MiB);
 
         request.Should().Throw<HmmException>().Which.Error.Should().Be(Errno.ENOMEM);
         MemorySnapshot.Take(_memory).Should().Be(before);
@@ -45,7 +43,7 @@ public class DevmTests
     {
         MemorySnapshot before = MemorySnapshot.Take(_memory);
 
-        Action request = () => Devm.RequestFreeMemRegion(_device, TestMemory.MiB);
+        Action request = () => Devm.RequestFreeRegion(_device, TestMemory.MiB);
 
         request.Should().Throw<HmmException>().Which.Error.Should().Be(Errno.EINVAL);
         MemorySnapshot.Take(_memory).Should().Be(before);
@@ -54,8 +52,8 @@ public class DevmTests
     [Fact]
     public async Task MemremapPagesIsTornDownWhenTheDeviceUnbinds()
     {
-        PhysicalRange region = Devm.RequestFreeMemRegion(_device, 4 * TestMemory.MiB);
-        DevPagemap pagemap = Devm.MemremapPages(_device, _driver.PrivateOptions(region));
+        PhysicalRange region = Devm.RequestFreeRegion(_device, 4 * TestMemory.MiB);
+        DevPagemap pagemap = Devm.Map(_device, _driver.PrivateOptions(region));
 
         _device.Pagemaps().Should().ContainSingle().Which.Should().BeSameAs(pagemap);
         await _device.UnbindAsync().WaitAsync(TestMemory.Timeout);
@@ -75,7 +73,7 @@ public class DevmTests
         MemorySnapshot before = MemorySnapshot.Take(_memory, TestMemory.Probes(range));
         _memory.FaultInjection.FailNext(FaultPoint.DevmAddAction);
 
-        Action register = () => Devm.MemremapPages(_device, _driver.Options(type, range));
+        Action register = () => Devm.Map(_device, _driver.Options(type, range));
 
         register.Should().Throw<HmmException>().Which.Error.Should().Be(Errno.ENOMEM);
         MemorySnapshot.Take(_memory, TestMemory.Probes(range)).Should().Be(before);
@@ -83,7 +81,7 @@ public class DevmTests
         _device.Pagemaps().Should().BeEmpty();
         _memory.FindZoneDeviceOwner(1).Should().BeNull();
 
-        DevPagemap again = Devm.MemremapPages(_device, _driver.Options(type, range));
+        DevPagemap again = Devm.Map(_device, _driver.Options(type, range));
         again.Id.Should().Be(1);
         _memory.Page(range.StartPfn).PagemapId.Should().Be(again.Id);
     }
@@ -91,7 +89,7 @@ public class DevmTests
     [Fact]
     public void MemremapPagesThatFailsToRegisterAttachesNothing()
     {
-        Action register = () => Devm.MemremapPages(_device, _driver.PrivateOptions(new PhysicalRange(0, 2 * TestMemory.MiB)));
+        Action register = () => Devm.Map(_device, _driver.PrivateOptions(new PhysicalRange(0, 2 * TestMemory.MiB)));
 
         register.Should().Throw<HmmException>().Which.Error.Should().Be(Errno.ENXIO);
         _device.Pagemaps().Should().BeEmpty();
@@ -101,10 +99,10 @@ public class DevmTests
     public async Task MemunmapPagesAsyncReleasesThePagemapBeforeUnbind()
     {
         PhysicalRange range = TestMemory.DeviceRange(0);
-        DevPagemap pagemap = Devm.MemremapPages(_device, _driver.PrivateOptions(range));
+        DevPagemap pagemap = Devm.Map(_device, _driver.PrivateOptions(range));
         pagemap.InitDevicePage(range.StartPfn);
 
-        Task early = Devm.MemunmapPagesAsync(_device, pagemap);
+        Task early = Devm.UnmapAsync(_device, pagemap);
 
         early.IsCompleted.Should().BeFalse("a device page is still referenced");
         pagemap.State.Should().Be(DevPagemapState.Dying);
@@ -114,7 +112,7 @@ public class DevmTests
 
         pagemap.State.Should().Be(DevPagemapState.Removed);
         _device.Pagemaps().Should().BeEmpty();
-        Memremap.MemremapPages(_memory, _driver.PrivateOptions(range)).State.Should().Be(DevPagemapState.Live);
+        Memremap.Map(_memory, _driver.PrivateOptions(range)).State.Should().Be(DevPagemapState.Live);
         await _device.UnbindAsync().WaitAsync(TestMemory.Timeout);
     }
 
@@ -122,25 +120,25 @@ public class DevmTests
     public async Task MemunmapPagesAsyncDetachesTheReleaseActionSoUnbindDoesNotRunItAgain()
     {
         PhysicalRange range = TestMemory.DeviceRange(0);
-        DevPagemap pagemap = Devm.MemremapPages(_device, _driver.PrivateOptions(range));
-        await Devm.MemunmapPagesAsync(_device, pagemap).WaitAsync(TestMemory.Timeout);
-        DevPagemap successor = Memremap.MemremapPages(_memory, _driver.PrivateOptions(range));
+        DevPagemap pagemap = Devm.Map(_device, _driver.PrivateOptions(range));
+        await Devm.UnmapAsync(_device, pagemap).WaitAsync(TestMemory.Timeout);
+        DevPagemap successor = Memremap.Map(_memory, _driver.PrivateOptions(range));
 
         await _device.UnbindAsync().WaitAsync(TestMemory.Timeout);
 
         successor.State.Should().Be(DevPagemapState.Live, "the device no longer manages that range");
         _memory.IsPresent(range.StartPfn).Should().BeTrue();
 
-        Func<Task> again = () => Devm.MemunmapPagesAsync(_device, pagemap);
+        Func<Task> again = () => Devm.UnmapAsync(_device, pagemap);
         (await again.Should().ThrowAsync<HmmException>()).Which.Error.Should().Be(Errno.ENOENT);
     }
 
     [Fact]
     public async Task MemunmapPagesAsyncOfAPagemapTheDeviceDoesNotManageFailsWithENOENT()
     {
-        DevPagemap unmanaged = Memremap.MemremapPages(_memory, _driver.PrivateOptions(TestMemory.DeviceRange(0)));
+        DevPagemap unmanaged = Memremap.Map(_memory, _driver.PrivateOptions(TestMemory.DeviceRange(0)));
 
-        Func<Task> unmap = () => Devm.MemunmapPagesAsync(_device, unmanaged);
+        Func<Task> unmap = () => Devm.UnmapAsync(_device, unmanaged);
 
         (await unmap.Should().ThrowAsync<HmmException>()).Which.Error.Should().Be(Errno.ENOENT);
         unmanaged.State.Should().Be(DevPagemapState.Live);
@@ -149,13 +147,13 @@ public class DevmTests
     [Fact]
     public void DevmCallsRejectNullArguments()
     {
-        DevPagemap pagemap = Memremap.MemremapPages(_memory, _driver.PrivateOptions(TestMemory.DeviceRange(0)));
+        DevPagemap pagemap = Memremap.Map(_memory, _driver.PrivateOptions(TestMemory.DeviceRange(0)));
 
-        Action request = () => Devm.RequestFreeMemRegion(null!, 2 * TestMemory.MiB);
-        Action remapNoDevice = () => Devm.MemremapPages(null!, _driver.PrivateOptions(TestMemory.DeviceRange(2)));
-        Action remapNoOptions = () => Devm.MemremapPages(_device, null!);
-        Action unmapNoDevice = () => Devm.MemunmapPagesAsync(null!, pagemap);
-        Action unmapNoPagemap = () => Devm.MemunmapPagesAsync(_device, null!);
+        Action request = () => Devm.RequestFreeRegion(null!, 2 * TestMemory.MiB);
+        Action remapNoDevice = () => Devm.Map(null!, _driver.PrivateOptions(TestMemory.DeviceRange(2)));
+        Action remapNoOptions = () => Devm.Map(_device, null!);
+        Action unmapNoDevice = () => Devm.UnmapAsync(null!, pagemap);
+        Action unmapNoPagemap = () => Devm.UnmapAsync(_device, null!);
 
         request.Should().Throw<ArgumentNullException>();
         remapNoDevice.Should().Throw<ArgumentNullException>();

@@ -1,5 +1,4 @@
 using FluentAssertions;
-using Hmm.DeviceMemory;
 using Hmm.Tests.Memory;
 using Xunit;
 

@@ -1,7 +1,5 @@
 using System.Collections.Concurrent;
 using FluentAssertions;
-using Hmm.DeviceMemory;
-using Hmm.Memory;
 using Hmm.Tests.Memory;
 using Xunit;
 
@@ -230,7 +228,7 @@ public class ManagedDeviceTests
     {
         var device = new ManagedDevice(_memory, "gpu0");
         PhysicalRange range = TestMemory.DeviceRange(0);
-        DevPagemap pagemap = Devm.MemremapPages(device, _driver.PrivateOptions(range));
+        DevPagemap pagemap = Devm.Map(device, _driver.PrivateOptions(range));
         Pfn held = range.StartPfn + 42;
         pagemap.InitDevicePage(held);
         _memory.UnlockPage(held);
@@ -261,7 +259,7 @@ public class ManagedDeviceTests
     {
         var device = new ManagedDevice(_memory, "gpu0");
         PhysicalRange range = TestMemory.DeviceRange(0);
-        DevPagemap pagemap = Devm.MemremapPages(device, _driver.PrivateOptions(range));
+        DevPagemap pagemap = Devm.Map(device, _driver.PrivateOptions(range));
         pagemap.InitDevicePage(range.StartPfn);
         _memory.PutPage(range.StartPfn);
 
@@ -279,8 +277,8 @@ public class ManagedDeviceTests
         var device = new ManagedDevice(_memory, "gpu0");
         PhysicalRange rangeA = TestMemory.DeviceRange(0);
         PhysicalRange rangeB = TestMemory.DeviceRange(2);
-        DevPagemap a = Devm.MemremapPages(device, _driver.PrivateOptions(rangeA));
-        DevPagemap b = Devm.MemremapPages(device, _driver.PrivateOptions(rangeB));
+        DevPagemap a = Devm.Map(device, _driver.PrivateOptions(rangeA));
+        DevPagemap b = Devm.Map(device, _driver.PrivateOptions(rangeB));
         Pfn pageA = rangeA.StartPfn + 1;
         Pfn pageB = rangeB.StartPfn + 2;
         a.InitDevicePage(pageA);
@@ -309,7 +307,7 @@ public class ManagedDeviceTests
         _memory.IsPresent(pageA).Should().BeFalse();
         _memory.IsPresent(pageB).Should().BeFalse();
         _driver.PageFreeCalls.Select(c => c.Pfn).Should().Equal(first, second);
-        Memremap.MemremapPages(_memory, _driver.PrivateOptions(rangeA, rangeB)).State.Should().Be(DevPagemapState.Live);
+        Memremap.Map(_memory, _driver.PrivateOptions(rangeA, rangeB)).State.Should().Be(DevPagemapState.Live);
     }
 
     [Theory]
@@ -322,8 +320,8 @@ public class ManagedDeviceTests
         const int AllocationsBeforeUnbind = 300;
         const int MaxHeldPerWorker = 4;
         var device = new ManagedDevice(_memory, "gpu0");
-        PhysicalRange region = Devm.RequestFreeMemRegion(device, 4 * TestMemory.MiB);
-        DevPagemap pagemap = Devm.MemremapPages(device, _driver.PrivateOptions(region));
+        PhysicalRange region = Devm.RequestFreeRegion(device, 4 * TestMemory.MiB);
+        DevPagemap pagemap = Devm.Map(device, _driver.PrivateOptions(region));
         _driver.AddFreePages(pagemap);
         var violations = new ConcurrentQueue<string>();
         var enoughAllocations = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -446,7 +444,7 @@ public class ManagedDeviceTests
         {
             await enoughAllocations.Task.WaitAsync(TestMemory.Timeout);
             Task unbinding = device.UnbindAsync();
-            Task teardown = Memremap.MemunmapPagesAsync(pagemap).ContinueWith(
+            Task teardown = Memremap.UnmapAsync(pagemap).ContinueWith(
                 _ => Volatile.Write(ref heldWhenRemoved, Volatile.Read(ref held)),
                 CancellationToken.None,
                 TaskContinuationOptions.ExecuteSynchronously,

@@ -1,6 +1,4 @@
 using FluentAssertions;
-using Hmm.DeviceMemory;
-using Hmm.Memory;
 using Hmm.Tests.Memory;
 using Xunit;
 
@@ -40,7 +38,7 @@ public class MemremapTests
     {
         PhysicalRange[] ranges = [TestMemory.DeviceRange(0), TestMemory.DeviceRange(256, lengthMiB: 4)];
 
-        DevPagemap pagemap = Memremap.MemremapPages(_memory, _driver.Options(type, ranges));
+        DevPagemap pagemap = Memremap.Map(_memory, _driver.Options(type, ranges));
 
         pagemap.State.Should().Be(DevPagemapState.Live);
         pagemap.Type.Should().Be(type);
@@ -68,7 +66,7 @@ public class MemremapTests
     public void DevicePageDataStartsZeroedAndPersists()
     {
         PhysicalRange range = TestMemory.DeviceRange(0);
-        Memremap.MemremapPages(_memory, _driver.PrivateOptions(range));
+        Memremap.Map(_memory, _driver.PrivateOptions(range));
 
         _memory.PageData(range.StartPfn).ToArray().Should().OnlyContain(b => b == 0);
         _memory.PageData(range.StartPfn).Fill(7);
@@ -80,7 +78,7 @@ public class MemremapTests
     [Fact]
     public void GenericMemoryNeedsNeitherOpsNorOwner()
     {
-        DevPagemap pagemap = Memremap.MemremapPages(
+        DevPagemap pagemap = Memremap.Map(
             _memory,
             new DevPagemapOptions { Type = MemoryType.Generic, Ranges = [TestMemory.DeviceRange(0)] });
 
@@ -158,7 +156,7 @@ public class MemremapTests
         var range = new PhysicalRange(startMiB * MiB, lengthMiB * MiB);
         MemorySnapshot before = MemorySnapshot.Take(_memory, [ramPage, new Pfn(0), new Pfn(1023), .. TestMemory.Probes(range)]);
 
-        Action register = () => Memremap.MemremapPages(_memory, _driver.PrivateOptions(range));
+        Action register = () => Memremap.Map(_memory, _driver.PrivateOptions(range));
 
         register.Should().Throw<HmmException>().Which.Error.Should().Be(Errno.ENXIO);
         MemorySnapshot.Take(_memory, [ramPage, new Pfn(0), new Pfn(1023), .. TestMemory.Probes(range)]).Should().Be(before);
@@ -170,7 +168,7 @@ public class MemremapTests
     public void RangeOverlappingAnotherPagemapThrowsENOMEMAndLeavesTheOtherIntact()
     {
         PhysicalRange existingRange = TestMemory.DeviceRange(0, lengthMiB: 4);
-        DevPagemap existing = Memremap.MemremapPages(_memory, _driver.PrivateOptions(existingRange));
+        DevPagemap existing = Memremap.Map(_memory, _driver.PrivateOptions(existingRange));
         Pfn held = existingRange.StartPfn + 600;
         existing.InitDevicePage(held);
         _memory.PageData(held).Fill(0x22);
@@ -179,7 +177,7 @@ public class MemremapTests
         MemorySnapshot before = MemorySnapshot.Take(_memory, probes);
         long refCount = existing.Ref.Count;
 
-        Action register = () => Memremap.MemremapPages(_memory, _driver.PrivateOptions(overlapping));
+        Action register = () => Memremap.Map(_memory, _driver.PrivateOptions(overlapping));
 
         register.Should().Throw<HmmException>().Which.Error.Should().Be(Errno.ENOMEM);
         MemorySnapshot.Take(_memory, probes).Should().Be(before);
@@ -192,8 +190,8 @@ public class MemremapTests
         _memory.FindZoneDeviceOwner(existing.Id + 1).Should().BeNull("the failed pagemap's id was given back");
 
         _memory.PutPage(held);
-        Memremap.MemunmapPages(existing);
-        Memremap.MemremapPages(_memory, _driver.PrivateOptions(overlapping)).State.Should().Be(DevPagemapState.Live);
+        Memremap.Unmap(existing);
+        Memremap.Map(_memory, _driver.PrivateOptions(overlapping)).State.Should().Be(DevPagemapState.Live);
     }
 
     [Fact]
@@ -203,12 +201,12 @@ public class MemremapTests
         _memory.PageData(ramPage).Fill(0x55);
         var range = new PhysicalRange(8 * MiB, 2 * MiB);
         MemorySnapshot ramBefore = MemorySnapshot.Take(_memory, ramPage, new Pfn(1), new Pfn(1023));
-        DevPagemap pagemap = Memremap.MemremapPages(_memory, _driver.PrivateOptions(range));
+        DevPagemap pagemap = Memremap.Map(_memory, _driver.PrivateOptions(range));
         pagemap.InitDevicePage(range.StartPfn);
         _memory.PageData(range.StartPfn).Fill(0x66);
 
         _memory.PutPage(range.StartPfn);
-        await Memremap.MemunmapPagesAsync(pagemap).WaitAsync(TestMemory.Timeout);
+        await Memremap.UnmapAsync(pagemap).WaitAsync(TestMemory.Timeout);
 
         MemorySnapshot.Take(_memory, ramPage, new Pfn(1), new Pfn(1023)).Should().Be(ramBefore);
         _memory.PageData(ramPage).ToArray().Should().OnlyContain(b => b == 0x55);
@@ -223,7 +221,7 @@ public class MemremapTests
         var pagemaps = new List<DevPagemap>();
         for (ulong i = 0; i < 20; i++)
         {
-            pagemaps.Add(Memremap.MemremapPages(_memory, _driver.PrivateOptions(TestMemory.DeviceRange(i * 2))));
+            pagemaps.Add(Memremap.Map(_memory, _driver.PrivateOptions(TestMemory.DeviceRange(i * 2))));
         }
 
         pagemaps.Select(p => p.Id).Should().OnlyHaveUniqueItems();
@@ -235,8 +233,8 @@ public class MemremapTests
         }
 
         int freedId = pagemaps[3].Id;
-        Memremap.MemunmapPages(pagemaps[3]);
-        Memremap.MemremapPages(_memory, _driver.PrivateOptions(TestMemory.DeviceRange(256))).Id.Should().Be(freedId);
+        Memremap.Unmap(pagemaps[3]);
+        Memremap.Map(_memory, _driver.PrivateOptions(TestMemory.DeviceRange(256))).Id.Should().Be(freedId);
     }
 
     [Fact]
@@ -244,7 +242,7 @@ public class MemremapTests
     {
         var range = new PhysicalRange((1UL << 46) - (2 * MiB), 2 * MiB);
 
-        DevPagemap pagemap = Memremap.MemremapPages(_memory, _driver.PrivateOptions(range));
+        DevPagemap pagemap = Memremap.Map(_memory, _driver.PrivateOptions(range));
 
         _memory.IsPresent(new Pfn(Pfn.Limit - 1)).Should().BeTrue();
         _memory.Page(new Pfn(Pfn.Limit - 1)).PagemapId.Should().Be(pagemap.Id);
@@ -279,7 +277,7 @@ public class MemremapTests
         // Ranges 0 and 1 share a section with a neighbouring pagemap that must survive the unwind; range 2 has a
         // section of its own.
         PhysicalRange neighbourRange = TestMemory.DeviceRange(2);
-        DevPagemap neighbour = Memremap.MemremapPages(_memory, _driver.PrivateOptions(neighbourRange));
+        DevPagemap neighbour = Memremap.Map(_memory, _driver.PrivateOptions(neighbourRange));
         Pfn neighbourPage = neighbourRange.StartPfn + 3;
         neighbour.InitDevicePage(neighbourPage);
         PhysicalRange[] ranges = [TestMemory.DeviceRange(0), TestMemory.DeviceRange(4, lengthMiB: 4), TestMemory.DeviceRange(256)];
@@ -288,7 +286,7 @@ public class MemremapTests
         long neighbourRefs = neighbour.Ref.Count;
         _memory.FaultInjection.FailNext(point, skip: failingRange);
 
-        Action register = () => Memremap.MemremapPages(_memory, _driver.PrivateOptions(ranges));
+        Action register = () => Memremap.Map(_memory, _driver.PrivateOptions(ranges));
 
         register.Should().Throw<HmmException>().Which.Error.Should().Be(Errno.ENOMEM);
         MemorySnapshot.Take(_memory, probes).Should().Be(before, $"a failure in range {failingRange} at {point} must leave nothing behind");
@@ -301,7 +299,7 @@ public class MemremapTests
         neighbour.Ref.Count.Should().Be(neighbourRefs);
         _memory.Page(neighbourPage).RefCount.Should().Be(1);
 
-        DevPagemap again = Memremap.MemremapPages(_memory, _driver.PrivateOptions(ranges));
+        DevPagemap again = Memremap.Map(_memory, _driver.PrivateOptions(ranges));
 
         again.Id.Should().Be(neighbour.Id + 1);
         foreach (Pfn pfn in ranges.SelectMany(TestMemory.Probes))
@@ -316,18 +314,18 @@ public class MemremapTests
     public void InjectedFailureAfterRangesWithPageDataLeavesNoStaleData(FaultPoint point, int failingRange)
     {
         PhysicalRange[] ranges = [TestMemory.DeviceRange(0), TestMemory.DeviceRange(4), TestMemory.DeviceRange(256)];
-        DevPagemap first = Memremap.MemremapPages(_memory, _driver.PrivateOptions(ranges));
+        DevPagemap first = Memremap.Map(_memory, _driver.PrivateOptions(ranges));
         foreach (PhysicalRange range in ranges)
         {
             _memory.PageData(range.StartPfn).Fill(0x33);
         }
 
-        Memremap.MemunmapPages(first);
+        Memremap.Unmap(first);
         _memory.FaultInjection.FailNext(point, skip: failingRange);
-        Action register = () => Memremap.MemremapPages(_memory, _driver.PrivateOptions(ranges));
+        Action register = () => Memremap.Map(_memory, _driver.PrivateOptions(ranges));
         register.Should().Throw<HmmException>();
 
-        Memremap.MemremapPages(_memory, _driver.PrivateOptions(ranges));
+        Memremap.Map(_memory, _driver.PrivateOptions(ranges));
 
         foreach (PhysicalRange range in ranges)
         {
@@ -341,7 +339,7 @@ public class MemremapTests
     public void GetDevPagemapReturnsTheOwnerWithAReference()
     {
         PhysicalRange[] ranges = [TestMemory.DeviceRange(0), TestMemory.DeviceRange(256)];
-        DevPagemap pagemap = Memremap.MemremapPages(_memory, _driver.PrivateOptions(ranges));
+        DevPagemap pagemap = Memremap.Map(_memory, _driver.PrivateOptions(ranges));
         pagemap.Ref.Count.Should().Be(1);
 
         foreach (Pfn pfn in ranges.SelectMany(TestMemory.Probes))
@@ -359,7 +357,7 @@ public class MemremapTests
     public void GetDevPagemapReturnsNullForAFrameThatIsNotDeviceMemoryAndTakesNoReference()
     {
         PhysicalRange[] ranges = [TestMemory.DeviceRange(0), TestMemory.DeviceRange(4)];
-        DevPagemap pagemap = Memremap.MemremapPages(_memory, _driver.PrivateOptions(ranges));
+        DevPagemap pagemap = Memremap.Map(_memory, _driver.PrivateOptions(ranges));
         Pfn ramPage = _memory.AllocatePage();
         Pfn[] notDevice =
         [
@@ -381,9 +379,9 @@ public class MemremapTests
     public void GetDevPagemapReturnsNullForADyingPagemapAndTakesNoReference()
     {
         PhysicalRange range = TestMemory.DeviceRange(0);
-        DevPagemap pagemap = Memremap.MemremapPages(_memory, _driver.PrivateOptions(range));
+        DevPagemap pagemap = Memremap.Map(_memory, _driver.PrivateOptions(range));
         pagemap.InitDevicePage(range.StartPfn);
-        Task teardown = Memremap.MemunmapPagesAsync(pagemap);
+        Task teardown = Memremap.UnmapAsync(pagemap);
 
         Memremap.GetDevPagemap(_memory, range.StartPfn).Should().BeNull();
         Memremap.GetDevPagemap(_memory, range.StartPfn + 1).Should().BeNull();
@@ -398,10 +396,10 @@ public class MemremapTests
     public async Task ALookupReferenceKeepsTheTeardownWaiting()
     {
         PhysicalRange range = TestMemory.DeviceRange(0);
-        DevPagemap pagemap = Memremap.MemremapPages(_memory, _driver.PrivateOptions(range));
+        DevPagemap pagemap = Memremap.Map(_memory, _driver.PrivateOptions(range));
         DevPagemap found = Memremap.GetDevPagemap(_memory, range.StartPfn)!;
 
-        Task teardown = Memremap.MemunmapPagesAsync(pagemap);
+        Task teardown = Memremap.UnmapAsync(pagemap);
 
         teardown.IsCompleted.Should().BeFalse("get_dev_pagemap's reference is still out");
         _memory.IsPresent(range.StartPfn).Should().BeTrue();
@@ -425,14 +423,14 @@ public class MemremapTests
     public async Task TeardownWaitsForTheLastPageReferenceAndKeepsItsFrameValidMeanwhile(MemoryType type)
     {
         PhysicalRange[] ranges = [TestMemory.DeviceRange(0), TestMemory.DeviceRange(256)];
-        DevPagemap pagemap = Memremap.MemremapPages(_memory, _driver.Options(type, ranges));
+        DevPagemap pagemap = Memremap.Map(_memory, _driver.Options(type, ranges));
         Pfn held = ranges[1].StartPfn + 7;
         Pfn other = ranges[0].StartPfn + 1;
         pagemap.InitDevicePage(held);
         _memory.UnlockPage(held);
         _memory.PageData(held).Fill(0x44);
 
-        Task teardown = Memremap.MemunmapPagesAsync(pagemap);
+        Task teardown = Memremap.UnmapAsync(pagemap);
         await Task.Delay(20);
 
         teardown.IsCompleted.Should().BeFalse("a device page is still referenced");
@@ -469,7 +467,7 @@ public class MemremapTests
         page.Should().Throw<HmmException>().Which.Error.Should().Be(Errno.EFAULT);
         _memory.FindZoneDeviceOwner(pagemap.Id).Should().BeNull();
 
-        DevPagemap again = Memremap.MemremapPages(_memory, _driver.Options(type, ranges));
+        DevPagemap again = Memremap.Map(_memory, _driver.Options(type, ranges));
         again.Id.Should().Be(pagemap.Id, "the id is reused");
         _memory.Page(held).RefCount.Should().Be(0);
         _memory.PageData(held).ToArray().Should().OnlyContain(b => b == 0, "the old contents went with the old pages");
@@ -481,13 +479,13 @@ public class MemremapTests
     public async Task GenericAndP2PMemoryHoldOneReferencePerPageUntilTeardown(MemoryType type)
     {
         PhysicalRange range = TestMemory.DeviceRange(0, lengthMiB: 4);
-        DevPagemap pagemap = Memremap.MemremapPages(_memory, _driver.Options(type, range));
+        DevPagemap pagemap = Memremap.Map(_memory, _driver.Options(type, range));
 
         pagemap.Ref.Count.Should().Be(1 + 1024);
         pagemap.InitDevicePage(range.StartPfn);
         pagemap.Ref.Count.Should().Be(1 + 1024 + 1);
 
-        Task teardown = Memremap.MemunmapPagesAsync(pagemap);
+        Task teardown = Memremap.UnmapAsync(pagemap);
 
         pagemap.Ref.Count.Should().Be(1, "the kill dropped the initial reference and the per-page ones");
         teardown.IsCompleted.Should().BeFalse();
@@ -502,9 +500,9 @@ public class MemremapTests
     public async Task TeardownOfAnUnusedPagemapCompletesAtOnce(MemoryType type)
     {
         PhysicalRange range = TestMemory.DeviceRange(0);
-        DevPagemap pagemap = Memremap.MemremapPages(_memory, _driver.Options(type, range));
+        DevPagemap pagemap = Memremap.Map(_memory, _driver.Options(type, range));
 
-        await Memremap.MemunmapPagesAsync(pagemap).WaitAsync(TestMemory.Timeout);
+        await Memremap.UnmapAsync(pagemap).WaitAsync(TestMemory.Timeout);
 
         pagemap.State.Should().Be(DevPagemapState.Removed);
         _memory.IsPresent(range.StartPfn).Should().BeFalse();
@@ -515,19 +513,19 @@ public class MemremapTests
     public async Task MemunmapPagesTwiceJoinsTheFirstTeardown(MemoryType type)
     {
         PhysicalRange range = TestMemory.DeviceRange(0);
-        DevPagemap pagemap = Memremap.MemremapPages(_memory, _driver.Options(type, range));
+        DevPagemap pagemap = Memremap.Map(_memory, _driver.Options(type, range));
         pagemap.InitDevicePage(range.StartPfn);
 
-        Task first = Memremap.MemunmapPagesAsync(pagemap);
-        Task second = Memremap.MemunmapPagesAsync(pagemap);
+        Task first = Memremap.UnmapAsync(pagemap);
+        Task second = Memremap.UnmapAsync(pagemap);
 
         first.IsCompleted.Should().BeFalse();
         second.IsCompleted.Should().BeFalse();
         pagemap.Ref.Count.Should().Be(1, "the second call neither kills nor drops references again");
         _memory.PutPage(range.StartPfn);
         await Task.WhenAll(first, second).WaitAsync(TestMemory.Timeout);
-        Memremap.MemunmapPages(pagemap);
-        await Memremap.MemunmapPagesAsync(pagemap).WaitAsync(TestMemory.Timeout);
+        Memremap.Unmap(pagemap);
+        await Memremap.UnmapAsync(pagemap).WaitAsync(TestMemory.Timeout);
         pagemap.State.Should().Be(DevPagemapState.Removed);
         pagemap.Ref.Count.Should().Be(0);
     }
@@ -536,18 +534,18 @@ public class MemremapTests
     public async Task CancellingTheWaitDoesNotStopTheTeardown()
     {
         PhysicalRange range = TestMemory.DeviceRange(0);
-        DevPagemap pagemap = Memremap.MemremapPages(_memory, _driver.PrivateOptions(range));
+        DevPagemap pagemap = Memremap.Map(_memory, _driver.PrivateOptions(range));
         pagemap.InitDevicePage(range.StartPfn);
         using var cancel = new CancellationTokenSource();
 
-        Task waiting = Memremap.MemunmapPagesAsync(pagemap, cancel.Token);
+        Task waiting = Memremap.UnmapAsync(pagemap, cancel.Token);
         await cancel.CancelAsync();
 
         Func<Task> wait = () => waiting;
         await wait.Should().ThrowAsync<OperationCanceledException>();
         pagemap.State.Should().Be(DevPagemapState.Dying);
         _memory.PutPage(range.StartPfn);
-        await Memremap.MemunmapPagesAsync(pagemap).WaitAsync(TestMemory.Timeout);
+        await Memremap.UnmapAsync(pagemap).WaitAsync(TestMemory.Timeout);
         pagemap.State.Should().Be(DevPagemapState.Removed);
     }
 
@@ -555,7 +553,7 @@ public class MemremapTests
     public async Task AnExtraLookupPutIsCaughtAndTeardownStillWaitsForPages()
     {
         PhysicalRange range = TestMemory.DeviceRange(0);
-        DevPagemap pagemap = Memremap.MemremapPages(_memory, _driver.PrivateOptions(range));
+        DevPagemap pagemap = Memremap.Map(_memory, _driver.PrivateOptions(range));
         DevPagemap found = Memremap.GetDevPagemap(_memory, range.StartPfn)!;
         found.Put();
 
@@ -565,7 +563,7 @@ public class MemremapTests
         pagemap.Ref.Count.Should().Be(1);
         pagemap.Ref.Idle.IsCompleted.Should().BeFalse();
         pagemap.InitDevicePage(range.StartPfn);
-        Task teardown = Memremap.MemunmapPagesAsync(pagemap);
+        Task teardown = Memremap.UnmapAsync(pagemap);
         teardown.IsCompleted.Should().BeFalse("the page is still referenced");
         _memory.IsPresent(range.StartPfn).Should().BeTrue();
         _memory.PutPage(range.StartPfn);
@@ -577,7 +575,7 @@ public class MemremapTests
         Pfn[] probes = [.. ranges.SelectMany(TestMemory.Probes)];
         MemorySnapshot before = MemorySnapshot.Take(_memory, probes);
 
-        Action register = () => Memremap.MemremapPages(_memory, options);
+        Action register = () => Memremap.Map(_memory, options);
 
         register.Should().Throw<HmmException>().Which.Error.Should().Be(expected);
         MemorySnapshot.Take(_memory, probes).Should().Be(before);
@@ -590,10 +588,10 @@ public class MemremapTests
         _memory.FindZoneDeviceOwner(1).Should().BeNull("the failed pagemap's id was given back");
         foreach (PhysicalRange range in ranges)
         {
-            DevPagemap again = Memremap.MemremapPages(_memory, _driver.PrivateOptions(range));
+            DevPagemap again = Memremap.Map(_memory, _driver.PrivateOptions(range));
             again.Id.Should().Be(1);
             _memory.Page(range.StartPfn).PagemapId.Should().Be(again.Id);
-            Memremap.MemunmapPages(again);
+            Memremap.Unmap(again);
         }
     }
 }

@@ -1,6 +1,5 @@
 using System.Globalization;
 using System.Text;
-using Hmm.Memory;
 
 namespace Hmm.Tests.Memory;
 

@@ -1,6 +1,5 @@
 using System.Runtime.CompilerServices;
 using FluentAssertions;
-using Hmm.Memory;
 using Xunit;
 
 namespace Hmm.Tests.Memory;

@@ -1,6 +1,4 @@
 using FluentAssertions;
-using Hmm.DeviceMemory;
-using Hmm.Memory;
 using Hmm.Tests.DeviceMemory;
 using Xunit;
 
@@ -45,14 +43,14 @@ public partial class PhysicalMemoryTests
         PhysicalMemory memory = TestMemory.Create();
         var driver = new TestDriver();
         var unclaimed = new PhysicalRange(Top - TestMemory.SectionBytes, 2 * MiB);
-        Memremap.MemremapPages(memory, driver.PrivateOptions(unclaimed));
+        Memremap.Map(memory, driver.PrivateOptions(unclaimed));
 
         PhysicalRange region = memory.RequestFreeRegion(2 * MiB, "gpu0");
 
         region.Overlaps(unclaimed).Should().BeFalse("the region must be free, and online device pages are not");
         (region.Start % TestMemory.SectionBytes).Should().Be(0);
         region.End.Should().BeLessThanOrEqualTo(unclaimed.Start);
-        Memremap.MemremapPages(memory, driver.PrivateOptions(region)).State.Should().Be(DevPagemapState.Live);
+        Memremap.Map(memory, driver.PrivateOptions(region)).State.Should().Be(DevPagemapState.Live);
     }
 
     [Fact]
@@ -143,7 +141,7 @@ public partial class PhysicalMemoryTests
         PhysicalMemory memory = TestMemory.Create();
         var driver = new TestDriver();
         PhysicalRange region = memory.RequestFreeRegion(4 * MiB, "gpu0");
-        DevPagemap pagemap = Memremap.MemremapPages(memory, driver.PrivateOptions(new PhysicalRange(region.Start + (2 * MiB), 2 * MiB)));
+        DevPagemap pagemap = Memremap.Map(memory, driver.PrivateOptions(new PhysicalRange(region.Start + (2 * MiB), 2 * MiB)));
         MemorySnapshot before = MemorySnapshot.Take(memory, TestMemory.Probes(region));
 
         Action release = () => memory.ReleaseRegion(region);
@@ -152,7 +150,7 @@ public partial class PhysicalMemoryTests
         MemorySnapshot.Take(memory, TestMemory.Probes(region)).Should().Be(before);
         pagemap.State.Should().Be(DevPagemapState.Live);
 
-        await Memremap.MemunmapPagesAsync(pagemap).WaitAsync(TestMemory.Timeout);
+        await Memremap.UnmapAsync(pagemap).WaitAsync(TestMemory.Timeout);
         memory.ReleaseRegion(region);
         memory.Resources().Should().ContainSingle();
     }

@@ -1,5 +1,4 @@
 using FluentAssertions;
-using Hmm.Memory;
 using Xunit;
 
 namespace Hmm.Tests.Memory;

@@ -1,4 +1,3 @@
-using Hmm.Memory;
 
 namespace Hmm.Tests.Memory;
 

@@ -1,8 +1,5 @@
 using System.Buffers;
 using System.Diagnostics;
-using Hmm.AddressSpace;
-using Hmm.Memory;
-using Hmm.Mirroring;
 
 namespace Hmm.Tests.Mirroring;
 

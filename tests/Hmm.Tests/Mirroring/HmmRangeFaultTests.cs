@@ -1,8 +1,4 @@
 using FluentAssertions;
-using Hmm.AddressSpace;
-using Hmm.DeviceMemory;
-using Hmm.Memory;
-using Hmm.Mirroring;
 using Hmm.Tests.Memory;
 using Xunit;
 
@@ -767,7 +763,7 @@ public class HmmRangeFaultTests
         {
             _memory = memory;
             Driver = new HandMigratingDriver();
-            _pagemap = Memremap.MemremapPages(memory, new DevPagemapOptions
+            _pagemap = Memremap.Map(memory, new DevPagemapOptions
             {
                 Type = MemoryType.DevicePrivate,
                 Ranges = [TestMemory.DeviceRange(0)],

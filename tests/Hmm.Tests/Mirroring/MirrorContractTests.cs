@@ -1,7 +1,4 @@
 using FluentAssertions;
-using Hmm.AddressSpace;
-using Hmm.Memory;
-using Hmm.Mirroring;
 using Xunit;
 using Xunit.Sdk;
 

@@ -1,7 +1,5 @@
 using System.Diagnostics;
 using FluentAssertions;
-using Hmm.AddressSpace;
-using Hmm.Mirroring;
 using Xunit;
 using Xunit.Abstractions;
 

@@ -1,6 +1,4 @@
 using FluentAssertions;
-using Hmm.AddressSpace;
-using Hmm.Mirroring;
 using Xunit;
 
 namespace Hmm.Tests.Mirroring;

@@ -1,6 +1,4 @@
 using FluentAssertions;
-using Hmm.AddressSpace;
-using Hmm.Mirroring;
 using Xunit;
 using static Hmm.Tests.Mirroring.MmuNotifierSubscriptionsTests;
 
