@@ -104,7 +104,7 @@ public sealed class MmuIntervalNotifier
     /// <param name="ops">The driver's invalidate callback.</param>
     /// <returns>The subscription.</returns>
     /// <exception cref="ArgumentNullException">An argument is null.</exception>
-    /// <exception cref="HmmException">As <see cref="MmuNotifierSubscriptions.Of"/> and <see cref="MmuNotifierSubscriptions.Insert"/>.</exception>
+    /// <exception cref="HmmException">Error model: invalid argument or state, as <see cref="MmuNotifierSubscriptions.Of"/> and <see cref="MmuNotifierSubscriptions.Insert"/>.</exception>
     public static MmuIntervalNotifier Insert(Mm mm, ulong start, ulong length, IMmuIntervalNotifierOps ops) =>
         MmuNotifierSubscriptions.Of(mm).Insert(start, length, ops);
 
@@ -122,7 +122,7 @@ public sealed class MmuIntervalNotifier
     /// </summary>
     /// <returns>The sequence to pass to <see cref="ReadRetry"/> or <see cref="CheckRetry"/>. This call does not loop:
     /// a retry may already be due by the time it returns.</returns>
-    /// <exception cref="KernelBugException">Called from inside a notifier callback (it would deadlock), or after
+    /// <exception cref="KernelBugException">Error model: broken invariant. Called from inside a notifier callback (it would deadlock), or after
     /// the subscription was removed.</exception>
     public ulong ReadBegin() => Subscriptions.ReadBegin(this);
 
@@ -152,7 +152,7 @@ public sealed class MmuIntervalNotifier
     /// <see cref="ReadRetry"/>, with the sequence the callback received.
     /// </summary>
     /// <param name="currentSequence">The <c>currentSequence</c> argument of the callback; always odd.</param>
-    /// <exception cref="KernelBugException"><paramref name="currentSequence"/> is even, so it cannot be the value a
+    /// <exception cref="KernelBugException">Error model: broken invariant. <paramref name="currentSequence"/> is even, so it cannot be the value a
     /// callback received; nothing changes.</exception>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void SetSequence(ulong currentSequence)
@@ -165,8 +165,9 @@ public sealed class MmuIntervalNotifier
         Volatile.Write(ref _invalidateSeq, currentSequence);
     }
 
-    /// <inheritdoc/>
-    public override string ToString() => $"interval [0x{Start:x}, 0x{End:x})";
+    /// <summary>Formats the interval closed, <c>[Start, Last]</c>, which is exact even when it includes the top address.</summary>
+    /// <returns>For example <c>interval [0x1000, 0x1fff]</c>.</returns>
+    public override string ToString() => $"interval [0x{Start:x}, 0x{Last:x}]";
 
     /// <summary>The subscription's sequence word, read by the owner under its lock.</summary>
     internal ulong SequenceUnsynchronized

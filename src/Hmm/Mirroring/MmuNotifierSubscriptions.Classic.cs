@@ -16,7 +16,7 @@ public sealed partial class MmuNotifierSubscriptions
     /// <exception cref="HmmException">Error model: invalid state. <see cref="Errno.EINVAL"/>: the address space has
     /// exited and its notifiers were released (the kernel's register requires <c>mm_users &gt; 0</c>). Nothing
     /// changes.</exception>
-    /// <exception cref="KernelBugException">Called from inside a notifier callback; nothing changes.</exception>
+    /// <exception cref="KernelBugException">Error model: broken invariant. Called from inside a notifier callback; nothing changes.</exception>
     /// <remarks>If invalidations are in progress, sleeps until none is (the kernel's register takes the mmap lock
     /// for writing and every reverse-map lock, which keeps invalidations out), so that the new notifier sees
     /// only complete start/end pairs. Do not call it from a thread that is between a start and an end.</remarks>
@@ -74,7 +74,7 @@ public sealed partial class MmuNotifierSubscriptions
     /// </summary>
     /// <param name="notifier">A registration from <see cref="Register"/> on this address space.</param>
     /// <exception cref="ArgumentNullException"><paramref name="notifier"/> is null.</exception>
-    /// <exception cref="KernelBugException">Called from inside a notifier callback; the notifier belongs to another
+    /// <exception cref="KernelBugException">Error model: broken invariant. Called from inside a notifier callback; the notifier belongs to another
     /// address space; or it was already unregistered. Nothing changes.</exception>
     /// <remarks>Works after <see cref="Release"/> too. The caller must not hold a lock that a callback takes: the
     /// call waits for running callbacks to finish.</remarks>

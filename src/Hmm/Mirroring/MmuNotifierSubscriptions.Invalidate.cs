@@ -22,7 +22,7 @@ public sealed partial class MmuNotifierSubscriptions
     /// invalidation is already ended, and the caller must neither change the range nor call
     /// <see cref="InvalidateRangeEnd"/>.
     /// </returns>
-    /// <exception cref="KernelBugException">The range is empty or reversed; nothing changes.</exception>
+    /// <exception cref="KernelBugException">Error model: broken invariant. The range is empty or reversed; nothing changes.</exception>
     /// <remarks>
     /// <para>May run on several threads at once and may nest on one thread. Allocates nothing.</para>
     /// <para>A refusal by a classic notifier also ends the interval half of the invalidation, so that false
@@ -89,7 +89,7 @@ public sealed partial class MmuNotifierSubscriptions
     /// sleepers wake. Then calls <see cref="IMmuNotifierOps.InvalidateRangeEnd"/> on each classic notifier.
     /// </summary>
     /// <param name="range">The range passed to the <see cref="InvalidateRangeStart"/> that returned true.</param>
-    /// <exception cref="KernelBugException">The range is empty, or no invalidation is open at all; nothing
+    /// <exception cref="KernelBugException">Error model: broken invariant. The range is empty, or no invalidation is open at all; nothing
     /// changes.</exception>
     /// <remarks>Allocates nothing. If a classic end callback throws, the remaining ones are skipped and the
     /// exception propagates; the invalidation is ended regardless.</remarks>
@@ -148,7 +148,7 @@ public sealed partial class MmuNotifierSubscriptions
     /// interval subscriptions stay in the tree until the driver removes them, and later invalidations (the exit's
     /// own <see cref="MmuNotifierEvent.Unmap"/> of every area) still reach them. A second call does nothing.
     /// </summary>
-    /// <exception cref="KernelBugException">Called from inside a notifier callback; nothing changes.</exception>
+    /// <exception cref="KernelBugException">Error model: broken invariant. Called from inside a notifier callback; nothing changes.</exception>
     /// <remarks>If an invalidation that hit the tree is in progress, this call first sleeps until it ends, so
     /// that subscriptions whose insert was deferred are in the tree and get their release callback too. If a
     /// callback throws, the remaining ones are skipped and the exception propagates.</remarks>

@@ -107,7 +107,7 @@ public sealed partial class MmuNotifierSubscriptions : IMmNotifierChain
     /// <param name="mm">The address space.</param>
     /// <returns>Its subscriptions.</returns>
     /// <exception cref="ArgumentNullException"><paramref name="mm"/> is null.</exception>
-    /// <exception cref="HmmException"><see cref="Errno.EINVAL"/>: the address space has exited (the kernel WARNs and returns -EINVAL when <c>mm_users</c> is 0).</exception>
+    /// <exception cref="HmmException">Error model: invalid state. <see cref="Errno.EINVAL"/>: the address space has exited (the kernel WARNs and returns -EINVAL when <c>mm_users</c> is 0).</exception>
     public static MmuNotifierSubscriptions Of(Mm mm)
     {
         ArgumentNullException.ThrowIfNull(mm);
@@ -233,7 +233,7 @@ public sealed partial class MmuNotifierSubscriptions : IMmNotifierChain
     /// </summary>
     /// <param name="subscription">A subscription from <see cref="Insert"/> on this address space.</param>
     /// <exception cref="ArgumentNullException"><paramref name="subscription"/> is null.</exception>
-    /// <exception cref="KernelBugException">Called from inside a notifier callback (it would deadlock); the
+    /// <exception cref="KernelBugException">Error model: broken invariant. Called from inside a notifier callback (it would deadlock); the
     /// subscription belongs to another address space; or it was already removed. Nothing changes.</exception>
     /// <remarks>The caller must not hold a lock that a callback takes: the sleep waits for callbacks to
     /// finish. A subscription whose insert is still deferred is dropped at once, without sleeping: no callback

@@ -61,6 +61,8 @@ public class IntervalTreeTests
         whole.Last.Should().Be(ulong.MaxValue);
         belowTop.End.Should().Be(ulong.MaxValue);
         belowTop.Last.Should().Be(ulong.MaxValue - 1);
+        whole.ToString().Should().Be("interval [0x0, 0xffffffffffffffff]", "the closed form is exact at the top");
+        belowTop.ToString().Should().Be("interval [0x0, 0xfffffffffffffffe]");
 
         tree.Remove(whole);
         tree.Remove(top);
