@@ -3,7 +3,8 @@ namespace Hmm;
 /// <summary>
 /// What the address-space layer calls around every change to its page tables: the notifier subscriptions of
 /// one address space (<c>mm->notifier_subscriptions</c>). Implemented by the Mirroring layer, so the dependency
-/// arrow points down: AddressSpace knows only this interface.
+/// arrow points down: AddressSpace knows only this interface. Its members are implemented explicitly, so only the
+/// address space can call them: a driver that could start an invalidation could block every reader.
 /// </summary>
 internal interface IMmNotifierChain
 {
@@ -17,6 +18,7 @@ internal interface IMmNotifierChain
     /// <summary>The change is complete (<c>mmu_notifier_invalidate_range_end</c>).</summary>
     void InvalidateRangeEnd(in MmuNotifierRange range);
 
-    /// <summary>The address space is exiting (<c>mmu_notifier_release</c>): every subscriber is told once.</summary>
+    /// <summary>The address space is exiting (<c>mmu_notifier_release</c>): every subscriber is told once. Classic
+    /// notifiers hear nothing afterwards; interval subscriptions still get later invalidations (the exit's unmap).</summary>
     void Release();
 }

@@ -203,6 +203,11 @@ public sealed partial class Mm
 
     internal void InvalidateRangeEnd(in MmuNotifierRange range) => Notifiers?.InvalidateRangeEnd(range);
 
+    // exit_mmap: release the notifiers, then unmap every area inside one UNMAP invalidation over the whole space
+    // (the kernel's unmap_vmas over [0, ULONG_MAX)), then detach the areas and free the tables. Interval
+    // subscriptions that the driver has not removed yet see the release and then the unmap, so a driver that
+    // drops device mappings only on UNMAP still drops every mapping of a page freed here; classic notifiers
+    // were dropped from the list by the release and get no callback after it, as in the kernel.
     private void ExitMmap()
     {
         // As in the kernel, subscribers are released before the mmap lock is taken, so a release callback may
@@ -211,10 +216,21 @@ public sealed partial class Mm
         _mmapLock.EnterWriteLock();
         try
         {
-            foreach (Vma vma in _vmas.Snapshot())
+            Vma[] areas = _vmas.Snapshot();
+            if (areas.Length != 0)
             {
-                ZapRangeUnsynchronized(vma, vma.Start, vma.End);
-                DetachUnsynchronized(vma);
+                var range = new MmuNotifierRange(0, ulong.MaxValue, MmuNotifierEvent.Unmap);
+                InvalidateRangeStart(range);
+                foreach (Vma vma in areas)
+                {
+                    ZapRangeUnsynchronized(vma, vma.Start, vma.End);
+                }
+
+                InvalidateRangeEnd(range);
+                foreach (Vma vma in areas)
+                {
+                    DetachUnsynchronized(vma);
+                }
             }
 
             _pageTable.FreeEmptyTables(0, TaskSize);

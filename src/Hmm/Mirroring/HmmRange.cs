@@ -14,6 +14,8 @@ namespace Hmm;
 /// otherwise program the device page table from <see cref="HmmPfns"/> while still holding the driver lock.</para>
 /// <para>When <see cref="Fault"/> returns <see cref="Errno.EBUSY"/>, every entry below the point it reached holds
 /// its output and every entry above still holds its input.</para>
+/// <para>A <c>ref struct</c> cannot live across an <c>await</c>; an asynchronous driver keeps its range in an
+/// <see cref="HmmRangeRequest"/>, which owns its array and documents the same retry loop with awaits.</para>
 /// </remarks>
 public ref struct HmmRange
 {
@@ -49,16 +51,21 @@ public ref struct HmmRange
     /// (<c>hmm_range_fault</c>). The caller holds the address space's mmap lock, shared or exclusive.
     /// </summary>
     /// <returns>
-    /// <see cref="Errno.None"/> on success; <see cref="Errno.EBUSY"/> when the notifier sequence changed (start again
-    /// from <see cref="MmuIntervalNotifier.ReadBegin"/>); <see cref="Errno.EFAULT"/> when a requested page has no area,
-    /// lies in an area that cannot be mirrored, or its fault failed; <see cref="Errno.EPERM"/> when a write is requested
-    /// in a read-only area; <see cref="Errno.ENOMEM"/> when a fault ran out of memory.
+    /// Error model: the kernel's return code is returned. <see cref="Errno.None"/> on success;
+    /// <see cref="Errno.EBUSY"/> when the notifier sequence changed (start again from
+    /// <see cref="MmuIntervalNotifier.ReadBegin"/>); <see cref="Errno.EFAULT"/> when a fault is requested for a page
+    /// that has no area (including any page at or above <see cref="Mm.TaskSize"/>), that lies in an area that
+    /// cannot be mirrored (<see cref="VmFlags.Io"/>, <see cref="VmFlags.PfnMap"/>, or no <see cref="VmFlags.Read"/>),
+    /// or whose fault failed; <see cref="Errno.EPERM"/> when a write is requested in a read-only area;
+    /// <see cref="Errno.ENOMEM"/> when a fault ran out of memory. Pages of such places for which no fault is
+    /// requested get <see cref="HmmPfn.Error"/> and the walk goes on, as in the kernel.
     /// </returns>
     /// <exception cref="HmmException">
-    /// <see cref="Errno.EINVAL"/>: no notifier, unaligned or empty range, end below start, an end beyond 48-bit user space,
-    /// or <see cref="HmmPfns"/> shorter than the range; <see cref="Errno.ESRCH"/>: the address space has exited. Nothing changes.
+    /// Error model: invalid argument or state. <see cref="Errno.EINVAL"/>: no notifier, unaligned or empty range,
+    /// end below start, or <see cref="HmmPfns"/> shorter than the range; <see cref="Errno.ESRCH"/>: the address space
+    /// has exited. Nothing changes.
     /// </exception>
-    /// <exception cref="KernelBugException">The caller does not hold the mmap lock.</exception>
+    /// <exception cref="KernelBugException">Error model: broken invariant. The caller does not hold the mmap lock.</exception>
     public readonly Errno Fault()
     {
         Mm mm = Validate();
@@ -87,28 +94,30 @@ public ref struct HmmRange
         }
     }
 
+    // Argument checks only: the range may lie anywhere, as the kernel's walk finds no area above user space and
+    // treats that as a hole. Messages are built out of line (MirroringThrowHelper) to keep this method small.
     private readonly Mm Validate()
     {
         if (Notifier is null)
         {
-            ThrowHelper.ThrowHmm(Errno.EINVAL, "An HMM range needs its interval notifier.");
+            MirroringThrowHelper.ThrowRangeWithoutNotifier();
         }
 
-        if (!PageSize.IsAligned(Start) || !PageSize.IsAligned(End) || End <= Start || End > Mm.TaskSize)
+        if (!PageSize.IsAligned(Start) || !PageSize.IsAligned(End) || End <= Start)
         {
-            ThrowHelper.ThrowHmm(Errno.EINVAL, $"HMM range [0x{Start:x}, 0x{End:x}) must be non-empty, page aligned and inside user space.");
+            MirroringThrowHelper.ThrowBadRange(Start, End);
         }
 
         ulong pages = (End - Start) >> PageSize.Shift;
         if ((ulong)HmmPfns.Length < pages)
         {
-            ThrowHelper.ThrowHmm(Errno.EINVAL, $"The PFN array holds {HmmPfns.Length} entries; the range has {pages} pages.");
+            MirroringThrowHelper.ThrowShortPfnArray(HmmPfns.Length, pages);
         }
 
         Mm mm = Notifier.Mm;
         if (!mm.IsAlive)
         {
-            ThrowHelper.ThrowHmm(Errno.ESRCH, $"Address space '{mm.Name}' has exited.");
+            MirroringThrowHelper.ThrowExited(mm);
         }
 
         mm.AssertMmapLocked();

@@ -26,8 +26,9 @@ namespace Hmm;
 /// the driver's lock, from a callback) and by the owning <see cref="MmuNotifierSubscriptions"/> under its lock
 /// at insert time; it is read with volatile reads. The tree links, the deferred-list links and the state belong
 /// to the owner and change only under the owner's lock (see <see cref="MmuNotifierSubscriptions"/>).</para>
-/// <para>Internally the interval is closed, <c>[Start, Last]</c> with <c>Last = End - 1</c>, like the kernel's
-/// interval tree.</para>
+/// <para>The interval is closed, <c>[Start, Last]</c>, like the kernel's interval tree; <see cref="End"/> is
+/// <c>Last + 1</c> except for an interval that includes the top address, whose one-past-the-end does not fit in
+/// 64 bits (see <see cref="End"/>).</para>
 /// </remarks>
 public sealed class MmuIntervalNotifier
 {
@@ -70,46 +71,49 @@ public sealed class MmuIntervalNotifier
         Removed,
     }
 
-    /// <summary>The first address of the interval, page aligned.</summary>
+    /// <summary>The first address of the interval (<c>interval_tree.start</c>).</summary>
     public ulong Start { get; }
 
-    /// <summary>One past the last address of the interval, page aligned.</summary>
-    public ulong End => Last + 1;
+    /// <summary>The last address of the interval, inclusive (<c>interval_tree.last</c>): <c>start + length - 1</c>.</summary>
+    public ulong Last { get; }
+
+    /// <summary>
+    /// One past the last address of the interval: <see cref="Last"/> + 1, except when <see cref="Last"/> is
+    /// <see cref="ulong.MaxValue"/>, where it saturates at <see cref="ulong.MaxValue"/> (the value the kernel's
+    /// ranges use for "to the top", as the release range <c>[0, ULONG_MAX)</c> does). Only then does
+    /// <c>[Start, End)</c> leave out the top address; <see cref="Last"/> is always exact.
+    /// </summary>
+    public ulong End => Last == ulong.MaxValue ? ulong.MaxValue : Last + 1;
 
     /// <summary>The driver's callbacks.</summary>
-    public IMmuIntervalNotifierOps Ops { get; }
+    internal IMmuIntervalNotifierOps Ops { get; }
 
-    /// <summary>The address space's notifier subscriptions this interval belongs to (<c>interval_sub->mm</c>).</summary>
-    public MmuNotifierSubscriptions Subscriptions { get; }
+    /// <summary>The address space's notifier subscriptions this interval belongs to.</summary>
+    internal MmuNotifierSubscriptions Subscriptions { get; }
 
-    /// <summary>The address space this subscription watches (<c>notifier->mm</c>).</summary>
-    /// <exception cref="HmmException"><see cref="Errno.EINVAL"/>: the subscriptions are not attached to an address space.</exception>
-    public Mm Mm => Subscriptions.Mm ?? throw new HmmException(Errno.EINVAL, "This subscription belongs to notifier subscriptions that are not attached to an address space.");
+    /// <summary>The address space this subscription watches (<c>interval_sub->mm</c>).</summary>
+    public Mm Mm => Subscriptions.Mm ?? MirroringThrowHelper.ThrowDetached<Mm>();
 
     /// <summary>
     /// Subscribes to invalidations of <c>[start, start + length)</c> of an address space
     /// (<c>mmu_interval_notifier_insert</c>).
     /// </summary>
     /// <param name="mm">The address space; alive.</param>
-    /// <param name="start">The first address, page aligned.</param>
-    /// <param name="length">Bytes, page aligned and positive.</param>
+    /// <param name="start">The first address.</param>
+    /// <param name="length">Bytes, not zero, not wrapping past <see cref="ulong.MaxValue"/>; <c>(0, ulong.MaxValue)</c> watches the whole address space.</param>
     /// <param name="ops">The driver's invalidate callback.</param>
     /// <returns>The subscription.</returns>
     /// <exception cref="ArgumentNullException">An argument is null.</exception>
-    /// <exception cref="HmmException">As <see cref="MmuNotifierSubscriptions.Of"/> and <see cref="MmuNotifierSubscriptions.Insert"/>.</exception>
+    /// <exception cref="HmmException">Error model: invalid argument or state, as <see cref="MmuNotifierSubscriptions.Of"/> and <see cref="MmuNotifierSubscriptions.Insert"/>.</exception>
     public static MmuIntervalNotifier Insert(Mm mm, ulong start, ulong length, IMmuIntervalNotifierOps ops) =>
         MmuNotifierSubscriptions.Of(mm).Insert(start, length, ops);
 
     /// <summary>Removes this subscription (<c>mmu_interval_notifier_remove</c>); see <see cref="MmuNotifierSubscriptions.Remove"/>.</summary>
-    /// <exception cref="KernelBugException">Called from inside a notifier callback, or twice.</exception>
+    /// <exception cref="KernelBugException">Error model: broken invariant. Called from inside a notifier callback, or twice.</exception>
     public void Remove() => Subscriptions.Remove(this);
 
-
     /// <summary>Whether <see cref="MmuNotifierSubscriptions.Remove"/> has completed for this subscription.</summary>
-    public bool IsRemoved => _state == IntervalState.Removed;
-
-    /// <summary>The last address of the interval (inclusive), as the kernel's tree stores it.</summary>
-    internal ulong Last { get; }
+    internal bool IsRemoved => _state == IntervalState.Removed;
 
     /// <summary>
     /// Begins a read-side critical section over the interval (<c>mmu_interval_read_begin</c>). If an
@@ -118,7 +122,7 @@ public sealed class MmuIntervalNotifier
     /// </summary>
     /// <returns>The sequence to pass to <see cref="ReadRetry"/> or <see cref="CheckRetry"/>. This call does not loop:
     /// a retry may already be due by the time it returns.</returns>
-    /// <exception cref="KernelBugException">Called from inside a notifier callback (it would deadlock), or after
+    /// <exception cref="KernelBugException">Error model: broken invariant. Called from inside a notifier callback (it would deadlock), or after
     /// the subscription was removed.</exception>
     public ulong ReadBegin() => Subscriptions.ReadBegin(this);
 
@@ -148,7 +152,7 @@ public sealed class MmuIntervalNotifier
     /// <see cref="ReadRetry"/>, with the sequence the callback received.
     /// </summary>
     /// <param name="currentSequence">The <c>currentSequence</c> argument of the callback; always odd.</param>
-    /// <exception cref="KernelBugException"><paramref name="currentSequence"/> is even, so it cannot be the value a
+    /// <exception cref="KernelBugException">Error model: broken invariant. <paramref name="currentSequence"/> is even, so it cannot be the value a
     /// callback received; nothing changes.</exception>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void SetSequence(ulong currentSequence)
@@ -161,8 +165,9 @@ public sealed class MmuIntervalNotifier
         Volatile.Write(ref _invalidateSeq, currentSequence);
     }
 
-    /// <inheritdoc/>
-    public override string ToString() => $"interval [0x{Start:x}, 0x{End:x})";
+    /// <summary>Formats the interval closed, <c>[Start, Last]</c>, which is exact even when it includes the top address.</summary>
+    /// <returns>For example <c>interval [0x1000, 0x1fff]</c>.</returns>
+    public override string ToString() => $"interval [0x{Start:x}, 0x{Last:x}]";
 
     /// <summary>The subscription's sequence word, read by the owner under its lock.</summary>
     internal ulong SequenceUnsynchronized

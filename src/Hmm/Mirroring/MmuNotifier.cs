@@ -21,14 +21,15 @@ public sealed class MmuNotifier
         Ops = ops;
     }
 
-    /// <summary>The driver's callbacks.</summary>
-    public IMmuNotifierOps Ops { get; }
-
-    /// <summary>The address space's notifier subscriptions this notifier is registered on.</summary>
+    /// <summary>The address space's notifier subscriptions this notifier is registered on: where to
+    /// <see cref="MmuNotifierSubscriptions.Unregister"/> it, also after the address space has exited.</summary>
     public MmuNotifierSubscriptions Subscriptions { get; }
 
+    /// <summary>The driver's callbacks.</summary>
+    internal IMmuNotifierOps Ops { get; }
+
     /// <summary>Whether <see cref="IMmuNotifierOps.Release"/> has been called (or is being called).</summary>
-    public bool IsReleased => Volatile.Read(ref _released) != 0;
+    internal bool IsReleased => Volatile.Read(ref _released) != 0;
 
     /// <summary>Claims the one release callback; true for the single caller that must run it.</summary>
     internal bool TryClaimRelease() => Interlocked.Exchange(ref _released, 1) == 0;

@@ -13,8 +13,10 @@ public sealed partial class MmuNotifierSubscriptions
     /// <param name="ops">The driver's callbacks.</param>
     /// <returns>The registration, for <see cref="Unregister"/>.</returns>
     /// <exception cref="ArgumentNullException"><paramref name="ops"/> is null.</exception>
-    /// <exception cref="HmmException"><see cref="Errno.ENODEV"/>: the address space was released. Nothing changes.</exception>
-    /// <exception cref="KernelBugException">Called from inside a notifier callback; nothing changes.</exception>
+    /// <exception cref="HmmException">Error model: invalid state. <see cref="Errno.EINVAL"/>: the address space has
+    /// exited and its notifiers were released (the kernel's register requires <c>mm_users &gt; 0</c>). Nothing
+    /// changes.</exception>
+    /// <exception cref="KernelBugException">Error model: broken invariant. Called from inside a notifier callback; nothing changes.</exception>
     /// <remarks>If invalidations are in progress, sleeps until none is (the kernel's register takes the mmap lock
     /// for writing and every reverse-map lock, which keeps invalidations out), so that the new notifier sees
     /// only complete start/end pairs. Do not call it from a thread that is between a start and an end.</remarks>
@@ -29,9 +31,9 @@ public sealed partial class MmuNotifierSubscriptions
         var notifier = new MmuNotifier(this, ops);
         lock (_lock)
         {
-            if (_released)
+            if (_released || Mm is { IsAlive: false })
             {
-                MirroringThrowHelper.ThrowReleased("Register");
+                MirroringThrowHelper.ThrowReleased("Register", Mm);
             }
 
             if (_openRanges != 0)
@@ -50,9 +52,9 @@ public sealed partial class MmuNotifierSubscriptions
                 }
             }
 
-            if (_released)
+            if (_released || Mm is { IsAlive: false })
             {
-                MirroringThrowHelper.ThrowReleased("Register");
+                MirroringThrowHelper.ThrowReleased("Register", Mm);
             }
 
             MmuNotifier[] old = _notifiers;
@@ -72,7 +74,7 @@ public sealed partial class MmuNotifierSubscriptions
     /// </summary>
     /// <param name="notifier">A registration from <see cref="Register"/> on this address space.</param>
     /// <exception cref="ArgumentNullException"><paramref name="notifier"/> is null.</exception>
-    /// <exception cref="KernelBugException">Called from inside a notifier callback; the notifier belongs to another
+    /// <exception cref="KernelBugException">Error model: broken invariant. Called from inside a notifier callback; the notifier belongs to another
     /// address space; or it was already unregistered. Nothing changes.</exception>
     /// <remarks>Works after <see cref="Release"/> too. The caller must not hold a lock that a callback takes: the
     /// call waits for running callbacks to finish.</remarks>

@@ -22,7 +22,7 @@ public sealed partial class MmuNotifierSubscriptions
     /// invalidation is already ended, and the caller must neither change the range nor call
     /// <see cref="InvalidateRangeEnd"/>.
     /// </returns>
-    /// <exception cref="KernelBugException">The range is empty or reversed; nothing changes.</exception>
+    /// <exception cref="KernelBugException">Error model: broken invariant. The range is empty or reversed; nothing changes.</exception>
     /// <remarks>
     /// <para>May run on several threads at once and may nest on one thread. Allocates nothing.</para>
     /// <para>A refusal by a classic notifier also ends the interval half of the invalidation, so that false
@@ -31,11 +31,11 @@ public sealed partial class MmuNotifierSubscriptions
     /// started get their end) and the exception propagates; the caller must not call
     /// <see cref="InvalidateRangeEnd"/>.</para>
     /// </remarks>
-    public bool InvalidateRangeStart(in MmuNotifierRange range)
+    internal bool InvalidateRangeStart(in MmuNotifierRange range)
     {
         if (range.Start >= range.End)
         {
-            MirroringThrowHelper.ThrowEmptyRange(range);
+            MirroringThrowHelper.ThrowEmptyRange(range.Start, range.End);
         }
 
         HmmMetrics.Invalidations.Add(1);
@@ -89,15 +89,15 @@ public sealed partial class MmuNotifierSubscriptions
     /// sleepers wake. Then calls <see cref="IMmuNotifierOps.InvalidateRangeEnd"/> on each classic notifier.
     /// </summary>
     /// <param name="range">The range passed to the <see cref="InvalidateRangeStart"/> that returned true.</param>
-    /// <exception cref="KernelBugException">The range is empty, or no invalidation is open at all; nothing
+    /// <exception cref="KernelBugException">Error model: broken invariant. The range is empty, or no invalidation is open at all; nothing
     /// changes.</exception>
     /// <remarks>Allocates nothing. If a classic end callback throws, the remaining ones are skipped and the
     /// exception propagates; the invalidation is ended regardless.</remarks>
-    public void InvalidateRangeEnd(in MmuNotifierRange range)
+    internal void InvalidateRangeEnd(in MmuNotifierRange range)
     {
         if (range.Start >= range.End)
         {
-            MirroringThrowHelper.ThrowEmptyRange(range);
+            MirroringThrowHelper.ThrowEmptyRange(range.Start, range.End);
         }
 
         // The array is read before this invalidation's open count is dropped, so a notifier registered meanwhile
@@ -143,16 +143,16 @@ public sealed partial class MmuNotifierSubscriptions
     /// The address space is exiting (<c>mmu_notifier_release</c>): every interval subscription gets
     /// <see cref="IMmuIntervalNotifierOps.Invalidate"/> once with <see cref="MmuNotifierEvent.Release"/> over
     /// <c>[0, ulong.MaxValue)</c>, blockable; then every classic notifier gets <see cref="IMmuNotifierOps.Release"/>
-    /// (unless <see cref="Unregister"/> already delivered it) and is dropped from the list. Afterwards
-    /// <see cref="Insert"/> and <see cref="Register"/> fail with <see cref="Errno.ENODEV"/>; subscriptions stay in
-    /// the tree until the driver removes them, and later invalidations (the exit's own unmapping) still reach
-    /// them. A second call does nothing.
+    /// (unless <see cref="Unregister"/> already delivered it) and is dropped from the list, so it gets no callback
+    /// afterwards. Then <see cref="Insert"/> and <see cref="Register"/> fail with <see cref="Errno.EINVAL"/>;
+    /// interval subscriptions stay in the tree until the driver removes them, and later invalidations (the exit's
+    /// own <see cref="MmuNotifierEvent.Unmap"/> of every area) still reach them. A second call does nothing.
     /// </summary>
-    /// <exception cref="KernelBugException">Called from inside a notifier callback; nothing changes.</exception>
+    /// <exception cref="KernelBugException">Error model: broken invariant. Called from inside a notifier callback; nothing changes.</exception>
     /// <remarks>If an invalidation that hit the tree is in progress, this call first sleeps until it ends, so
     /// that subscriptions whose insert was deferred are in the tree and get their release callback too. If a
     /// callback throws, the remaining ones are skipped and the exception propagates.</remarks>
-    public void Release()
+    internal void Release()
     {
         if (s_callbackDepth != 0)
         {
@@ -357,7 +357,7 @@ public sealed partial class MmuNotifierSubscriptions
         {
             if (_openRanges == 0)
             {
-                MirroringThrowHelper.ThrowEndWithoutStart(range);
+                MirroringThrowHelper.ThrowEndWithoutStart(range.Start, range.End);
             }
 
             EndInvalidationUnsynchronized(closeOpenRange);

@@ -7,10 +7,10 @@ namespace Hmm;
 /// <summary>
 /// The MMU notifier subscriptions of one address space (<c>struct mmu_notifier_subscriptions</c>, reached in the
 /// kernel as <c>mm->notifier_subscriptions</c>): the interval subscriptions in an interval tree with their
-/// collision-retry sequence, and the classic whole-address-space notifiers. The address space calls
-/// <see cref="InvalidateRangeStart"/> and <see cref="InvalidateRangeEnd"/> around every change to its page tables
-/// and <see cref="Release"/> when it exits; drivers call <see cref="Insert"/>, <see cref="Remove"/>,
-/// <see cref="Register"/> and <see cref="Unregister"/>.
+/// collision-retry sequence, and the classic whole-address-space notifiers. Reached with <see cref="Of"/>. The
+/// address space (and only it) calls <see cref="InvalidateRangeStart"/> and <see cref="InvalidateRangeEnd"/>
+/// around every change to its page tables and <see cref="Release"/> when it exits; drivers call
+/// <see cref="Insert"/>, <see cref="Remove"/>, <see cref="Register"/> and <see cref="Unregister"/>.
 /// </summary>
 /// <remarks>
 /// <para>The sequence scheme. <see cref="InvalidateSequence"/> starts at 2 and is even while no interval is being
@@ -48,11 +48,6 @@ namespace Hmm;
 /// </remarks>
 public sealed partial class MmuNotifierSubscriptions : IMmNotifierChain
 {
-    /// <summary>Bits of user virtual address: an interval must end at or below 2^48.</summary>
-    internal const int VirtualAddressBits = 48;
-
-    private const ulong AddressLimit = 1UL << VirtualAddressBits;
-
     // Per thread: how many notifier callbacks of any address space this thread is inside (see the remarks).
     [ThreadStatic]
     private static int s_callbackDepth;
@@ -87,9 +82,10 @@ public sealed partial class MmuNotifierSubscriptions : IMmNotifierChain
 
     private long _ignoredBlockableFailures;
 
-    /// <summary>Creates notifier subscriptions not attached to an address space (for tests of the protocol alone).</summary>
+    /// <summary>Creates notifier subscriptions not attached to an address space, for tests of the protocol alone.
+    /// Drivers reach an address space's subscriptions with <see cref="Of"/>.</summary>
     /// <param name="logger">Where driver bugs and releases are logged; null for none.</param>
-    public MmuNotifierSubscriptions(ILogger? logger = null)
+    internal MmuNotifierSubscriptions(ILogger? logger = null)
     {
         _logger = logger ?? NullLogger.Instance;
     }
@@ -100,8 +96,8 @@ public sealed partial class MmuNotifierSubscriptions : IMmNotifierChain
         Mm = mm;
     }
 
-    /// <summary>The address space these subscriptions belong to; null for detached ones.</summary>
-    public Mm? Mm { get; }
+    /// <summary>The address space these subscriptions belong to; null for detached ones (tests only).</summary>
+    internal Mm? Mm { get; }
 
     /// <summary>
     /// The subscriptions of an address space, created on first use (the kernel registers
@@ -111,7 +107,7 @@ public sealed partial class MmuNotifierSubscriptions : IMmNotifierChain
     /// <param name="mm">The address space.</param>
     /// <returns>Its subscriptions.</returns>
     /// <exception cref="ArgumentNullException"><paramref name="mm"/> is null.</exception>
-    /// <exception cref="HmmException"><see cref="Errno.EINVAL"/>: the address space has exited (the kernel WARNs and returns -EINVAL when <c>mm_users</c> is 0).</exception>
+    /// <exception cref="HmmException">Error model: invalid state. <see cref="Errno.EINVAL"/>: the address space has exited (the kernel WARNs and returns -EINVAL when <c>mm_users</c> is 0).</exception>
     public static MmuNotifierSubscriptions Of(Mm mm)
     {
         ArgumentNullException.ThrowIfNull(mm);
@@ -125,7 +121,7 @@ public sealed partial class MmuNotifierSubscriptions : IMmNotifierChain
 
     /// <summary>The current invalidation sequence (<c>invalidate_seq</c>): starts at 2, odd while an invalidation
     /// that intersects a subscription is in progress. A snapshot, for diagnostics and tests.</summary>
-    public ulong InvalidateSequence
+    internal ulong InvalidateSequence
     {
         get
         {
@@ -138,10 +134,10 @@ public sealed partial class MmuNotifierSubscriptions : IMmNotifierChain
 
     /// <summary>Whether the sequence is odd: an invalidation that hit the tree is in progress and the tree is
     /// frozen (<c>mn_itree_is_invalidating</c>). A snapshot.</summary>
-    public bool IsInvalidating => (InvalidateSequence & 1) != 0;
+    internal bool IsInvalidating => (InvalidateSequence & 1) != 0;
 
     /// <summary>Invalidations between start and end right now (<c>active_invalidate_ranges</c>). A snapshot.</summary>
-    public long ActiveInvalidateRanges
+    internal long ActiveInvalidateRanges
     {
         get
         {
@@ -153,7 +149,7 @@ public sealed partial class MmuNotifierSubscriptions : IMmNotifierChain
     }
 
     /// <summary>Whether <see cref="Release"/> has run: the address space is exiting.</summary>
-    public bool IsReleased
+    internal bool IsReleased
     {
         get
         {
@@ -185,10 +181,11 @@ public sealed partial class MmuNotifierSubscriptions : IMmNotifierChain
 
     /// <summary>
     /// Subscribes <paramref name="ops"/> to invalidations that intersect <c>[start, start + length)</c>
-    /// (<c>mmu_interval_notifier_insert</c>).
+    /// (<c>mmu_interval_notifier_insert</c>). As in the kernel, any interval that does not wrap is accepted,
+    /// aligned or not and wherever it lies: the kernel's test driver watches <c>[0, ULONG_MAX &amp; PAGE_MASK)</c>.
     /// </summary>
-    /// <param name="start">First address, page aligned.</param>
-    /// <param name="length">Bytes, page aligned, not zero.</param>
+    /// <param name="start">First address.</param>
+    /// <param name="length">Bytes, not zero; <c>start + length - 1</c> must not pass <see cref="ulong.MaxValue"/>.</param>
     /// <param name="ops">The driver's callback.</param>
     /// <returns>
     /// The subscription. If an invalidation is in progress, it may not be in the tree yet, exactly as in the
@@ -197,10 +194,10 @@ public sealed partial class MmuNotifierSubscriptions : IMmNotifierChain
     /// mappings of the range.
     /// </returns>
     /// <exception cref="ArgumentNullException"><paramref name="ops"/> is null.</exception>
-    /// <exception cref="HmmException"><see cref="Errno.EOVERFLOW"/>: <paramref name="length"/> is zero or the end
-    /// overflows. <see cref="Errno.EINVAL"/>: <paramref name="start"/> or <paramref name="length"/> is not page
-    /// aligned, or the interval reaches beyond 2^48. <see cref="Errno.ENODEV"/>: the address space was released.
-    /// Nothing changes on any error.</exception>
+    /// <exception cref="HmmException">Error model: invalid argument or state. <see cref="Errno.EOVERFLOW"/>:
+    /// <paramref name="length"/> is zero or the last address wraps (the kernel's only argument check).
+    /// <see cref="Errno.EINVAL"/>: the address space has exited and its notifiers were released (the kernel WARNs
+    /// and returns <c>-EINVAL</c> when <c>mm_users</c> is 0). Nothing changes on any error.</exception>
     /// <remarks>The sequence of the new subscription follows the kernel: when idle it is the global sequence
     /// minus one (odd, and different from it); when an invalidation is active it equals the global (odd)
     /// sequence, so a <see cref="MmuIntervalNotifier.ReadBegin"/> waits. If invalidations are active but none hit
@@ -215,22 +212,12 @@ public sealed partial class MmuNotifierSubscriptions : IMmNotifierChain
         }
 
         ulong last = start + (length - 1);
-        if (!PageSize.IsAligned(start) || !PageSize.IsAligned(length))
-        {
-            MirroringThrowHelper.ThrowInsertUnaligned(start, length);
-        }
-
-        if (last >= AddressLimit)
-        {
-            MirroringThrowHelper.ThrowInsertBeyondAddressSpace(start, length);
-        }
-
         var subscription = new MmuIntervalNotifier(this, start, last, ops);
         lock (_lock)
         {
-            if (_released)
+            if (_released || Mm is { IsAlive: false })
             {
-                MirroringThrowHelper.ThrowReleased("Insert");
+                MirroringThrowHelper.ThrowReleased("Insert", Mm);
             }
 
             InsertUnsynchronized(subscription);
@@ -246,7 +233,7 @@ public sealed partial class MmuNotifierSubscriptions : IMmNotifierChain
     /// </summary>
     /// <param name="subscription">A subscription from <see cref="Insert"/> on this address space.</param>
     /// <exception cref="ArgumentNullException"><paramref name="subscription"/> is null.</exception>
-    /// <exception cref="KernelBugException">Called from inside a notifier callback (it would deadlock); the
+    /// <exception cref="KernelBugException">Error model: broken invariant. Called from inside a notifier callback (it would deadlock); the
     /// subscription belongs to another address space; or it was already removed. Nothing changes.</exception>
     /// <remarks>The caller must not hold a lock that a callback takes: the sleep waits for callbacks to
     /// finish. A subscription whose insert is still deferred is dropped at once, without sleeping: no callback

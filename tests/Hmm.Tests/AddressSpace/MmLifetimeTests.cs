@@ -307,7 +307,9 @@ public class MmLifetimeTests
         _mm.Put();
 
         chain.Releases.Should().Be(1);
-        chain.Calls.Should().ContainSingle().Which.Kind.Should().Be(NotifierCallKind.Release);
+        chain.Calls.Should().Equal(
+            [new NotifierCall(NotifierCallKind.Release, 0, 0, MmuNotifierEvent.Release), .. NotifierCall.Pair(0, ulong.MaxValue, MmuNotifierEvent.Unmap)],
+            "exit_mmap releases the notifiers, then unmaps every area inside one UNMAP of the whole space");
         chain.ShouldBeBalanced();
     }
 

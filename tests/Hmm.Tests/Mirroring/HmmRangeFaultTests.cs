@@ -308,6 +308,91 @@ public class HmmRangeFaultTests
     }
 
     [Fact]
+    public void RangeAboveUserSpaceGivesErrorInASnapshotAndEfaultWhenAFaultIsRequested()
+    {
+        // test_hmm watches the whole address space; hmm_range_fault finds no area above TASK_SIZE.
+        ulong top = Map(2, at: Mm.TaskSize - (2 * Page));
+        _mm.Write(top, [7]);
+        MmuIntervalNotifier notifier = MmuIntervalNotifier.Insert(_mm, 0, ulong.MaxValue & ~(Page - 1), new SequenceOnlyOps());
+        ulong[] straddling = Filled(4, Sentinel);
+
+        FaultOnce(notifier, top, 4, straddling, defaultFlags: 0).Should().Be(Errno.None);
+
+        straddling[0].Should().Be(CpuPfns(top, 1)[0] | HmmPfn.Valid | HmmPfn.Write);
+        straddling[1].Should().Be(0);
+        straddling[2..].Should().OnlyContain(p => p == HmmPfn.Error);
+
+        ulong[] above = Filled(4, Sentinel);
+        FaultOnce(notifier, Mm.TaskSize, 4, above, defaultFlags: 0).Should().Be(Errno.None);
+        above.Should().OnlyContain(p => p == HmmPfn.Error);
+
+        ulong[] faulted = Filled(4, Sentinel);
+        FaultOnce(notifier, Mm.TaskSize, 4, faulted, HmmPfn.RequestFault).Should().Be(Errno.EFAULT);
+        faulted.Should().OnlyContain(p => p == Sentinel, "the walk fails before filling the hole");
+
+        ulong highest = ulong.MaxValue - (3 * Page) + 1;
+        ulong[] atTheTop = Filled(2, Sentinel);
+        FaultOnce(notifier, highest, 2, atTheTop, defaultFlags: 0).Should().Be(Errno.None);
+        atTheTop.Should().OnlyContain(p => p == HmmPfn.Error);
+        FaultOnce(notifier, highest, 2, Filled(2, Sentinel), FaultWrite).Should().Be(Errno.EFAULT);
+
+        ulong[] mixed = [0, HmmPfn.RequestFault, 0, 0];
+        FaultOnce(notifier, top, 4, mixed, defaultFlags: 0, mask: HmmPfn.RequestFault).Should().Be(Errno.None, "only the mapped page requests a fault");
+        mixed[1].Should().Be(s_zero | HmmPfn.Valid);
+        mixed[2..].Should().OnlyContain(p => p == HmmPfn.Error);
+        FaultOnce(notifier, top, 4, new ulong[4], HmmPfn.RequestFault).Should().Be(Errno.EFAULT);
+    }
+
+    [Fact]
+    public void MixedMapAreaIsWalkedAndFaultedLikeAnyOther()
+    {
+        ulong a = Map(4);
+        _mm.Write(a, [5]);
+        using (_mm.MmapWriteLock())
+        {
+            _mm.FindVma(a)!.Flags |= VmFlags.MixedMap;
+        }
+
+        MmuIntervalNotifier notifier = Watch(a, 4);
+        ulong[] pfns = Filled(4, Sentinel);
+
+        FaultOnce(notifier, a, 4, pfns, defaultFlags: 0).Should().Be(Errno.None);
+        pfns[0].Should().Be(CpuPfns(a, 1)[0] | HmmPfn.Valid | HmmPfn.Write);
+        pfns[1..].Should().OnlyContain(p => p == 0);
+
+        FaultOnce(notifier, a, 4, pfns, FaultWrite).Should().Be(Errno.None);
+        pfns.Should().OnlyContain(p => (p & (HmmPfn.Valid | HmmPfn.Write)) == (HmmPfn.Valid | HmmPfn.Write));
+        CpuPfns(a, 4).Should().NotContain(0UL);
+    }
+
+    [Theory]
+    [InlineData(VmFlags.Io)]
+    [InlineData(VmFlags.PfnMap)]
+    public void IoAreaNextToANormalOneGivesErrorOnlyForItsOwnPages(VmFlags flag)
+    {
+        ulong a = Map(2);
+        ulong io = Map(2, at: a + (2 * Page));
+        _mm.Write(a, [1]);
+        _mm.Write(io, [2]);
+        using (_mm.MmapWriteLock())
+        {
+            _mm.FindVma(io)!.Flags |= flag;
+        }
+
+        MmuIntervalNotifier notifier = Watch(a, 4);
+        ulong[] before = CpuPfns(a, 4);
+        ulong[] pfns = [HmmPfn.RequestFault, 0, 0, 0];
+
+        FaultOnce(notifier, a, 4, pfns, defaultFlags: 0, mask: HmmPfn.RequestFault).Should().Be(Errno.None);
+        pfns[0].Should().Be(before[0] | HmmPfn.Valid | HmmPfn.Write);
+        pfns[2..].Should().OnlyContain(p => p == HmmPfn.Error, "the I/O area's present page is not reported");
+
+        ulong[] requested = [0, 0, HmmPfn.RequestFault, 0];
+        FaultOnce(notifier, a, 4, requested, defaultFlags: 0, mask: HmmPfn.RequestFault).Should().Be(Errno.EFAULT);
+        CpuPfns(a, 4).Should().Equal(before);
+    }
+
+    [Fact]
     public void WriteRequestOnAReadOnlyAreaGivesEpermAndFaultsNothing()
     {
         ulong a = Map(4, Protection.Read);
@@ -495,7 +580,7 @@ public class HmmRangeFaultTests
 
     public static TheoryData<string> BadInputs => new()
     {
-        "null notifier", "unaligned start", "unaligned end", "empty", "end below start", "end beyond task size", "short array",
+        "null notifier", "unaligned start", "unaligned end", "empty", "end below start", "short array",
     };
 
     [Theory]
@@ -512,7 +597,6 @@ public class HmmRangeFaultTests
             "unaligned end" => (notifier, a, a + (3 * Page) + 1, pfns),
             "empty" => (notifier, a, a, pfns),
             "end below start" => (notifier, a + (2 * Page), a, pfns),
-            "end beyond task size" => (notifier, Mm.TaskSize - (2 * Page), Mm.TaskSize + (2 * Page), pfns),
             "short array" => (notifier, a, a + (4 * Page), pfns[..3]),
             _ => throw new ArgumentOutOfRangeException(nameof(what)),
         };

@@ -40,6 +40,38 @@ public class IntervalTreeTests
     }
 
     [Fact]
+    public void IntervalsReachingTheTopAddressAreFoundWithoutOverflow()
+    {
+        var tree = new IntervalTree();
+        MmuIntervalNotifier top = Node(ulong.MaxValue, ulong.MaxValue);
+        MmuIntervalNotifier belowTop = Node(0, ulong.MaxValue - 1);
+        MmuIntervalNotifier whole = Node(0, ulong.MaxValue);
+        MmuIntervalNotifier low = Node(0, 0xFFF);
+        tree.Insert(low);
+        tree.Insert(top);
+        tree.Insert(belowTop);
+        tree.Insert(whole);
+        CheckInvariants(tree, "after inserting intervals that end at the top");
+
+        SameNodes(Collect(tree, ulong.MaxValue, ulong.MaxValue), top, whole);
+        SameNodes(Collect(tree, ulong.MaxValue - 1, ulong.MaxValue - 1), belowTop, whole);
+        SameNodes(Collect(tree, 0, ulong.MaxValue - 1), low, belowTop, whole);
+        SameNodes(Collect(tree, 0x1000, ulong.MaxValue), top, belowTop, whole);
+        whole.End.Should().Be(ulong.MaxValue, "one past the top does not fit in 64 bits: End saturates");
+        whole.Last.Should().Be(ulong.MaxValue);
+        belowTop.End.Should().Be(ulong.MaxValue);
+        belowTop.Last.Should().Be(ulong.MaxValue - 1);
+        whole.ToString().Should().Be("interval [0x0, 0xffffffffffffffff]", "the closed form is exact at the top");
+        belowTop.ToString().Should().Be("interval [0x0, 0xfffffffffffffffe]");
+
+        tree.Remove(whole);
+        tree.Remove(top);
+        CheckInvariants(tree, "after removing the intervals that end at the top");
+        Collect(tree, ulong.MaxValue, ulong.MaxValue).Should().BeEmpty();
+        Collect(tree, ulong.MaxValue - 1, ulong.MaxValue).Should().Equal(belowTop);
+    }
+
+    [Fact]
     public void RandomOperationsMatchBruteForceModel()
     {
         const int Seed = 20240611;
@@ -110,6 +142,12 @@ public class IntervalTreeTests
         tree.Root!._treeHeight.Should().BeLessThanOrEqualTo(18, "an AVL tree of 4096 nodes is at most 1.44 log2(n) high");
         CheckInvariants(tree, "sorted");
         Collect(tree, 4096 * 100, (4096 * 102) - 1).Select(n => n.Start).Should().Equal(4096UL * 100, 4096UL * 101);
+    }
+
+    private static void SameNodes(List<MmuIntervalNotifier> actual, params MmuIntervalNotifier[] expected)
+    {
+        actual.Should().HaveCount(expected.Length);
+        actual.Should().OnlyContain(node => expected.Any(e => ReferenceEquals(e, node)));
     }
 
     internal static MmuIntervalNotifier Node(ulong start, ulong last) => new(s_owner, start, last, NoOps.Instance);

@@ -281,6 +281,11 @@ public class MirrorContractTests
 
         private static readonly TimeSpan s_hang = TimeSpan.FromSeconds(60);
 
+        // The race-window dice of the worker running on this thread (from the run's seed), set for the length of
+        // Work: AfterWalk runs on the thread that mirrors, so each worker's choices come from its own seeded source.
+        [ThreadStatic]
+        private static Random? s_windowRandom;
+
         private readonly int _seed;
         private readonly PhysicalMemory _memory = new(new PhysicalMemoryOptions { RamBytes = 64UL << 20 });
         private readonly Mm _mm;
@@ -308,7 +313,7 @@ public class MirrorContractTests
 
             for (int i = 0; i < Workers; i++)
             {
-                _regions[i] = new Region(i, StressBase + ((ulong)i * RegionPages * Page), new Random(unchecked((seed * 7919) + i)));
+                _regions[i] = new Region(i, StressBase + ((ulong)i * RegionPages * Page), new Random(unchecked((seed * 7919) + i)), new Random(unchecked((seed * 104_729) + i)));
             }
         }
 
@@ -349,10 +354,16 @@ public class MirrorContractTests
         }
 
         // Lets the other workers run between walk and update now and then, so invalidations land in the window
-        // the sequence check must catch (a missed check then leaves a stale entry for the next batch check).
+        // the sequence check must catch (a missed check then leaves a stale entry for the next batch check). The
+        // dice come from the worker's seeded source, so a failing seed replays the same choices.
         private static void WidenRaceWindow()
         {
-            int dice = Random.Shared.Next(8);
+            if (s_windowRandom is not { } random)
+            {
+                return;
+            }
+
+            int dice = random.Next(8);
             if (dice == 0)
             {
                 Thread.Sleep(0);
@@ -365,6 +376,7 @@ public class MirrorContractTests
 
         private void Work(Region region, Barrier barrier)
         {
+            s_windowRandom = region.WindowRandom;
             try
             {
                 for (int operation = 0; operation < OperationsPerWorker; operation++)
@@ -387,6 +399,10 @@ public class MirrorContractTests
             catch (Exception error)
             {
                 Fail(new XunitException($"worker {region.Index}, {region.LastOperation}: {error}"));
+            }
+            finally
+            {
+                s_windowRandom = null;
             }
         }
 
@@ -641,11 +657,14 @@ public class MirrorContractTests
     }
 
     /// <summary>One worker's pages: their state and bytes (pages absent from <see cref="Data"/> read as zeros).</summary>
-    private sealed class Region(int index, ulong start, Random random)
+    private sealed class Region(int index, ulong start, Random random, Random windowRandom)
     {
         public int Index { get; } = index;
 
         public Random Random { get; } = random;
+
+        /// <summary>The dice of <c>WidenRaceWindow</c> while this region's worker mirrors.</summary>
+        public Random WindowRandom { get; } = windowRandom;
 
         public PageState[] States { get; } = new PageState[StressRegionPages];
 

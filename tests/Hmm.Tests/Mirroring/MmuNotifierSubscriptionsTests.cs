@@ -401,7 +401,7 @@ public class MmuNotifierSubscriptionsTests
         subscriptions.IsReleased.Should().BeTrue();
         subscriptions.IsInvalidating.Should().BeFalse();
         ulong seq = subscriptions.InvalidateSequence;
-        FluentActions.Invoking(() => subscriptions.Insert(0, Page, ops)).Should().Throw<HmmException>().Which.Error.Should().Be(Errno.ENODEV);
+        FluentActions.Invoking(() => subscriptions.Insert(0, Page, ops)).Should().Throw<HmmException>().Which.Error.Should().Be(Errno.EINVAL);
         subscriptions.IntervalTreeCount.Should().Be(3);
         subscriptions.InvalidateSequence.Should().Be(seq);
 
@@ -459,10 +459,8 @@ public class MmuNotifierSubscriptionsTests
     [InlineData(0UL, 0UL, Errno.EOVERFLOW)]
     [InlineData(Page, 0UL, Errno.EOVERFLOW)]
     [InlineData(ulong.MaxValue - Page + 1, 2 * Page, Errno.EOVERFLOW)]
-    [InlineData(Page + 1, Page, Errno.EINVAL)]
-    [InlineData(Page, Page + 7, Errno.EINVAL)]
-    [InlineData(1UL << 48, Page, Errno.EINVAL)]
-    [InlineData((1UL << 48) - Page, 2 * Page, Errno.EINVAL)]
+    [InlineData(2UL, ulong.MaxValue, Errno.EOVERFLOW)]
+    [InlineData(ulong.MaxValue, 2UL, Errno.EOVERFLOW)]
     public void InsertErrorsChangeNothing(ulong start, ulong length, Errno error)
     {
         var subscriptions = new MmuNotifierSubscriptions();
@@ -478,6 +476,63 @@ public class MmuNotifierSubscriptionsTests
         subscriptions.InvalidateSequence.Should().Be(seq);
         subscriptions.InvalidateRangeEnd(Range(0, 1));
         subscriptions.IntervalTreeCount.Should().Be(1, "no deferred insert was queued either");
+    }
+
+    [Theory]
+    [InlineData(0UL, ulong.MaxValue & ~(Page - 1), ulong.MaxValue - Page)]
+    [InlineData(0UL, ulong.MaxValue, ulong.MaxValue - 1)]
+    [InlineData(1UL, ulong.MaxValue, ulong.MaxValue)]
+    [InlineData(ulong.MaxValue, 1UL, ulong.MaxValue)]
+    [InlineData(Page + 1, Page, (2 * Page) + 1 - 1)]
+    [InlineData(Page, Page + 7, (2 * Page) + 7 - 1)]
+    [InlineData(1UL << 48, Page, (1UL << 48) + Page - 1)]
+    [InlineData((1UL << 48) - Page, 2 * Page, (1UL << 48) + Page - 1)]
+    public void InsertAcceptsEveryIntervalTheKernelAccepts(ulong start, ulong length, ulong last)
+    {
+        var subscriptions = new MmuNotifierSubscriptions();
+        var ops = new RecordingIntervalOps();
+
+        MmuIntervalNotifier sub = subscriptions.Insert(start, length, ops);
+
+        sub.Start.Should().Be(start);
+        sub.Last.Should().Be(last);
+        sub.End.Should().Be(last == ulong.MaxValue ? ulong.MaxValue : last + 1, "End saturates when the interval includes the top address");
+        subscriptions.IntervalTreeCount.Should().Be(1);
+
+        // An exclusive range cannot end past the top, so the invalidation covers [last - 1, last) or [start, start + 1).
+        ulong hitAt = Math.Min(start, ulong.MaxValue - 1);
+        var range = new MmuNotifierRange(hitAt, hitAt + 1, MmuNotifierEvent.Clear);
+        ulong sequence = sub.ReadBegin();
+        subscriptions.InvalidateRangeStart(range).Should().BeTrue();
+        subscriptions.InvalidateRangeEnd(range);
+        bool hits = hitAt >= start;
+        sub.ReadRetry(sequence).Should().Be(hits);
+        ops.CallsFor(sub).Should().Be(hits ? 1 : 0);
+    }
+
+    [Fact]
+    public void WholeSpaceSubscriptionsSeeInvalidationsAtTheTopAndTheReleaseAsTheKernelDoes()
+    {
+        var subscriptions = new MmuNotifierSubscriptions();
+        var ops = new RecordingIntervalOps();
+        MmuIntervalNotifier testHmm = subscriptions.Insert(0, ulong.MaxValue & ~(Page - 1), ops);
+        MmuIntervalNotifier belowTop = subscriptions.Insert(0, ulong.MaxValue, ops);
+        MmuIntervalNotifier throughTop = subscriptions.Insert(Page, ulong.MaxValue - Page + 1, ops);
+        MmuIntervalNotifier topByte = subscriptions.Insert(ulong.MaxValue, 1, ops);
+        var topPage = new MmuNotifierRange(ulong.MaxValue - Page + 1, ulong.MaxValue, MmuNotifierEvent.Clear);
+
+        subscriptions.InvalidateRangeStart(topPage).Should().BeTrue();
+        subscriptions.InvalidateRangeEnd(topPage);
+
+        ops.Calls().Select(c => c.Subscription).Should().BeEquivalentTo([belowTop, throughTop], "the range's last address is ulong.MaxValue - 1");
+
+        subscriptions.Release();
+
+        ops.CallsFor(testHmm).Should().Be(1);
+        ops.CallsFor(belowTop).Should().Be(2);
+        ops.CallsFor(throughTop).Should().Be(2);
+        ops.CallsFor(topByte).Should().Be(0, "the release range [0, ULONG_MAX) leaves out the top address, in the kernel too");
+        subscriptions.IsInvalidating.Should().BeFalse();
     }
 
     [Fact]
