@@ -12,10 +12,14 @@ public static class Devm
     /// <param name="length">Bytes: a positive multiple of 2 MiB.</param>
     /// <returns>The claimed range.</returns>
     /// <exception cref="ArgumentNullException"><paramref name="device"/> is null.</exception>
-    /// <exception cref="HmmException">As <see cref="PhysicalMemory.RequestFreeRegion"/>, or as <see cref="ManagedDevice.AddActionOrReset"/> (the region is released again).</exception>
+    /// <exception cref="HmmException">
+    /// <see cref="Errno.ENODEV"/>: the device is unbinding (checked first; nothing is claimed). Otherwise as
+    /// <see cref="PhysicalMemory.RequestFreeRegion"/>, or as <see cref="ManagedDevice.AddActionOrReset"/> (the region is released again).
+    /// </exception>
     public static PhysicalRange RequestFreeRegion(ManagedDevice device, ulong length)
     {
         ArgumentNullException.ThrowIfNull(device);
+        device.ThrowIfUnbinding();
         PhysicalRange range = device.Memory.RequestFreeRegion(length, device.Name);
         device.AddOrReset(
             () =>
@@ -36,10 +40,15 @@ public static class Devm
     /// <param name="options">As for <see cref="Memremap.Map"/>.</param>
     /// <returns>The live pagemap.</returns>
     /// <exception cref="ArgumentNullException">An argument is null.</exception>
-    /// <exception cref="HmmException">As <see cref="Memremap.Map"/> and <see cref="ManagedDevice.AddActionOrReset"/>.</exception>
+    /// <exception cref="HmmException">
+    /// <see cref="Errno.ENODEV"/>: the device is unbinding (checked first; nothing is registered). Otherwise as
+    /// <see cref="Memremap.Map"/> and <see cref="ManagedDevice.AddActionOrReset"/>; nothing stays registered.
+    /// </exception>
     public static DevPagemap Map(ManagedDevice device, DevPagemapOptions options)
     {
         ArgumentNullException.ThrowIfNull(device);
+        ArgumentNullException.ThrowIfNull(options);
+        device.ThrowIfUnbinding();
         DevPagemap pagemap = Memremap.Map(device.Memory, options);
         pagemap.Device = device;
         device.TrackPagemap(pagemap);

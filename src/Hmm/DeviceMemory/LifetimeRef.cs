@@ -54,11 +54,11 @@ internal sealed class LifetimeRef
 
     /// <summary>Takes <paramref name="count"/> references unless the ref is dying (<c>percpu_ref_tryget_live_many</c>).</summary>
     /// <param name="count">How many references; at least 1.</param>
-    /// <returns>False once killed; nothing changes.</returns>
-    /// <exception cref="ArgumentOutOfRangeException"><paramref name="count"/> is below 1.</exception>
+    /// <returns>False once killed (whatever the count); nothing changes.</returns>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="count"/> is below 1: a caller bug inside the library.</exception>
     /// <exception cref="HmmException">
-    /// <see cref="Errno.EOVERFLOW"/>: the count would pass <see cref="MaxCount"/> (it would reach the dead bit
-    /// or wrap). Checked before the dying test's answer is acted on; nothing changes.
+    /// <see cref="Errno.EOVERFLOW"/>: on a live ref, the count would pass <see cref="MaxCount"/> (it would reach the
+    /// dead bit, e.g. <c>1L &lt;&lt; 62</c>, or wrap, e.g. <see cref="long.MaxValue"/>). Nothing changes.
     /// </exception>
     public bool TryGetLive(long count)
     {

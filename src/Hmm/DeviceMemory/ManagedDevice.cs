@@ -148,6 +148,18 @@ public sealed class ManagedDevice
         }
     }
 
+    /// <summary>
+    /// Refuses a device-managed registration on a device that is unbinding before anything is registered, so the
+    /// common case changes nothing; a registration racing the unbind start is still undone by <see cref="AddOrReset"/>.
+    /// </summary>
+    internal void ThrowIfUnbinding()
+    {
+        if (!IsBound)
+        {
+            ThrowHelper.ThrowHmm(Errno.ENODEV, $"Device '{Name}' is unbinding; no resource can be attached.");
+        }
+    }
+
     internal void TrackPagemap(DevPagemap pagemap)
     {
         lock (_lock)

@@ -77,8 +77,8 @@ public sealed partial class PhysicalMemory
     /// <summary>Arms failures of simulated kernel steps on this memory, to test error paths.</summary>
     public FaultInjector FaultInjection { get; } = new();
 
-    /// <summary>The logger the layers above use for this memory.</summary>
-    public ILogger Logger { get; }
+    /// <summary>The logger the library's layers above use for this memory (from <see cref="PhysicalMemoryOptions.Logger"/>). Internal: drivers keep their own.</summary>
+    internal ILogger Logger { get; }
 
     /// <summary>Whether the frame has a struct page (<c>pfn_valid</c>): RAM, or a registered device range.</summary>
     /// <param name="pfn">The frame.</param>

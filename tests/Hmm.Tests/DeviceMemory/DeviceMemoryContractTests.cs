@@ -322,6 +322,30 @@ public class DeviceMemoryContractTests
         await device.UnbindAsync().WaitAsync(TestMemory.Timeout);
     }
 
+    [Fact]
+    public async Task DevmCallsOnAnUnbindingDeviceAreEnodevBeforeAnythingIsRegistered()
+    {
+        var device = new ManagedDevice(_memory, "gpu0");
+        PhysicalRange held = TestMemory.DeviceRange(0);
+        DevPagemap pagemap = Devm.Map(device, _driver.PrivateOptions(held));
+        pagemap.InitDevicePage(held.StartPfn);
+        Task unbinding = device.UnbindAsync();
+        PhysicalRange range = TestMemory.DeviceRange(4);
+        MemorySnapshot before = MemorySnapshot.Take(_memory, TestMemory.Probes(range));
+
+        Action map = () => Devm.Map(device, _driver.PrivateOptions(range));
+        Action claim = () => Devm.RequestFreeRegion(device, 2 * TestMemory.MiB);
+
+        map.Should().Throw<HmmException>().Which.Error.Should().Be(Errno.ENODEV);
+        claim.Should().Throw<HmmException>().Which.Error.Should().Be(Errno.ENODEV);
+        MemorySnapshot.Take(_memory, TestMemory.Probes(range)).Should().Be(before);
+        _memory.FindZoneDeviceOwner(pagemap.Id + 1).Should().BeNull();
+        device.Pagemaps().Should().ContainSingle().Which.Should().BeSameAs(pagemap);
+
+        _memory.PutPage(held.StartPfn);
+        await unbinding.WaitAsync(TestMemory.Timeout);
+    }
+
     // ---- Objects from another machine ---------------------------------------------------------------------
 
     [Fact]
