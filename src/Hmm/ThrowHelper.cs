@@ -53,6 +53,15 @@ internal static class ThrowHelper
 
     [DoesNotReturn]
     [MethodImpl(MethodImplOptions.NoInlining)]
+    public static void ThrowNoFreeRamPage(ulong ramPages) =>
+        throw CreateHmm(Errno.ENOMEM, string.Create(CultureInfo.InvariantCulture, $"No free System RAM page ({ramPages} pages, all in use)."));
+
+    [DoesNotReturn]
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    public static void ThrowNotDevicePage(Pfn pfn) => throw CreateHmm(Errno.EINVAL, $"{pfn} is not a device page.");
+
+    [DoesNotReturn]
+    [MethodImpl(MethodImplOptions.NoInlining)]
     public static void ThrowLifetimePutBelowZero(long state, long count, long deadBit, long countMask) =>
         throw CreateBug(string.Create(CultureInfo.InvariantCulture, $"Lifetime reference put below zero or of the initial reference (count {state & countMask}, put {count}, dying {(state & deadBit) != 0})."));
 

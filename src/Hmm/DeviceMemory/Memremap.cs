@@ -71,7 +71,10 @@ public static class Memremap
     /// down by <see cref="Devm.UnmapAsync"/> or its device's unbind.
     /// </summary>
     /// <param name="pagemap">The pagemap.</param>
-    /// <param name="cancellationToken">Stops waiting; the teardown itself continues and completes after the last put.</param>
+    /// <param name="cancellationToken">
+    /// Stops waiting; the teardown itself continues and completes after the last put. A cancelled caller does not
+    /// call this again (that would be a second unmap); <see cref="DevPagemap.State"/> says when it is Removed.
+    /// </param>
     /// <returns>A task that completes when the pagemap is removed.</returns>
     /// <exception cref="ArgumentNullException"><paramref name="pagemap"/> is null.</exception>
     /// <exception cref="KernelBugException">

@@ -102,7 +102,7 @@ public sealed partial class PhysicalMemory
     {
         if (!TryAllocatePage(out Pfn pfn))
         {
-            ThrowHelper.ThrowHmm(Errno.ENOMEM, $"No free System RAM page ({RamPages} pages, all in use).");
+            ThrowHelper.ThrowNoFreeRamPage(RamPages);
         }
 
         return pfn;
@@ -169,7 +169,7 @@ public sealed partial class PhysicalMemory
         ref PageFrame frame = ref Frame(pfn);
         if (!frame.IsZoneDevice)
         {
-            ThrowHelper.ThrowHmm(Errno.EINVAL, $"{pfn} is not a device page.");
+            ThrowHelper.ThrowNotDevicePage(pfn);
         }
 
         Volatile.Write(ref frame._zoneDeviceData, value);
