@@ -4,7 +4,8 @@ namespace Hmm.Benchmarks;
 
 /// <summary>
 /// Device memory fast paths on a 2 MiB device-private pagemap registered once: the PFN-to-pagemap lookup
-/// <see cref="Memremap.GetDevPagemap"/> + <see cref="DevPagemap.Put"/>, and a device page's life as a driver
+/// <see cref="DevPagemap.Get"/> + <see cref="DevPagemapReference.Dispose"/>, the owner read without a reference
+/// <see cref="DevPagemap.OfPage"/>, and a device page's life as a driver
 /// sees it, <see cref="DevPagemap.InitDevicePage"/> + <see cref="PhysicalMemory.UnlockPage"/> +
 /// <see cref="PhysicalMemory.PutPage"/> (the last put calls the driver's page-free). The baseline is the
 /// lookup's floor: reading an int from an array by index.
@@ -66,9 +67,20 @@ public class PagemapLookupBenchmarks
         int sum = 0;
         for (int i = 0; i < Batch; i++)
         {
-            DevPagemap pagemap = Memremap.GetDevPagemap(_memory, _firstPage + (ulong)i)!;
-            pagemap.Put();
-            sum += pagemap.Id;
+            using DevPagemapReference lookup = DevPagemap.Get(_memory, _firstPage + (ulong)i);
+            sum += lookup.Pagemap!.Id;
+        }
+
+        return sum;
+    }
+
+    [Benchmark(OperationsPerInvoke = Batch)]
+    public int PagePgmap()
+    {
+        int sum = 0;
+        for (int i = 0; i < Batch; i++)
+        {
+            sum += DevPagemap.OfPage(_memory, _firstPage + (ulong)i)!.Id;
         }
 
         return sum;

@@ -40,7 +40,7 @@ internal static class DefaultWorkload
             held.Add(pfn);
         }
 
-        report.Step("allocate", $"{held.Count} device pages initialised, filled and held; pagemap ref count {pagemap.Ref.Count}");
+        report.Step("allocate", $"{held.Count} device pages initialised, filled and held; pagemap ref count {pagemap.ReferenceCount}");
 
         int extra = 0;
         foreach (Pfn pfn in held)
@@ -63,7 +63,10 @@ internal static class DefaultWorkload
             report.Step("unbind", $"blocking unbind timed out: {timeout.ReferencedPages.Count} pages still referenced, first {timeout.ReferencedPages[0].Pfn} (refcount {timeout.ReferencedPages[0].RefCount})");
         }
 
-        report.Step("unbind", $"pagemap is {pagemap.State}; lookup of a held page returns {(Memremap.GetDevPagemap(memory, held[0]) is null ? "nothing (dying)" : "the pagemap")}");
+        using (DevPagemapReference lookup = DevPagemap.Get(memory, held[0]))
+        {
+            report.Step("unbind", $"pagemap is {pagemap.State}; lookup of a held page returns {(lookup.HasValue ? "the pagemap" : "nothing (dying)")}");
+        }
 
         foreach (Pfn pfn in held)
         {

@@ -102,7 +102,7 @@ public sealed partial class Mm
                 return false;
             }
 
-            Span<byte> data = Memory.PageData(pte.Pfn).Slice(offset, write ? source.Length : destination.Length);
+            Span<byte> data = Memory.DataOf(pte.Pfn).Slice(offset, write ? source.Length : destination.Length);
             if (write)
             {
                 source.CopyTo(data);

@@ -276,7 +276,7 @@ public sealed partial class Mm
 
                 // The page's reference keeps its pagemap alive, also once teardown has begun, when a lookup
                 // (get_dev_pagemap) would fail: the page must still come back then, so the owner is read from the page.
-                if (Memremap.PagePgmap(Memory, page) is not { Ops: { } ops } pagemap)
+                if (DevPagemap.OfPage(Memory, page) is not { Ops: { } ops } pagemap)
                 {
                     ThrowHelper.ThrowBug($"Device-private entry at 0x{address:x} in '{Name}' names {page}, which belongs to no device-private pagemap.");
                     return FaultStep.Fail(VmFaultResult.Sigbus);
@@ -381,7 +381,7 @@ public sealed partial class Mm
         {
             if (source is { } from)
             {
-                Memory.PageData(from).CopyTo(Memory.PageData(page));
+                Memory.ReadPageData(from).CopyTo(Memory.PageData(page));
             }
             else
             {

@@ -1,3 +1,5 @@
+using System.Collections.ObjectModel;
+using System.Runtime.CompilerServices;
 
 namespace Hmm;
 
@@ -7,9 +9,10 @@ namespace Hmm;
 /// <see cref="Memremap.UnmapAsync"/> or by unbinding its device.
 /// </summary>
 /// <remarks>
-/// <para>Lifetime: the pagemap's own <see cref="LifetimeRef"/> counts one reference per allocated device page,
-/// one per lookup (<see cref="Memremap.GetDevPagemap"/>) not yet put, and, for generic and p2p memory, one per
-/// page for the mapping's lifetime. Teardown is: kill (no new references), drop the mapping's own references,
+/// <para>Lifetime: the pagemap's own lifetime reference (<c>pgmap->ref</c>, observed through
+/// <see cref="ReferenceCount"/>) counts one reference per allocated device page, one per lookup
+/// (<see cref="Get"/>) not yet disposed, and, for generic and p2p memory, one per page for the mapping's
+/// lifetime. Only the library drives it; drivers observe it. Teardown is: kill (no new references), drop the mapping's own references,
 /// wait for zero, then remove the struct pages and the lookup entries.</para>
 /// <para>Concurrency model: <see cref="InitDevicePage"/>, page puts and lookups are lock-free against each other
 /// and against teardown (the lifetime ref arbitrates). Registration and removal hold the memory's hotplug lock.</para>
@@ -20,7 +23,7 @@ public sealed class DevPagemap : IZoneDevicePageOwner
     private readonly PhysicalRange[] _ranges;
     private Task? _teardown;
     private volatile bool _registered;
-    private volatile DevPagemapState _state;
+    private volatile bool _removed;
 
     internal DevPagemap(PhysicalMemory memory, DevPagemapOptions options, PhysicalRange[] ranges)
     {
@@ -30,6 +33,7 @@ public sealed class DevPagemap : IZoneDevicePageOwner
         Ops = options.Ops;
         Name = options.Name;
         _ranges = ranges;
+        Ranges = new ReadOnlyCollection<PhysicalRange>(ranges);
         foreach (PhysicalRange range in ranges)
         {
             PageCount += range.PageCount;
@@ -54,17 +58,81 @@ public sealed class DevPagemap : IZoneDevicePageOwner
     /// <summary>The name given at registration.</summary>
     public string Name { get; }
 
-    /// <summary>The physical ranges (<c>pgmap->ranges</c>).</summary>
-    public IReadOnlyList<PhysicalRange> Ranges => _ranges;
+    /// <summary>
+    /// The physical ranges (<c>pgmap->ranges</c>): a read-only view over the pagemap's own copy, taken at
+    /// registration, so neither the caller's options list nor a cast of this view can change what teardown removes.
+    /// </summary>
+    public IReadOnlyList<PhysicalRange> Ranges { get; }
 
     /// <summary>The total number of device pages.</summary>
     public ulong PageCount { get; }
 
-    /// <summary>The pagemap's lifetime reference (<c>pgmap->ref</c>), for diagnostics.</summary>
-    public LifetimeRef Ref { get; } = new();
+    /// <summary>
+    /// The pagemap's lifetime count (<c>percpu_ref</c> of <c>pgmap->ref</c>), read-only: the initial reference
+    /// until teardown begins, one per allocated device page, one per undisposed <see cref="Get"/>, and, for
+    /// generic and p2p memory, one per page until teardown begins. 0 once teardown can complete.
+    /// </summary>
+    public long ReferenceCount => Ref.Count;
 
-    /// <summary>Where the pagemap is in its life.</summary>
-    public DevPagemapState State => _state;
+    /// <summary>
+    /// Where the pagemap is in its life. Derived from the lifetime reference itself, so it can never disagree
+    /// with lookups: <see cref="DevPagemapState.Live"/> exactly while <see cref="Get"/> can succeed.
+    /// </summary>
+    public DevPagemapState State => _removed ? DevPagemapState.Removed : Ref.IsDying ? DevPagemapState.Dying : DevPagemapState.Live;
+
+    /// <summary>The pagemap's lifetime reference (<c>pgmap->ref</c>). Internal: only registration, lookups, page frees and teardown drive it.</summary>
+    internal LifetimeRef Ref { get; } = new();
+
+    /// <summary>The device whose unbind tears this pagemap down (<see cref="Devm.Map"/>), or null when the caller owns teardown.</summary>
+    internal ManagedDevice? Device { get; set; }
+
+    /// <summary>
+    /// Finds the pagemap owning a frame and takes a lifetime reference on it (<c>get_dev_pagemap</c>); disposing
+    /// the returned handle puts it (<c>put_dev_pagemap</c>). Allocation-free and lock-free.
+    /// </summary>
+    /// <param name="memory">The physical memory.</param>
+    /// <param name="pfn">Any frame.</param>
+    /// <returns>
+    /// A handle whose <see cref="DevPagemapReference.Pagemap"/> is the live pagemap, or an empty handle (no
+    /// reference taken) when the frame is not device memory or its pagemap is dying. This is the kernel's NULL
+    /// return, not an error.
+    /// </returns>
+    /// <exception cref="ArgumentNullException"><paramref name="memory"/> is null.</exception>
+    public static DevPagemapReference Get(PhysicalMemory memory, Pfn pfn)
+    {
+        ArgumentNullException.ThrowIfNull(memory);
+        if (memory.FindZoneDeviceOwner(memory.FindPagemapId(pfn)) is not DevPagemap pagemap || !pagemap.Ref.TryGetLive())
+        {
+            return default;
+        }
+
+        // The id may have been reused between the two reads, or registration may still be in progress.
+        if (!pagemap.IsRegistered || !pagemap.Contains(pfn))
+        {
+            pagemap.Ref.Put();
+            return default;
+        }
+
+        return new DevPagemapReference(pagemap);
+    }
+
+    /// <summary>
+    /// The pagemap of a device page, read from the page itself with no reference taken (<c>page_pgmap</c>); its
+    /// <see cref="Owner"/> is <c>pgmap->owner</c>. O(1) and allocation-free: the cheap way for a driver to tell its
+    /// own device pages from others. As in the kernel, the answer is stable only while the caller holds a
+    /// reference on the page or finds it through a page-table entry; it also works once teardown has begun.
+    /// </summary>
+    /// <param name="memory">The physical memory.</param>
+    /// <param name="pfn">A frame with a struct page.</param>
+    /// <returns>The owning pagemap, or null for a page that is not device memory (System RAM).</returns>
+    /// <exception cref="ArgumentNullException"><paramref name="memory"/> is null.</exception>
+    /// <exception cref="HmmException"><see cref="Errno.EFAULT"/>: the frame has no struct page.</exception>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static DevPagemap? OfPage(PhysicalMemory memory, Pfn pfn)
+    {
+        ArgumentNullException.ThrowIfNull(memory);
+        return memory.FindZoneDeviceOwner(memory.Page(pfn).PagemapId) as DevPagemap;
+    }
 
     /// <summary>Whether the frame is one of this pagemap's pages (<c>pgmap_pfn_valid</c>).</summary>
     /// <param name="pfn">The frame.</param>
@@ -95,31 +163,25 @@ public sealed class DevPagemap : IZoneDevicePageOwner
     {
         if (!Contains(pfn))
         {
-            ThrowHelper.ThrowHmm(Errno.EINVAL, $"{pfn} is not a page of pagemap {Id} '{Name}'.");
+            ThrowHelper.ThrowNotPagemapPage(pfn, this);
         }
 
         if (!_registered || !Ref.TryGetLive())
         {
-            ThrowHelper.ThrowHmm(Errno.ENODEV, $"Pagemap {Id} '{Name}' is {State}: no device page may be initialised after teardown began.");
+            ThrowHelper.ThrowPagemapDying(this);
         }
 
         ref PageFrame frame = ref Memory.Frame(pfn);
-        if (Interlocked.CompareExchange(ref frame._refCount, 1, 0) != 0)
+        int seen = Interlocked.CompareExchange(ref frame._refCount, 1, 0);
+        if (seen != 0)
         {
             Ref.Put();
-            ThrowHelper.ThrowHmm(Errno.EBUSY, $"{pfn} is in use (refcount {frame.RefCount}); only a free device page can be initialised.");
+            ThrowHelper.ThrowDevicePageBusy(pfn, seen);
         }
 
         Interlocked.Or(ref frame._flags, (ulong)PageFlags.Locked);
         HmmMetrics.DevicePageInits.Add(1);
     }
-
-    /// <summary>Drops the reference a lookup took (<c>put_dev_pagemap</c>).</summary>
-    /// <exception cref="KernelBugException">
-    /// No lookup or page reference was outstanding (more puts than gets); nothing changes. An extra put while
-    /// other references are out cannot be told apart from a legitimate one, as in the kernel.
-    /// </exception>
-    public void Put() => Ref.Put();
 
     /// <summary>The pages of this pagemap that hold references now, in PFN order.</summary>
     /// <param name="max">The most pages to report.</param>
@@ -153,6 +215,26 @@ public sealed class DevPagemap : IZoneDevicePageOwner
         return pages;
     }
 
+    /// <summary>
+    /// Samples what holds the pagemap now: its referenced pages, and the lifetime references no page accounts
+    /// for (lookups not yet put). Under the hotplug lock, so a teardown cannot complete while the frames are read.
+    /// </summary>
+    internal (IReadOnlyList<ReferencedPage> Pages, long Lookups) SampleOutstanding()
+    {
+        lock (Memory.HotplugLock)
+        {
+            IReadOnlyList<ReferencedPage> pages = ReferencedPages();
+            if (_removed)
+            {
+                return (pages, 0);
+            }
+
+            // Before the kill the count also holds the initial reference and, for generic and p2p, one per page.
+            long own = Ref.IsDying ? 0 : 1 + (HoldsPerPageReferences(Type) ? (long)PageCount : 0);
+            return (pages, Math.Max(0, Ref.Count - own - pages.Count));
+        }
+    }
+
     void IZoneDevicePageOwner.FreeZoneDevicePage(Pfn pfn)
     {
         ref PageFrame frame = ref Memory.Frame(pfn);
@@ -180,16 +262,25 @@ public sealed class DevPagemap : IZoneDevicePageOwner
     /// Starts teardown once (kill, drop the mapping's own references) and returns the task that completes after
     /// the last reference is put and the pages are removed.
     /// </summary>
-    internal Task StartTeardown()
+    /// <param name="explicitUnmap">
+    /// True for <see cref="Memremap.Unmap"/>: a second explicit teardown is a kernel bug (the kernel would kill
+    /// the percpu_ref twice), refused before anything changes. False for the device's release action, which
+    /// joins a teardown already under way.
+    /// </param>
+    internal Task StartTeardown(bool explicitUnmap = false)
     {
         lock (_teardownLock)
         {
             if (_teardown is not null)
             {
+                if (explicitUnmap)
+                {
+                    ThrowHelper.ThrowBug($"memunmap_pages of pagemap {Id} '{Name}' whose teardown already began ({State}): a pagemap is unmapped once.");
+                }
+
                 return _teardown;
             }
 
-            _state = DevPagemapState.Dying;
             Ref.Kill();
             if (HoldsPerPageReferences(Type))
             {
@@ -216,7 +307,7 @@ public sealed class DevPagemap : IZoneDevicePageOwner
         {
             Memremap.RemoveRangesUnsynchronized(this, _ranges.Length);
             Memory.UnregisterZoneDeviceOwnerUnsynchronized(Id);
-            _state = DevPagemapState.Removed;
+            _removed = true;
         }
 
         HmmMetrics.PagemapTeardowns.Add(1);

@@ -65,28 +65,39 @@ public sealed class ManagedDevice
 
     /// <summary>
     /// Unbinds the device: runs every release action in reverse order of registration, each to completion,
-    /// including teardowns that wait for device pages to be freed. Idempotent: later calls join the first.
+    /// including teardowns that wait for device pages to be freed.
     /// </summary>
+    /// <remarks>
+    /// A second unbind (this or <see cref="Unbind"/>) is accepted on purpose and joins the first: it starts
+    /// nothing, runs no action twice, and completes when the first completes, with the same outcome. The
+    /// kernel's <c>device_release_driver</c> on a device without a driver is likewise a no-op, not an error;
+    /// joining rather than returning at once lets every caller observe the end of the teardown.
+    /// </remarks>
     /// <param name="cancellationToken">Stops waiting; the unbind itself continues.</param>
     /// <returns>A task that completes once every action has run. It faults with the actions' exceptions, if any threw.</returns>
     public Task UnbindAsync(CancellationToken cancellationToken = default) => StartUnbind().WaitAsync(cancellationToken);
 
-    /// <summary>Unbinds the device and waits at most <paramref name="timeout"/>.</summary>
-    /// <param name="timeout">How long to wait for outstanding device pages to be put.</param>
-    /// <exception cref="DeviceTeardownTimeoutException">Pages are still referenced when the time runs out; it lists them. The unbind keeps going.</exception>
-    /// <exception cref="ArgumentOutOfRangeException"><paramref name="timeout"/> is negative and not infinite.</exception>
+    /// <summary>Unbinds the device and waits at most <paramref name="timeout"/>; see <see cref="UnbindAsync"/>, also for a second unbind.</summary>
+    /// <param name="timeout">
+    /// How long to wait for outstanding device pages to be put. <see cref="Timeout.InfiniteTimeSpan"/>,
+    /// <see cref="TimeSpan.MaxValue"/> and any timeout longer than <see cref="int.MaxValue"/> milliseconds (about
+    /// 24.8 days) all mean no limit, as in the kernel's blocking <c>memunmap_pages</c>.
+    /// </param>
+    /// <exception cref="HmmException">
+    /// <see cref="Errno.EINVAL"/>: <paramref name="timeout"/> is negative and not infinite. Checked before the unbind
+    /// starts: the device is still bound and nothing ran.
+    /// </exception>
+    /// <exception cref="DeviceTeardownTimeoutException">
+    /// Pages or lookups still hold a pagemap when the time runs out; it lists them. The unbind keeps going.
+    /// </exception>
     public void Unbind(TimeSpan timeout)
     {
-        if (timeout < TimeSpan.Zero && timeout != Timeout.InfiniteTimeSpan)
-        {
-            throw new ArgumentOutOfRangeException(nameof(timeout), timeout, "The timeout must not be negative.");
-        }
-
+        int milliseconds = ToMilliseconds(timeout);
         Task unbind = StartUnbind();
         bool completed;
         try
         {
-            completed = unbind.Wait(timeout);
+            completed = unbind.Wait(milliseconds);
         }
         catch (AggregateException error) when (error.InnerExceptions.Count == 1)
         {
@@ -97,13 +108,19 @@ public sealed class ManagedDevice
         if (!completed)
         {
             List<ReferencedPage> pages = [];
+            List<PagemapLookups> lookups = [];
             foreach (DevPagemap pagemap in Pagemaps())
             {
-                pages.AddRange(pagemap.ReferencedPages());
+                (IReadOnlyList<ReferencedPage> referenced, long outstanding) = pagemap.SampleOutstanding();
+                pages.AddRange(referenced);
+                if (outstanding > 0)
+                {
+                    lookups.Add(new PagemapLookups(pagemap.Id, pagemap.Name, outstanding));
+                }
             }
 
             Log.DeviceUnbindTimedOut(Memory.Logger, Name, timeout, pages.Count);
-            throw new DeviceTeardownTimeoutException(Name, timeout, pages);
+            throw new DeviceTeardownTimeoutException(Name, timeout, pages, lookups);
         }
     }
 
@@ -131,6 +148,18 @@ public sealed class ManagedDevice
         }
     }
 
+    /// <summary>
+    /// Refuses a device-managed registration on a device that is unbinding before anything is registered, so the
+    /// common case changes nothing; a registration racing the unbind start is still undone by <see cref="AddOrReset"/>.
+    /// </summary>
+    internal void ThrowIfUnbinding()
+    {
+        if (!IsBound)
+        {
+            ThrowHelper.ThrowHmm(Errno.ENODEV, $"Device '{Name}' is unbinding; no resource can be attached.");
+        }
+    }
+
     internal void TrackPagemap(DevPagemap pagemap)
     {
         lock (_lock)
@@ -139,12 +168,17 @@ public sealed class ManagedDevice
         }
     }
 
-    /// <summary>Runs and detaches the action registered with <paramref name="key"/> now (<c>devm_release_action</c>).</summary>
+    /// <summary>
+    /// Runs and detaches the action registered with <paramref name="key"/> now (<c>devm_release_action</c>). No
+    /// such action is a kernel bug (the kernel WARNs), thrown before anything changes.
+    /// </summary>
     internal Task ReleaseEarly(object key)
     {
         Entry? entry = null;
+        bool unbinding;
         lock (_lock)
         {
+            unbinding = _unbind is not null;
             int index = _actions.FindIndex(a => ReferenceEquals(a.Key, key));
             if (index >= 0)
             {
@@ -153,9 +187,31 @@ public sealed class ManagedDevice
             }
         }
 
-        return entry is null
-            ? Task.FromException(new HmmException(Errno.ENOENT, $"Device '{Name}' has no release action for that resource."))
-            : entry.Release();
+        if (entry is null)
+        {
+            ThrowHelper.ThrowBug(unbinding
+                ? $"devm_release_action on device '{Name}' while it unbinds: its release actions already belong to the unbind."
+                : $"devm_release_action on device '{Name}' for a resource it does not manage (never registered through it, or already released).");
+        }
+
+        return entry.Release();
+    }
+
+    /// <summary>The wait in milliseconds for a timeout: -1 (no limit) for infinite or beyond int.MaxValue ms.</summary>
+    private static int ToMilliseconds(TimeSpan timeout)
+    {
+        if (timeout == Timeout.InfiniteTimeSpan || timeout.TotalMilliseconds > int.MaxValue)
+        {
+            return Timeout.Infinite;
+        }
+
+        if (timeout < TimeSpan.Zero)
+        {
+            ThrowHelper.ThrowHmm(Errno.EINVAL, $"Unbind timeout {timeout} must not be negative (use Timeout.InfiniteTimeSpan for no limit).");
+        }
+
+        // Round up so that a positive sub-millisecond timeout still waits instead of only polling.
+        return (int)Math.Ceiling(timeout.TotalMilliseconds);
     }
 
     private void Add(Func<Task> release, object? key)

@@ -3,7 +3,7 @@ namespace Hmm;
 
 /// <summary>
 /// Registration, lookup and teardown of device memory (<c>mm/memremap.c</c>): <c>memremap_pages</c>,
-/// <c>memunmap_pages</c>, <c>get_dev_pagemap</c>.
+/// <c>memunmap_pages</c>. Lookups are on <see cref="DevPagemap"/> (<see cref="DevPagemap.Get"/>, <see cref="DevPagemap.OfPage"/>).
 /// </summary>
 /// <remarks>
 /// Rules: a registration either succeeds completely or leaves nothing behind (no section, no lookup entry, no
@@ -66,61 +66,47 @@ public static class Memremap
 
     /// <summary>
     /// Tears a pagemap down (<c>memunmap_pages</c>): kill, drop the mapping's own references, wait until every
-    /// device page is free, then remove the struct pages and lookup entries. Idempotent: a second call joins
-    /// the first teardown.
+    /// device page is free, then remove the struct pages and lookup entries. Once per pagemap, and only for a
+    /// pagemap the caller registered with <see cref="Map"/>: a device-managed one (<see cref="Devm.Map"/>) is torn
+    /// down by <see cref="Devm.UnmapAsync"/> or its device's unbind.
     /// </summary>
     /// <param name="pagemap">The pagemap.</param>
-    /// <param name="cancellationToken">Stops waiting; the teardown itself continues and completes after the last put.</param>
+    /// <param name="cancellationToken">
+    /// Stops waiting; the teardown itself continues and completes after the last put. A cancelled caller does not
+    /// call this again (that would be a second unmap); <see cref="DevPagemap.State"/> says when it is Removed.
+    /// </param>
     /// <returns>A task that completes when the pagemap is removed.</returns>
     /// <exception cref="ArgumentNullException"><paramref name="pagemap"/> is null.</exception>
+    /// <exception cref="KernelBugException">
+    /// Thrown at once, before anything changes: the pagemap's teardown already began (a second
+    /// <c>memunmap_pages</c> kills its percpu_ref twice), or the pagemap is device-managed (its unbind would tear it
+    /// down a second time).
+    /// </exception>
     public static Task UnmapAsync(DevPagemap pagemap, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(pagemap);
-        return pagemap.StartTeardown().WaitAsync(cancellationToken);
+        return StartExplicitTeardown(pagemap).WaitAsync(cancellationToken);
     }
 
     /// <summary>The blocking form of <see cref="UnmapAsync"/>, as the kernel's: waits as long as pages stay referenced.</summary>
     /// <param name="pagemap">The pagemap.</param>
     /// <exception cref="ArgumentNullException"><paramref name="pagemap"/> is null.</exception>
+    /// <exception cref="KernelBugException">As <see cref="UnmapAsync"/>; nothing changes.</exception>
     public static void Unmap(DevPagemap pagemap)
     {
         ArgumentNullException.ThrowIfNull(pagemap);
-        pagemap.StartTeardown().GetAwaiter().GetResult();
+        StartExplicitTeardown(pagemap).GetAwaiter().GetResult();
     }
 
-    /// <summary>
-    /// Finds the pagemap owning a frame and takes a lifetime reference on it (<c>get_dev_pagemap</c>). The
-    /// caller releases it with <see cref="DevPagemap.Put"/>.
-    /// </summary>
-    /// <param name="memory">The physical memory.</param>
-    /// <param name="pfn">Any frame.</param>
-    /// <returns>The live pagemap, or null if the frame is not device memory or its pagemap is dying.</returns>
-    /// <exception cref="ArgumentNullException"><paramref name="memory"/> is null.</exception>
-    public static DevPagemap? GetDevPagemap(PhysicalMemory memory, Pfn pfn)
+    private static Task StartExplicitTeardown(DevPagemap pagemap)
     {
-        ArgumentNullException.ThrowIfNull(memory);
-        if (memory.FindZoneDeviceOwner(memory.FindPagemapId(pfn)) is not DevPagemap pagemap || !pagemap.Ref.TryGetLive())
+        if (pagemap.Device is { } device)
         {
-            return null;
+            ThrowHelper.ThrowBug($"memunmap_pages of pagemap {pagemap.Id} '{pagemap.Name}', which device '{device.Name}' manages: its unbind would tear it down again; use Devm.UnmapAsync.");
         }
 
-        // The id may have been reused between the two reads, or registration may still be in progress.
-        if (!pagemap.IsRegistered || !pagemap.Contains(pfn))
-        {
-            pagemap.Ref.Put();
-            return null;
-        }
-
-        return pagemap;
+        return pagemap.StartTeardown(explicitUnmap: true);
     }
-
-    /// <summary>
-    /// The pagemap of a device page the caller holds a reference to or finds through a page-table entry
-    /// (<c>page_pgmap</c>): read from the page itself, with no lifetime reference taken, so it also works once
-    /// teardown has begun. Null when the frame is not a device page.
-    /// </summary>
-    internal static DevPagemap? PagePgmap(PhysicalMemory memory, Pfn pfn) =>
-        memory.FindZoneDeviceOwner(memory.Page(pfn).PagemapId) as DevPagemap;
 
     /// <summary>Offlines the first <paramref name="count"/> ranges and drops their empty sections. Caller holds the hotplug lock.</summary>
     internal static void RemoveRangesUnsynchronized(DevPagemap pagemap, int count)

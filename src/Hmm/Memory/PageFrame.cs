@@ -48,20 +48,23 @@ public struct PageFrame
     /// <summary>The id of the owning device pagemap, or 0 for System RAM (<c>page_pgmap</c>, as an index).</summary>
     public readonly int PagemapId => _pagemapId;
 
-    /// <summary>The compound order (0 for a base page; reserved until compound pages exist).</summary>
-    public readonly int Order => _order;
+    /// <summary>The compound order (0 for a base page; reserved until compound pages exist). Internal: always 0 for now.</summary>
+    internal readonly int Order => _order;
 
-    /// <summary>The handle of the object that maps this page (<c>page->mapping</c>): an anon_vma or file mapping id, 0 when none.</summary>
-    public readonly ulong Mapping => _mapping;
+    /// <summary>
+    /// The handle of the object that maps this page (<c>page->mapping</c>): an anon_vma or file mapping id, 0 when
+    /// none. Internal: the handle means something only to the library's own mapping table (rmap).
+    /// </summary>
+    internal readonly ulong Mapping => _mapping;
 
-    /// <summary>The page's offset in its mapping, in pages (<c>page->index</c>).</summary>
-    public readonly ulong Index => _index;
+    /// <summary>The page's offset in its mapping, in pages (<c>page->index</c>). Internal: rmap's, not a driver's.</summary>
+    internal readonly ulong Index => _index;
 
     /// <summary>Driver-private data of a device page (<c>page->zone_device_data</c>).</summary>
     public readonly ulong ZoneDeviceData => _zoneDeviceData;
 
-    /// <summary>Owner-private data (<c>page->private</c>).</summary>
-    public readonly ulong Private => _private;
+    /// <summary>Owner-private data (<c>page->private</c>). Internal: no public call sets it; drivers use <see cref="ZoneDeviceData"/>.</summary>
+    internal readonly ulong Private => _private;
 
     /// <summary>Whether the page lock is held.</summary>
     public readonly bool IsLocked => (Flags & PageFlags.Locked) != 0;

@@ -68,7 +68,7 @@ public sealed partial class PhysicalMemory
         {
             // Put back a waiters bit this call may have cleared; it was not ours to clear.
             Interlocked.Or(ref frame._flags, old & (ulong)PageFlags.Waiters);
-            ThrowHelper.ThrowBug($"unlock_page on {pfn}, which is not locked.");
+            ThrowHelper.ThrowUnlockOfUnlockedPage(pfn);
         }
 
         if ((old & (ulong)PageFlags.Waiters) != 0)

@@ -9,7 +9,7 @@ public sealed partial class PhysicalMemory
 {
     /// <summary>Takes a reference on a page the caller already holds a reference to (<c>get_page</c>).</summary>
     /// <param name="pfn">The page.</param>
-    /// <exception cref="KernelBugException">The page is free (refcount 0): the caller had no reference.</exception>
+    /// <exception cref="KernelBugException">The page is free (refcount 0): the caller had no reference. The count is left as it was.</exception>
     /// <exception cref="HmmException"><see cref="Errno.EFAULT"/>: no struct page.</exception>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void GetPage(Pfn pfn)
@@ -17,8 +17,7 @@ public sealed partial class PhysicalMemory
         ref PageFrame frame = ref Frame(pfn);
         if (Interlocked.Increment(ref frame._refCount) <= 1)
         {
-            Interlocked.Decrement(ref frame._refCount);
-            ThrowHelper.ThrowBug($"get_page on free page {pfn}: the caller holds no reference.");
+            UndoGetOfFreePage(ref frame, pfn, 1);
         }
     }
 
@@ -50,7 +49,11 @@ public sealed partial class PhysicalMemory
     /// lifetime reference is dropped.
     /// </summary>
     /// <param name="pfn">The page.</param>
-    /// <exception cref="KernelBugException">The refcount would go below zero, or a freed RAM page is still mapped; the page is left as it was.</exception>
+    /// <exception cref="KernelBugException">
+    /// The refcount would go below zero; or the put would free a reserved page (frame 0 or
+    /// <see cref="ZeroPage"/>: the kernel's "bad page state"); or a freed RAM page is still mapped or locked.
+    /// The refcount is left as it was.
+    /// </exception>
     /// <exception cref="HmmException"><see cref="Errno.EFAULT"/>: no struct page.</exception>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void PutPage(Pfn pfn)
@@ -59,7 +62,7 @@ public sealed partial class PhysicalMemory
         int count = Interlocked.Decrement(ref frame._refCount);
         if (count <= 0)
         {
-            PutLastReference(ref frame, pfn, count);
+            PutLastReference(ref frame, pfn, count, 1);
         }
     }
 
@@ -69,25 +72,18 @@ public sealed partial class PhysicalMemory
         ref PageFrame frame = ref Frame(pfn);
         if (Interlocked.Add(ref frame._refCount, count) <= count)
         {
-            Interlocked.Add(ref frame._refCount, -count);
-            ThrowHelper.ThrowBug($"Taking {count} references on free page {pfn}.");
+            UndoGetOfFreePage(ref frame, pfn, count);
         }
     }
 
-    /// <summary>Drops <paramref name="count"/> references at once (<c>folio_put_refs</c>); frees the page at zero.</summary>
+    /// <summary>Drops <paramref name="count"/> references at once (<c>folio_put_refs</c>); frees the page at zero, with <see cref="PutPage"/>'s checks.</summary>
     internal void PutPageRefs(Pfn pfn, int count)
     {
         ref PageFrame frame = ref Frame(pfn);
         int left = Interlocked.Add(ref frame._refCount, -count);
         if (left <= 0)
         {
-            if (left < 0)
-            {
-                Interlocked.Add(ref frame._refCount, count);
-                ThrowHelper.ThrowBug($"Dropping {count} references from {pfn} would put it below zero.");
-            }
-
-            PutLastReference(ref frame, pfn, 0);
+            PutLastReference(ref frame, pfn, left, count);
         }
     }
 
@@ -98,25 +94,46 @@ public sealed partial class PhysicalMemory
     public int PageRefCount(Pfn pfn) => Volatile.Read(ref Frame(pfn)._refCount);
 
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private void PutLastReference(ref PageFrame frame, Pfn pfn, int count)
+    private static void UndoGetOfFreePage(ref PageFrame frame, Pfn pfn, int count)
     {
-        if (count < 0)
+        Interlocked.Add(ref frame._refCount, -count);
+        ThrowHelper.ThrowGetOfFreePage(pfn, count);
+    }
+
+    /// <summary>
+    /// The slow path of a put that left <paramref name="left"/> &lt;= 0 after dropping <paramref name="dropped"/>
+    /// references. Every refusal gives the dropped references back before it throws, so the count is unchanged.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void PutLastReference(ref PageFrame frame, Pfn pfn, int left, int dropped)
+    {
+        if (left < 0)
         {
-            Interlocked.Increment(ref frame._refCount);
-            ThrowHelper.ThrowBug($"put_page below zero on {pfn}: more puts than gets.");
+            Interlocked.Add(ref frame._refCount, dropped);
+            ThrowHelper.ThrowPutBelowZero(pfn, dropped);
         }
 
-        if ((Volatile.Read(ref frame._flags) & (ulong)PageFlags.ZoneDevice) != 0)
+        ulong flags = Volatile.Read(ref frame._flags);
+
+        // A reserved page (frame 0, the zero page) is never the allocator's: freeing one is the kernel's bad page state.
+        if ((flags & (ulong)PageFlags.Reserved) != 0)
+        {
+            Interlocked.Add(ref frame._refCount, dropped);
+            ThrowHelper.ThrowBadPageState(pfn, (PageFlags)flags, Volatile.Read(ref frame._mapCount));
+        }
+
+        if ((flags & (ulong)PageFlags.ZoneDevice) != 0)
         {
             HmmMetrics.PageFrees.Add(1);
             ZoneDeviceOwner(frame._pagemapId).FreeZoneDevicePage(pfn);
             return;
         }
 
-        if (Volatile.Read(ref frame._mapCount) != 0 || (Volatile.Read(ref frame._flags) & (ulong)PageFlags.Locked) != 0)
+        int mapCount = Volatile.Read(ref frame._mapCount);
+        if (mapCount != 0 || (flags & (ulong)PageFlags.Locked) != 0)
         {
-            Interlocked.Increment(ref frame._refCount);
-            ThrowHelper.ThrowBug($"Bad page state freeing {pfn}: mapcount {frame._mapCount}, flags {(PageFlags)frame._flags}.");
+            Interlocked.Add(ref frame._refCount, dropped);
+            ThrowHelper.ThrowBadPageState(pfn, (PageFlags)flags, mapCount);
         }
 
         Volatile.Write(ref frame._flags, 0);

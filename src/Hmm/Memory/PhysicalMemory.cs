@@ -21,11 +21,17 @@ public sealed partial class PhysicalMemory
     private readonly RamAllocator _ram;
 
     /// <summary>Creates physical memory with System RAM online.</summary>
-    /// <param name="options">Size and mode; null for the defaults.</param>
+    /// <param name="options">Size and mode; null for the defaults. Every option is checked before anything is built.</param>
+    /// <exception cref="ArgumentNullException"><see cref="PhysicalMemoryOptions.Logger"/> is null.</exception>
     /// <exception cref="HmmException"><see cref="Errno.EINVAL"/>: RAM size is zero, not a multiple of 2 MiB, or beyond 2^46 bytes.</exception>
     public PhysicalMemory(PhysicalMemoryOptions? options = null)
     {
         options ??= new PhysicalMemoryOptions();
+        if (options.Logger is null)
+        {
+            throw new ArgumentNullException(nameof(options), "PhysicalMemoryOptions.Logger must not be null; leave it unset for NullLogger.Instance.");
+        }
+
         if (options.RamBytes == 0 || options.RamBytes % Section.SubsectionBytes != 0 || options.RamBytes > 1UL << Pfn.MaxPhysicalAddressBits)
         {
             ThrowHelper.ThrowHmm(Errno.EINVAL, $"RAM size {options.RamBytes} must be a positive multiple of 2 MiB no larger than 2^{Pfn.MaxPhysicalAddressBits} bytes.");
@@ -71,8 +77,8 @@ public sealed partial class PhysicalMemory
     /// <summary>Arms failures of simulated kernel steps on this memory, to test error paths.</summary>
     public FaultInjector FaultInjection { get; } = new();
 
-    /// <summary>The logger the layers above use for this memory.</summary>
-    public ILogger Logger { get; }
+    /// <summary>The logger the library's layers above use for this memory (from <see cref="PhysicalMemoryOptions.Logger"/>). Internal: drivers keep their own.</summary>
+    internal ILogger Logger { get; }
 
     /// <summary>Whether the frame has a struct page (<c>pfn_valid</c>): RAM, or a registered device range.</summary>
     /// <param name="pfn">The frame.</param>
@@ -86,14 +92,17 @@ public sealed partial class PhysicalMemory
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public ref readonly PageFrame Page(Pfn pfn) => ref Frame(pfn);
 
-    /// <summary>Allocates one System RAM page (<c>alloc_page</c>): refcount 1, flags clear, unlocked.</summary>
+    /// <summary>
+    /// Allocates one System RAM page (<c>alloc_page</c>): refcount 1, flags clear, unlocked. Never frame 0 or
+    /// <see cref="ZeroPage"/>: reserved pages are not the allocator's.
+    /// </summary>
     /// <returns>The frame.</returns>
     /// <exception cref="HmmException"><see cref="Errno.ENOMEM"/>: no free RAM page.</exception>
     public Pfn AllocatePage()
     {
         if (!TryAllocatePage(out Pfn pfn))
         {
-            ThrowHelper.ThrowHmm(Errno.ENOMEM, $"No free System RAM page ({RamPages} pages, all in use).");
+            ThrowHelper.ThrowNoFreeRamPage(RamPages);
         }
 
         return pfn;
@@ -122,26 +131,34 @@ public sealed partial class PhysicalMemory
     }
 
     /// <summary>
-    /// The page's 4 KiB of data (device pages too: this is device memory's contents). The block holding it is
-    /// allocated, zeroed, on first touch.
+    /// The page's 4 KiB of data, writable (device pages too: this is device memory's contents). The block holding
+    /// it is allocated, zeroed, on first touch. Reserved pages (frame 0 and <see cref="ZeroPage"/>) are refused:
+    /// their data is read-only to every caller; read them with <see cref="ReadPageData"/>.
+    /// </summary>
+    /// <param name="pfn">A present, non-reserved frame.</param>
+    /// <returns>The page's bytes; valid while the frame is present.</returns>
+    /// <exception cref="HmmException">
+    /// <see cref="Errno.EFAULT"/>: no struct page; <see cref="Errno.EPERM"/>: a reserved page;
+    /// <see cref="Errno.EOPNOTSUPP"/>: metadata-only mode. Nothing changes.
+    /// </exception>
+    public Span<byte> PageData(Pfn pfn)
+    {
+        if ((Volatile.Read(ref Frame(pfn)._flags) & (ulong)PageFlags.Reserved) != 0)
+        {
+            ThrowHelper.ThrowReservedPageData(pfn);
+        }
+
+        return DataOf(pfn);
+    }
+
+    /// <summary>
+    /// The page's 4 KiB of data, read-only. Works for every present frame, including <see cref="ZeroPage"/>,
+    /// which always reads as zeros.
     /// </summary>
     /// <param name="pfn">A present frame.</param>
     /// <returns>The page's bytes; valid while the frame is present.</returns>
     /// <exception cref="HmmException"><see cref="Errno.EFAULT"/>: no struct page; <see cref="Errno.EOPNOTSUPP"/>: metadata-only mode.</exception>
-    public Span<byte> PageData(Pfn pfn)
-    {
-        Section section = FindPresentSection(pfn);
-        if (!StoresPageData)
-        {
-            ThrowHelper.ThrowHmm(Errno.EOPNOTSUPP, "Page data is not stored: this memory runs in metadata-only mode.");
-        }
-
-        ulong offsetInSection = pfn.Value & Section.PageMask;
-        int subsection = (int)(offsetInSection >> Section.SubsectionPageShift);
-        byte[] block = Volatile.Read(ref section.Data[subsection]) ?? AllocateDataBlock(section, subsection);
-        int offset = (int)(offsetInSection & (Section.PagesPerSubsection - 1)) << PageSize.Shift;
-        return block.AsSpan(offset, PageSize.Bytes);
-    }
+    public ReadOnlySpan<byte> ReadPageData(Pfn pfn) => DataOf(pfn);
 
     /// <summary>Sets a device page's driver-private word (<c>page->zone_device_data</c>).</summary>
     /// <param name="pfn">A device page the caller owns.</param>
@@ -152,7 +169,7 @@ public sealed partial class PhysicalMemory
         ref PageFrame frame = ref Frame(pfn);
         if (!frame.IsZoneDevice)
         {
-            ThrowHelper.ThrowHmm(Errno.EINVAL, $"{pfn} is not a device page.");
+            ThrowHelper.ThrowNotDevicePage(pfn);
         }
 
         Volatile.Write(ref frame._zoneDeviceData, value);
@@ -167,6 +184,25 @@ public sealed partial class PhysicalMemory
     {
         Section section = FindPresentSection(pfn);
         return ref section.Frames[(int)(pfn.Value & Section.PageMask)];
+    }
+
+    /// <summary>
+    /// The page's data without the reserved-page check, for the layers above that read any mapped page (the
+    /// zero page included) and write only through writable mappings, which never map a reserved page.
+    /// </summary>
+    internal Span<byte> DataOf(Pfn pfn)
+    {
+        Section section = FindPresentSection(pfn);
+        if (!StoresPageData)
+        {
+            ThrowHelper.ThrowNoPageData();
+        }
+
+        ulong offsetInSection = pfn.Value & Section.PageMask;
+        int subsection = (int)(offsetInSection >> Section.SubsectionPageShift);
+        byte[] block = Volatile.Read(ref section.Data[subsection]) ?? AllocateDataBlock(section, subsection);
+        int offset = (int)(offsetInSection & (Section.PagesPerSubsection - 1)) << PageSize.Shift;
+        return block.AsSpan(offset, PageSize.Bytes);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -10,6 +10,7 @@ namespace Hmm;
 internal sealed class RamAllocator
 {
     private readonly Lock _lock = new();
+    private readonly ulong _firstPfn;
     private readonly ulong _endPfn;
     private ulong _watermark;
     private ulong[] _freed = new ulong[64];
@@ -17,6 +18,7 @@ internal sealed class RamAllocator
 
     public RamAllocator(ulong firstPfn, ulong endPfn)
     {
+        _firstPfn = firstPfn;
         _watermark = firstPfn;
         _endPfn = endPfn;
         TotalPages = endPfn - firstPfn;
@@ -56,8 +58,14 @@ internal sealed class RamAllocator
         return false;
     }
 
+    /// <summary>Takes a frame back. Only frames this allocator manages: a reserved frame below it must never arrive here.</summary>
     public void Free(Pfn pfn)
     {
+        if (pfn.Value < _firstPfn || pfn.Value >= _endPfn)
+        {
+            ThrowHelper.ThrowBug($"Freeing {pfn} to the RAM allocator, which manages only [pfn 0x{_firstPfn:x}, pfn 0x{_endPfn:x}).");
+        }
+
         lock (_lock)
         {
             if (_freedCount == _freed.Length)

@@ -320,7 +320,7 @@ public ref struct HmmRange
 
     private readonly bool IsOwnDevicePage(PhysicalMemory memory, Pfn pfn) =>
         DevicePrivateOwner is not null
-        && ReferenceEquals(Memremap.PagePgmap(memory, pfn)?.Owner, DevicePrivateOwner);
+        && ReferenceEquals(DevPagemap.OfPage(memory, pfn)?.Owner, DevicePrivateOwner);
 
     private enum WalkStatus
     {

@@ -31,7 +31,7 @@ public class DevicePrivateFaultTests
         ulong a = FaultTestKit.MapAnonymous(mm, 2);
         byte[] data = FaultTestKit.Pattern(Page, seed: 6);
         Pfn device = Plant(mm, a + Page, DevicePage(0), data, writable: true);
-        long pagemapRefs = _pagemap.Ref.Count;
+        long pagemapRefs = _pagemap.ReferenceCount;
 
         byte[] read = FaultTestKit.ReadBytes(mm, a + Page + 100, 200);
 
@@ -51,7 +51,7 @@ public class DevicePrivateFaultTests
         _memory.PageRefCount(device).Should().Be(0, "the device page is free once migrated");
         _driver.Freed.Should().Equal(device);
         _memory.IsPageLocked(device).Should().BeFalse();
-        _pagemap.Ref.Count.Should().Be(pagemapRefs - 1, "the freed page dropped its pagemap reference");
+        _pagemap.ReferenceCount.Should().Be(pagemapRefs - 1, "the freed page dropped its pagemap reference");
         Rmap.FindMappings(_memory, pte.Pfn).Should().ContainSingle().Which.Address.Should().Be(a + Page);
     }
 

@@ -28,7 +28,7 @@ internal static class FaultTestKit
         return bytes;
     }
 
-    public static byte[] PageBytes(PhysicalMemory memory, Pfn pfn) => memory.PageData(pfn).ToArray();
+    public static byte[] PageBytes(PhysicalMemory memory, Pfn pfn) => memory.ReadPageData(pfn).ToArray();
 
     public static Vma VmaAt(Mm mm, ulong address)
     {

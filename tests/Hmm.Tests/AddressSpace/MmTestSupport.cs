@@ -133,7 +133,7 @@ internal sealed class MmSnapshot
             snapshot.Entries[address] = pte.Raw;
             if (pte.IsPresent)
             {
-                snapshot.Data[address] = mm.Memory.PageData(pte.Pfn).ToArray();
+                snapshot.Data[address] = mm.Memory.ReadPageData(pte.Pfn).ToArray();
             }
         }
 

@@ -38,7 +38,7 @@ public class DevPagemapTests
         _memory.Page(pfn).IsLocked.Should().BeTrue();
         _memory.Page(pfn).Flags.Should().Be(PageFlags.ZoneDevice | PageFlags.Locked);
         _memory.Page(pfn).PagemapId.Should().Be(_pagemap.Id);
-        _pagemap.Ref.Count.Should().Be(2);
+        _pagemap.ReferenceCount.Should().Be(2);
         _memory.Page(pfn + 1).RefCount.Should().Be(0, "only the given page is handed out");
     }
 
@@ -59,8 +59,8 @@ public class DevPagemapTests
         }
 
         MemorySnapshot.Take(_memory, foreign).Should().Be(before);
-        _pagemap.Ref.Count.Should().Be(1);
-        other.Ref.Count.Should().Be(1);
+        _pagemap.ReferenceCount.Should().Be(1);
+        other.ReferenceCount.Should().Be(1);
     }
 
     [Fact]
@@ -76,7 +76,7 @@ public class DevPagemapTests
         init.Should().Throw<HmmException>().Which.Error.Should().Be(Errno.EBUSY);
         MemorySnapshot.Take(_memory, pfn).Should().Be(before);
         _memory.IsPageLocked(pfn).Should().BeFalse();
-        _pagemap.Ref.Count.Should().Be(2, "the failed call gave back the lifetime reference it took");
+        _pagemap.ReferenceCount.Should().Be(2, "the failed call gave back the lifetime reference it took");
     }
 
     [Fact]
@@ -92,7 +92,7 @@ public class DevPagemapTests
 
         init.Should().Throw<HmmException>().Which.Error.Should().Be(Errno.ENODEV);
         MemorySnapshot.Take(_memory, held, pfn).Should().Be(before);
-        _pagemap.Ref.Count.Should().Be(1);
+        _pagemap.ReferenceCount.Should().Be(1);
 
         _memory.PutPage(held);
         await teardown.WaitAsync(TestMemory.Timeout);
@@ -118,7 +118,7 @@ public class DevPagemapTests
         call.State.Should().Be(DevPagemapState.Live);
         call.PageRefCount.Should().Be(0);
         call.PageFlags.Should().Be(PageFlags.ZoneDevice);
-        _pagemap.Ref.Count.Should().Be(1, "then the reference is dropped");
+        _pagemap.ReferenceCount.Should().Be(1, "then the reference is dropped");
         _memory.Page(pfn).RefCount.Should().Be(0);
     }
 
@@ -136,7 +136,7 @@ public class DevPagemapTests
         put.Should().Throw<KernelBugException>();
         MemorySnapshot.Take(_memory, pfn).Should().Be(before);
         _driver.PageFreeCalls.Should().ContainSingle();
-        _pagemap.Ref.Count.Should().Be(1);
+        _pagemap.ReferenceCount.Should().Be(1);
     }
 
     [Fact]
@@ -150,7 +150,7 @@ public class DevPagemapTests
         get.Should().Throw<KernelBugException>();
         _memory.TryGetPage(pfn).Should().BeFalse();
         MemorySnapshot.Take(_memory, pfn).Should().Be(before);
-        _pagemap.Ref.Count.Should().Be(1);
+        _pagemap.ReferenceCount.Should().Be(1);
     }
 
     [Fact]
@@ -183,7 +183,7 @@ public class DevPagemapTests
 
         _memory.Page(pfn).RefCount.Should().Be(1);
         _memory.Page(pfn).IsLocked.Should().BeTrue();
-        _pagemap.Ref.Count.Should().Be(2);
+        _pagemap.ReferenceCount.Should().Be(2);
     }
 
     [Fact]
@@ -196,7 +196,7 @@ public class DevPagemapTests
         Action put = () => _memory.PutPage(pfn);
 
         put.Should().Throw<InvalidOperationException>();
-        _pagemap.Ref.Count.Should().Be(1);
+        _pagemap.ReferenceCount.Should().Be(1);
         await Memremap.UnmapAsync(_pagemap).WaitAsync(TestMemory.Timeout);
         _pagemap.State.Should().Be(DevPagemapState.Removed);
     }

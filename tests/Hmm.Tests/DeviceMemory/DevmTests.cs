@@ -77,7 +77,7 @@ public class DevmTests
 
         register.Should().Throw<HmmException>().Which.Error.Should().Be(Errno.ENOMEM);
         MemorySnapshot.Take(_memory, TestMemory.Probes(range)).Should().Be(before);
-        Memremap.GetDevPagemap(_memory, range.StartPfn).Should().BeNull();
+        DevPagemap.Get(_memory, range.StartPfn).HasValue.Should().BeFalse();
         _device.Pagemaps().Should().BeEmpty();
         _memory.FindZoneDeviceOwner(1).Should().BeNull();
 
@@ -129,19 +129,36 @@ public class DevmTests
         successor.State.Should().Be(DevPagemapState.Live, "the device no longer manages that range");
         _memory.IsPresent(range.StartPfn).Should().BeTrue();
 
-        Func<Task> again = () => Devm.UnmapAsync(_device, pagemap);
-        (await again.Should().ThrowAsync<HmmException>()).Which.Error.Should().Be(Errno.ENOENT);
+        Action again = () => Devm.UnmapAsync(_device, pagemap);
+        again.Should().Throw<KernelBugException>("the release action is gone: devm_release_action WARNs");
+        successor.State.Should().Be(DevPagemapState.Live);
     }
 
     [Fact]
-    public async Task MemunmapPagesAsyncOfAPagemapTheDeviceDoesNotManageFailsWithENOENT()
+    public async Task UnmapAsyncOfAPagemapTheDeviceDoesNotManageIsAKernelBugThrownAtOnceAndChangesNothing()
     {
-        DevPagemap unmanaged = Memremap.Map(_memory, _driver.PrivateOptions(TestMemory.DeviceRange(0)));
+        PhysicalRange range = TestMemory.DeviceRange(0);
+        DevPagemap unmanaged = Memremap.Map(_memory, _driver.PrivateOptions(range));
+        var other = new ManagedDevice(_memory, "gpu1");
+        DevPagemap othersPagemap = Devm.Map(other, _driver.PrivateOptions(TestMemory.DeviceRange(4)));
+        DevPagemap mine = Devm.Map(_device, _driver.PrivateOptions(TestMemory.DeviceRange(8)));
+        MemorySnapshot before = MemorySnapshot.Take(_memory, [.. TestMemory.Probes(range), .. TestMemory.Probes(TestMemory.DeviceRange(4))]);
 
-        Func<Task> unmap = () => Devm.UnmapAsync(_device, unmanaged);
+        Action unmapUnmanaged = () => Devm.UnmapAsync(_device, unmanaged);
+        Action unmapOthers = () => Devm.UnmapAsync(_device, othersPagemap);
 
-        (await unmap.Should().ThrowAsync<HmmException>()).Which.Error.Should().Be(Errno.ENOENT);
+        unmapUnmanaged.Should().Throw<KernelBugException>().WithMessage("*does not manage*");
+        unmapOthers.Should().Throw<KernelBugException>();
+        MemorySnapshot.Take(_memory, [.. TestMemory.Probes(range), .. TestMemory.Probes(TestMemory.DeviceRange(4))]).Should().Be(before);
         unmanaged.State.Should().Be(DevPagemapState.Live);
+        othersPagemap.State.Should().Be(DevPagemapState.Live);
+        unmanaged.ReferenceCount.Should().Be(1);
+
+        await _device.UnbindAsync().WaitAsync(TestMemory.Timeout);
+        mine.State.Should().Be(DevPagemapState.Removed, "the device's own action was not consumed by the refused calls");
+        othersPagemap.State.Should().Be(DevPagemapState.Live);
+        await other.UnbindAsync().WaitAsync(TestMemory.Timeout);
+        othersPagemap.State.Should().Be(DevPagemapState.Removed, "the other device's action is still attached");
     }
 
     [Fact]

@@ -225,4 +225,68 @@ public class LifetimeRefTests
         lifetime.TryGetLive().Should().BeFalse($"seed {seed}");
         lifetime.TryGet().Should().BeFalse($"seed {seed}");
     }
+
+    [Theory]
+    [InlineData(1L << 62)]
+    [InlineData(long.MaxValue)]
+    [InlineData((1L << 62) - 1)]
+    public void TryGetLiveThatWouldOverflowIntoTheDeadBitOrWrapIsEoverflowAndChangesNothing(long count)
+    {
+        var lifetime = new LifetimeRef();
+        lifetime.TryGetLive(2);
+
+        Action get = () => lifetime.TryGetLive(count);
+
+        get.Should().Throw<HmmException>().Which.Error.Should().Be(Errno.EOVERFLOW);
+        lifetime.Count.Should().Be(3);
+        lifetime.IsDying.Should().BeFalse("the dead bit was not touched");
+        lifetime.TryGetLive().Should().BeTrue("the ref is still live");
+        lifetime.Count.Should().Be(4);
+    }
+
+    [Fact]
+    public void TryGetLiveUpToTheLargestCountSucceedsAndOneMoreIsEoverflow()
+    {
+        var lifetime = new LifetimeRef();
+
+        lifetime.TryGetLive(LifetimeRef.MaxCount - 1).Should().BeTrue();
+        lifetime.Count.Should().Be(LifetimeRef.MaxCount);
+        lifetime.IsDying.Should().BeFalse();
+        lifetime.Invoking(l => l.TryGetLive()).Should().Throw<HmmException>().Which.Error.Should().Be(Errno.EOVERFLOW);
+        lifetime.Invoking(l => l.TryGet()).Should().Throw<HmmException>().Which.Error.Should().Be(Errno.EOVERFLOW);
+        lifetime.Count.Should().Be(LifetimeRef.MaxCount);
+
+        lifetime.Put(LifetimeRef.MaxCount - 1);
+        lifetime.Count.Should().Be(1);
+    }
+
+    [Theory]
+    [InlineData(0L)]
+    [InlineData(-1L)]
+    [InlineData(long.MinValue)]
+    public void CountsBelowOneAreRefusedAndChangeNothing(long count)
+    {
+        var lifetime = new LifetimeRef();
+        lifetime.TryGetLive();
+
+        lifetime.Invoking(l => l.TryGetLive(count)).Should().Throw<ArgumentOutOfRangeException>();
+        lifetime.Invoking(l => l.Put(count)).Should().Throw<ArgumentOutOfRangeException>();
+        lifetime.Count.Should().Be(2);
+    }
+
+    [Fact]
+    public void PutTakesTheFastPathAboveOneAndTheSlowPathCompletesIdle()
+    {
+        var lifetime = new LifetimeRef();
+        lifetime.TryGetLive(3);
+        lifetime.Kill();
+
+        lifetime.Put();
+        lifetime.Put();
+        lifetime.Idle.IsCompleted.Should().BeFalse();
+        lifetime.Put();
+
+        lifetime.Count.Should().Be(0);
+        lifetime.Idle.IsCompletedSuccessfully.Should().BeTrue();
+    }
 }

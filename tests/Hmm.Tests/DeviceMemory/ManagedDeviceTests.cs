@@ -219,7 +219,7 @@ public class ManagedDeviceTests
 
         Action unbind = () => device.Unbind(TimeSpan.FromSeconds(-2));
 
-        unbind.Should().Throw<ArgumentOutOfRangeException>();
+        unbind.Should().Throw<HmmException>().Which.Error.Should().Be(Errno.EINVAL);
         device.IsBound.Should().BeTrue();
     }
 
@@ -360,7 +360,7 @@ public class ManagedDeviceTests
                     }
                     catch (HmmException error) when (error.Error == Errno.ENODEV)
                     {
-                        if (Volatile.Read(ref unbindStarted) == 0 && !pagemap.Ref.IsDying)
+                        if (Volatile.Read(ref unbindStarted) == 0 && pagemap.State == DevPagemapState.Live)
                         {
                             violations.Enqueue($"ENODEV from a live pagemap: {error.Message}");
                         }
@@ -444,7 +444,8 @@ public class ManagedDeviceTests
         {
             await enoughAllocations.Task.WaitAsync(TestMemory.Timeout);
             Task unbinding = device.UnbindAsync();
-            Task teardown = Memremap.UnmapAsync(pagemap).ContinueWith(
+            // Joins the unbind's own teardown of the pagemap (the internal, idempotent form) to see when it ends.
+            Task teardown = pagemap.StartTeardown().ContinueWith(
                 _ => Volatile.Write(ref heldWhenRemoved, Volatile.Read(ref held)),
                 CancellationToken.None,
                 TaskContinuationOptions.ExecuteSynchronously,
@@ -459,7 +460,7 @@ public class ManagedDeviceTests
         violations.Should().BeEmpty($"seed {seed}: no page may be torn down while referenced");
         heldWhenRemoved.Should().Be(0, $"seed {seed}: the pagemap was removed while pages were still held");
         pagemap.State.Should().Be(DevPagemapState.Removed, $"seed {seed}");
-        pagemap.Ref.Count.Should().Be(0, $"seed {seed}");
+        pagemap.ReferenceCount.Should().Be(0, $"seed {seed}");
         allocations.Should().BeGreaterThanOrEqualTo(AllocationsBeforeUnbind, $"seed {seed}");
         _driver.PageFreeCalls.Should().HaveCount(allocations, $"seed {seed}: every allocated page was freed exactly once");
         _driver.FreePageCount.Should().Be((int)pagemap.PageCount, $"seed {seed}");

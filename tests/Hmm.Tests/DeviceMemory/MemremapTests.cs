@@ -175,18 +175,19 @@ public class MemremapTests
         var overlapping = new PhysicalRange(existingRange.Start + (2 * MiB), 4 * MiB);
         Pfn[] probes = [held, .. TestMemory.Probes(existingRange), .. TestMemory.Probes(overlapping)];
         MemorySnapshot before = MemorySnapshot.Take(_memory, probes);
-        long refCount = existing.Ref.Count;
+        long refCount = existing.ReferenceCount;
 
         Action register = () => Memremap.Map(_memory, _driver.PrivateOptions(overlapping));
 
         register.Should().Throw<HmmException>().Which.Error.Should().Be(Errno.ENOMEM);
         MemorySnapshot.Take(_memory, probes).Should().Be(before);
-        existing.Ref.Count.Should().Be(refCount);
+        existing.ReferenceCount.Should().Be(refCount);
         existing.State.Should().Be(DevPagemapState.Live);
         _memory.PageData(held).ToArray().Should().OnlyContain(b => b == 0x22);
-        DevPagemap? found = Memremap.GetDevPagemap(_memory, overlapping.StartPfn);
-        found.Should().BeSameAs(existing);
-        found!.Put();
+        using (DevPagemapReference found = DevPagemap.Get(_memory, overlapping.StartPfn))
+        {
+            found.Pagemap.Should().BeSameAs(existing);
+        }
         _memory.FindZoneDeviceOwner(existing.Id + 1).Should().BeNull("the failed pagemap's id was given back");
 
         _memory.PutPage(held);
@@ -227,9 +228,8 @@ public class MemremapTests
         pagemaps.Select(p => p.Id).Should().OnlyHaveUniqueItems();
         foreach (DevPagemap pagemap in pagemaps)
         {
-            DevPagemap? found = Memremap.GetDevPagemap(_memory, pagemap.Ranges[0].StartPfn + 100);
-            found.Should().BeSameAs(pagemap);
-            found!.Put();
+            using DevPagemapReference found = DevPagemap.Get(_memory, pagemap.Ranges[0].StartPfn + 100);
+            found.Pagemap.Should().BeSameAs(pagemap);
         }
 
         int freedId = pagemaps[3].Id;
@@ -283,7 +283,7 @@ public class MemremapTests
         PhysicalRange[] ranges = [TestMemory.DeviceRange(0), TestMemory.DeviceRange(4, lengthMiB: 4), TestMemory.DeviceRange(256)];
         Pfn[] probes = [.. ranges.SelectMany(TestMemory.Probes), .. TestMemory.Probes(neighbourRange)];
         MemorySnapshot before = MemorySnapshot.Take(_memory, probes);
-        long neighbourRefs = neighbour.Ref.Count;
+        long neighbourRefs = neighbour.ReferenceCount;
         _memory.FaultInjection.FailNext(point, skip: failingRange);
 
         Action register = () => Memremap.Map(_memory, _driver.PrivateOptions(ranges));
@@ -292,11 +292,11 @@ public class MemremapTests
         MemorySnapshot.Take(_memory, probes).Should().Be(before, $"a failure in range {failingRange} at {point} must leave nothing behind");
         foreach (Pfn pfn in ranges.SelectMany(TestMemory.Probes))
         {
-            Memremap.GetDevPagemap(_memory, pfn).Should().BeNull();
+            DevPagemap.Get(_memory, pfn).HasValue.Should().BeFalse();
         }
 
         _memory.FindZoneDeviceOwner(neighbour.Id + 1).Should().BeNull("the failed pagemap's id was given back");
-        neighbour.Ref.Count.Should().Be(neighbourRefs);
+        neighbour.ReferenceCount.Should().Be(neighbourRefs);
         _memory.Page(neighbourPage).RefCount.Should().Be(1);
 
         DevPagemap again = Memremap.Map(_memory, _driver.PrivateOptions(ranges));
@@ -336,25 +336,26 @@ public class MemremapTests
     // ---- Lookup ------------------------------------------------------------------------------------------
 
     [Fact]
-    public void GetDevPagemapReturnsTheOwnerWithAReference()
+    public void GetReturnsTheOwnerWithAReferenceThatDisposePuts()
     {
         PhysicalRange[] ranges = [TestMemory.DeviceRange(0), TestMemory.DeviceRange(256)];
         DevPagemap pagemap = Memremap.Map(_memory, _driver.PrivateOptions(ranges));
-        pagemap.Ref.Count.Should().Be(1);
+        pagemap.ReferenceCount.Should().Be(1);
 
         foreach (Pfn pfn in ranges.SelectMany(TestMemory.Probes))
         {
-            DevPagemap? found = Memremap.GetDevPagemap(_memory, pfn);
+            DevPagemapReference found = DevPagemap.Get(_memory, pfn);
 
-            found.Should().BeSameAs(pagemap);
-            pagemap.Ref.Count.Should().Be(2);
-            found!.Put();
-            pagemap.Ref.Count.Should().Be(1);
+            found.HasValue.Should().BeTrue();
+            found.Pagemap.Should().BeSameAs(pagemap);
+            pagemap.ReferenceCount.Should().Be(2);
+            found.Dispose();
+            pagemap.ReferenceCount.Should().Be(1);
         }
     }
 
     [Fact]
-    public void GetDevPagemapReturnsNullForAFrameThatIsNotDeviceMemoryAndTakesNoReference()
+    public void GetReturnsAnEmptyHandleForAFrameThatIsNotDeviceMemoryAndTakesNoReference()
     {
         PhysicalRange[] ranges = [TestMemory.DeviceRange(0), TestMemory.DeviceRange(4)];
         DevPagemap pagemap = Memremap.Map(_memory, _driver.PrivateOptions(ranges));
@@ -369,25 +370,25 @@ public class MemremapTests
 
         foreach (Pfn pfn in notDevice)
         {
-            Memremap.GetDevPagemap(_memory, pfn).Should().BeNull($"{pfn} is not device memory");
+            DevPagemap.Get(_memory, pfn).HasValue.Should().BeFalse($"{pfn} is not device memory");
         }
 
-        pagemap.Ref.Count.Should().Be(1);
+        pagemap.ReferenceCount.Should().Be(1);
     }
 
     [Fact]
-    public void GetDevPagemapReturnsNullForADyingPagemapAndTakesNoReference()
+    public void GetReturnsAnEmptyHandleForADyingPagemapAndTakesNoReference()
     {
         PhysicalRange range = TestMemory.DeviceRange(0);
         DevPagemap pagemap = Memremap.Map(_memory, _driver.PrivateOptions(range));
         pagemap.InitDevicePage(range.StartPfn);
         Task teardown = Memremap.UnmapAsync(pagemap);
 
-        Memremap.GetDevPagemap(_memory, range.StartPfn).Should().BeNull();
-        Memremap.GetDevPagemap(_memory, range.StartPfn + 1).Should().BeNull();
+        DevPagemap.Get(_memory, range.StartPfn).HasValue.Should().BeFalse();
+        DevPagemap.Get(_memory, range.StartPfn + 1).HasValue.Should().BeFalse();
 
         pagemap.State.Should().Be(DevPagemapState.Dying);
-        pagemap.Ref.Count.Should().Be(1, "only the page's reference is left");
+        pagemap.ReferenceCount.Should().Be(1, "only the page's reference is left");
         teardown.IsCompleted.Should().BeFalse();
         _memory.PutPage(range.StartPfn);
     }
@@ -397,21 +398,21 @@ public class MemremapTests
     {
         PhysicalRange range = TestMemory.DeviceRange(0);
         DevPagemap pagemap = Memremap.Map(_memory, _driver.PrivateOptions(range));
-        DevPagemap found = Memremap.GetDevPagemap(_memory, range.StartPfn)!;
+        DevPagemapReference found = DevPagemap.Get(_memory, range.StartPfn);
 
         Task teardown = Memremap.UnmapAsync(pagemap);
 
         teardown.IsCompleted.Should().BeFalse("get_dev_pagemap's reference is still out");
         _memory.IsPresent(range.StartPfn).Should().BeTrue();
-        found.Put();
+        found.Dispose();
         await teardown.WaitAsync(TestMemory.Timeout);
         _memory.IsPresent(range.StartPfn).Should().BeFalse();
     }
 
     [Fact]
-    public void GetDevPagemapRejectsANullMemory()
+    public void GetRejectsANullMemory()
     {
-        Action lookup = () => Memremap.GetDevPagemap(null!, new Pfn(1));
+        Action lookup = () => DevPagemap.Get(null!, new Pfn(1));
 
         lookup.Should().Throw<ArgumentNullException>();
     }
@@ -436,13 +437,13 @@ public class MemremapTests
         teardown.IsCompleted.Should().BeFalse("a device page is still referenced");
         pagemap.State.Should().Be(DevPagemapState.Dying);
         pagemap.Ref.IsDying.Should().BeTrue();
-        Memremap.GetDevPagemap(_memory, held).Should().BeNull();
-        Memremap.GetDevPagemap(_memory, other).Should().BeNull();
+        DevPagemap.Get(_memory, held).HasValue.Should().BeFalse();
+        DevPagemap.Get(_memory, other).HasValue.Should().BeFalse();
         MemorySnapshot otherBefore = MemorySnapshot.Take(_memory, other);
         Action init = () => pagemap.InitDevicePage(other);
         init.Should().Throw<HmmException>().Which.Error.Should().Be(Errno.ENODEV);
         MemorySnapshot.Take(_memory, other).Should().Be(otherBefore);
-        pagemap.Ref.Count.Should().Be(1, "only the held page's reference is left");
+        pagemap.ReferenceCount.Should().Be(1, "only the held page's reference is left");
 
         _memory.IsPresent(held).Should().BeTrue();
         _memory.Page(held).RefCount.Should().Be(1);
@@ -456,11 +457,11 @@ public class MemremapTests
         await teardown.WaitAsync(TestMemory.Timeout);
 
         pagemap.State.Should().Be(DevPagemapState.Removed);
-        pagemap.Ref.Count.Should().Be(0);
+        pagemap.ReferenceCount.Should().Be(0);
         foreach (Pfn pfn in ranges.SelectMany(TestMemory.Probes))
         {
             _memory.IsPresent(pfn).Should().BeFalse();
-            Memremap.GetDevPagemap(_memory, pfn).Should().BeNull();
+            DevPagemap.Get(_memory, pfn).HasValue.Should().BeFalse();
         }
 
         Action page = () => _ = _memory.Page(held).RefCount;
@@ -481,18 +482,18 @@ public class MemremapTests
         PhysicalRange range = TestMemory.DeviceRange(0, lengthMiB: 4);
         DevPagemap pagemap = Memremap.Map(_memory, _driver.Options(type, range));
 
-        pagemap.Ref.Count.Should().Be(1 + 1024);
+        pagemap.ReferenceCount.Should().Be(1 + 1024);
         pagemap.InitDevicePage(range.StartPfn);
-        pagemap.Ref.Count.Should().Be(1 + 1024 + 1);
+        pagemap.ReferenceCount.Should().Be(1 + 1024 + 1);
 
         Task teardown = Memremap.UnmapAsync(pagemap);
 
-        pagemap.Ref.Count.Should().Be(1, "the kill dropped the initial reference and the per-page ones");
+        pagemap.ReferenceCount.Should().Be(1, "the kill dropped the initial reference and the per-page ones");
         teardown.IsCompleted.Should().BeFalse();
         _memory.PutPage(range.StartPfn);
         await teardown.WaitAsync(TestMemory.Timeout);
         pagemap.State.Should().Be(DevPagemapState.Removed);
-        pagemap.Ref.Count.Should().Be(0);
+        pagemap.ReferenceCount.Should().Be(0);
     }
 
     [Theory]
@@ -510,24 +511,50 @@ public class MemremapTests
 
     [Theory]
     [MemberData(nameof(AllTypes))]
-    public async Task MemunmapPagesTwiceJoinsTheFirstTeardown(MemoryType type)
+    public async Task UnmapTwiceIsAKernelBugThrownAtOnceAndChangesNothing(MemoryType type)
     {
         PhysicalRange range = TestMemory.DeviceRange(0);
         DevPagemap pagemap = Memremap.Map(_memory, _driver.Options(type, range));
         pagemap.InitDevicePage(range.StartPfn);
 
         Task first = Memremap.UnmapAsync(pagemap);
-        Task second = Memremap.UnmapAsync(pagemap);
+        long refs = pagemap.ReferenceCount;
+        MemorySnapshot before = MemorySnapshot.Take(_memory, TestMemory.Probes(range));
 
+        Action second = () => Memremap.UnmapAsync(pagemap);
+        Action secondBlocking = () => Memremap.Unmap(pagemap);
+
+        second.Should().Throw<KernelBugException>().WithMessage("*unmapped once*");
+        secondBlocking.Should().Throw<KernelBugException>();
         first.IsCompleted.Should().BeFalse();
-        second.IsCompleted.Should().BeFalse();
-        pagemap.Ref.Count.Should().Be(1, "the second call neither kills nor drops references again");
+        pagemap.ReferenceCount.Should().Be(refs, "the refused calls neither kill nor drop references again");
+        pagemap.State.Should().Be(DevPagemapState.Dying);
+        MemorySnapshot.Take(_memory, TestMemory.Probes(range)).Should().Be(before);
         _memory.PutPage(range.StartPfn);
-        await Task.WhenAll(first, second).WaitAsync(TestMemory.Timeout);
-        Memremap.Unmap(pagemap);
-        await Memremap.UnmapAsync(pagemap).WaitAsync(TestMemory.Timeout);
+        await first.WaitAsync(TestMemory.Timeout);
         pagemap.State.Should().Be(DevPagemapState.Removed);
-        pagemap.Ref.Count.Should().Be(0);
+        second.Should().Throw<KernelBugException>("a removed pagemap is not unmapped again either");
+        pagemap.ReferenceCount.Should().Be(0);
+    }
+
+    [Fact]
+    public async Task UnmapOfADeviceManagedPagemapIsAKernelBugAndUnbindStillTearsItDownOnce()
+    {
+        var device = new ManagedDevice(_memory, "gpu0");
+        PhysicalRange range = TestMemory.DeviceRange(0);
+        DevPagemap pagemap = Devm.Map(device, _driver.PrivateOptions(range));
+        MemorySnapshot before = MemorySnapshot.Take(_memory, TestMemory.Probes(range));
+
+        Action unmap = () => Memremap.Unmap(pagemap);
+        Action unmapAsync = () => Memremap.UnmapAsync(pagemap);
+
+        unmap.Should().Throw<KernelBugException>().WithMessage("*gpu0*");
+        unmapAsync.Should().Throw<KernelBugException>();
+        pagemap.State.Should().Be(DevPagemapState.Live);
+        pagemap.ReferenceCount.Should().Be(1);
+        MemorySnapshot.Take(_memory, TestMemory.Probes(range)).Should().Be(before);
+        await device.UnbindAsync().WaitAsync(TestMemory.Timeout);
+        pagemap.State.Should().Be(DevPagemapState.Removed);
     }
 
     [Fact]
@@ -545,7 +572,7 @@ public class MemremapTests
         await wait.Should().ThrowAsync<OperationCanceledException>();
         pagemap.State.Should().Be(DevPagemapState.Dying);
         _memory.PutPage(range.StartPfn);
-        await Memremap.UnmapAsync(pagemap).WaitAsync(TestMemory.Timeout);
+        await pagemap.StartTeardown().WaitAsync(TestMemory.Timeout);
         pagemap.State.Should().Be(DevPagemapState.Removed);
     }
 
@@ -554,13 +581,13 @@ public class MemremapTests
     {
         PhysicalRange range = TestMemory.DeviceRange(0);
         DevPagemap pagemap = Memremap.Map(_memory, _driver.PrivateOptions(range));
-        DevPagemap found = Memremap.GetDevPagemap(_memory, range.StartPfn)!;
-        found.Put();
+        DevPagemapReference found = DevPagemap.Get(_memory, range.StartPfn);
+        found.Dispose();
 
-        Action extraPut = () => found.Put();
+        Action extraPut = found.Dispose;
 
         extraPut.Should().Throw<KernelBugException>();
-        pagemap.Ref.Count.Should().Be(1);
+        pagemap.ReferenceCount.Should().Be(1);
         pagemap.Ref.Idle.IsCompleted.Should().BeFalse();
         pagemap.InitDevicePage(range.StartPfn);
         Task teardown = Memremap.UnmapAsync(pagemap);
@@ -582,7 +609,7 @@ public class MemremapTests
         foreach (Pfn pfn in probes)
         {
             _memory.IsPresent(pfn).Should().BeFalse();
-            Memremap.GetDevPagemap(_memory, pfn).Should().BeNull();
+            DevPagemap.Get(_memory, pfn).HasValue.Should().BeFalse();
         }
 
         _memory.FindZoneDeviceOwner(1).Should().BeNull("the failed pagemap's id was given back");

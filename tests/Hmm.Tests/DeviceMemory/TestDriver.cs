@@ -104,7 +104,7 @@ public sealed class TestDriver : IDevPagemapOps
     {
         ArgumentNullException.ThrowIfNull(pagemap);
         ref readonly PageFrame page = ref pagemap.Memory.Page(pfn);
-        var call = new PageFreeCall(pagemap, pfn, pagemap.Ref.Count, pagemap.State, page.RefCount, page.Flags);
+        var call = new PageFreeCall(pagemap, pfn, pagemap.ReferenceCount, pagemap.State, page.RefCount, page.Flags);
         lock (_lock)
         {
             _pageFreeCalls.Add(call);

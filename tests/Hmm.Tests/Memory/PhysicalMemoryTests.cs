@@ -56,7 +56,7 @@ public partial class PhysicalMemoryTests
         memory.Page(new Pfn(0)).RefCount.Should().Be(0);
         memory.Page(PhysicalMemory.ZeroPage).Flags.Should().HaveFlag(PageFlags.Reserved);
         memory.Page(PhysicalMemory.ZeroPage).RefCount.Should().Be(1, "the zero page is never freed");
-        memory.PageData(PhysicalMemory.ZeroPage).ToArray().Should().OnlyContain(b => b == 0);
+        memory.ReadPageData(PhysicalMemory.ZeroPage).ToArray().Should().OnlyContain(b => b == 0);
     }
 
     [Fact]

@@ -124,7 +124,7 @@ internal sealed class DmirrorClient : IMmuIntervalNotifierOps, IDisposable
                 return false;
             }
 
-            value = Mm.Memory.PageData(HmmPfn.ToPfn(entry))[(int)(address & (PageSize.Bytes - 1))];
+            value = Mm.Memory.ReadPageData(HmmPfn.ToPfn(entry))[(int)(address & (PageSize.Bytes - 1))];
             return true;
         }
     }

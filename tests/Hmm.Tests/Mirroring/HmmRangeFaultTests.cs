@@ -508,7 +508,7 @@ public class HmmRangeFaultTests
         _memory.Page(pte.Pfn).IsZoneDevice.Should().BeFalse();
         pfns[0].Should().Be(pte.Pfn.Value | HmmPfn.Valid | HmmPfn.Write);
         HmmPfn.MapOrder(pfns[0]).Should().Be(0);
-        _memory.PageData(pte.Pfn).ToArray().Should().OnlyContain(b => b == 0x5A);
+        _memory.ReadPageData(pte.Pfn).ToArray().Should().OnlyContain(b => b == 0x5A);
         device.Driver.Freed.Should().Equal(devicePage);
         _memory.Page(devicePage).RefCount.Should().Be(0);
     }

@@ -248,7 +248,7 @@ public class MirrorContractTests
             foreach ((ulong address, ulong entry) in client.EntriesUnsynchronized())
             {
                 int offset = (int)(address - Base);
-                if (!_memory.PageData(HmmPfn.ToPfn(entry)).SequenceEqual(expected.AsSpan(offset, (int)Page)))
+                if (!_memory.ReadPageData(HmmPfn.ToPfn(entry)).SequenceEqual(expected.AsSpan(offset, (int)Page)))
                 {
                     return false;
                 }
@@ -638,7 +638,7 @@ public class MirrorContractTests
                         int index = (int)((address - StressBase) / Page);
                         int offset = (index * 37) % (int)Page;
                         if (cpu[index] is not { } expected
-                            || !_memory.PageData(HmmPfn.ToPfn(entry)).SequenceEqual(expected)
+                            || !_memory.ReadPageData(HmmPfn.ToPfn(entry)).SequenceEqual(expected)
                             || !client.TryRead(address + (ulong)offset, out byte value) || value != expected[offset])
                         {
                             throw new XunitException($"seed {_seed}, check {check}: client {c} sees other bytes than the CPU at page {index}.");
