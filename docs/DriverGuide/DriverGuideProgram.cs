@@ -82,7 +82,19 @@ public static class DriverGuideProgram
         IReadOnlyList<KeyValuePair<ulong, ulong>> table = mirror.DevicePageTable();
         int writable = table.Count(e => (e.Value & HmmPfn.Write) != 0);
         int zeroPage = table.Count(e => HmmPfn.ToPfn(e.Value) == PhysicalMemory.ZeroPage);
-        Print(output, $"mirror: {mirrored}, {table.Count} pages valid, {writable} writable, {zeroPage} on the zero page, {mirror.Retries} retries");
+        Print(output, $"mirror for reading: {mirrored}, {table.Count} pages valid, {writable} writable, {zeroPage} on the zero page, retries: {mirror.Retries}");
+
+        // <snippet:mirror-write>
+        // Mirror it again for writing: each zero-page entry needs a write fault, which gives the page its own
+        // frame. That change invalidates the range while Fault runs, so Fault returns EBUSY and Populate starts
+        // again from ReadBegin; the second pass finds every page writable.
+        Errno mirroredForWrite = mirror.Populate(buffer, buffer + length, HmmPfn.RequestFault | HmmPfn.RequestWrite);
+        // </snippet:mirror-write>
+        IReadOnlyList<KeyValuePair<ulong, ulong>> writeTable = mirror.DevicePageTable();
+        int writableAfterWriteMirror = writeTable.Count(e => (e.Value & HmmPfn.Write) != 0);
+        int retries = mirror.Retries;
+        int invalidationsByFaults = mirror.Invalidations;
+        Print(output, $"mirror for writing: {mirroredForWrite}, {writableAfterWriteMirror} writable, {invalidationsByFaults} invalidation(s) by its own faults, retries: {retries}");
 
         // <snippet:invalidate-use>
         // The process makes the buffer read-only: the notifier calls Invalidate, the device table empties, and
@@ -92,7 +104,7 @@ public static class DriverGuideProgram
         Errno remirrored = mirror.Populate(buffer, buffer + length, HmmPfn.RequestFault);
         int writableAfterMprotect = mirror.DevicePageTable().Count(e => (e.Value & HmmPfn.Write) != 0);
         // </snippet:invalidate-use>
-        Print(output, $"mprotect(read): {mirror.Invalidations} invalidation(s), device table {afterMprotect} entries; mirror again: {remirrored}, {writableAfterMprotect} writable");
+        Print(output, $"mprotect(read): {mirror.Invalidations - invalidationsByFaults} invalidation(s), device table {afterMprotect} entries; mirror again: {remirrored}, {writableAfterMprotect} writable");
 
         // <snippet:errors-use>
         // Errors: asking to fault pages that are no longer mapped is hmm_range_fault's EFAULT, returned;
@@ -116,6 +128,10 @@ public static class DriverGuideProgram
             PagesMirrored = table.Count,
             WritablePages = writable,
             ZeroPageEntries = zeroPage,
+            MirroredForWrite = mirroredForWrite,
+            WritablePagesAfterWriteMirror = writableAfterWriteMirror,
+            InvalidationsByFaults = invalidationsByFaults,
+            Retries = retries,
             Remirrored = remirrored,
             WritablePagesAfterMprotect = writableAfterMprotect,
             DeviceEntriesAfterMprotect = afterMprotect,

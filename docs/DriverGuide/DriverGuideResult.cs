@@ -17,6 +17,18 @@ public sealed record DriverGuideResult
     /// <summary>Of those, the entries that map the shared zero page.</summary>
     public int ZeroPageEntries { get; init; }
 
+    /// <summary>What the mirror for writing returned.</summary>
+    public Errno MirroredForWrite { get; init; }
+
+    /// <summary>Writable entries after the mirror for writing.</summary>
+    public int WritablePagesAfterWriteMirror { get; init; }
+
+    /// <summary>Invalidations caused by the write faults of the mirror for writing (the zero pages replaced).</summary>
+    public int InvalidationsByFaults { get; init; }
+
+    /// <summary>Times the mirror loop started again by then (EBUSY, or ReadRetry true).</summary>
+    public int Retries { get; init; }
+
     /// <summary>What the mirror after mprotect returned.</summary>
     public Errno Remirrored { get; init; }
 
@@ -26,7 +38,7 @@ public sealed record DriverGuideResult
     /// <summary>Device page-table entries left right after mprotect, before mirroring again.</summary>
     public int DeviceEntriesAfterMprotect { get; init; }
 
-    /// <summary>Invalidations the driver's callback handled.</summary>
+    /// <summary>Invalidations the driver's callback handled in all.</summary>
     public int Invalidations { get; init; }
 
     /// <summary>What mirroring the unmapped buffer returned.</summary>

@@ -28,11 +28,18 @@ public partial class DriverGuideTests
         result.WritablePages.Should().Be(8);
         result.ZeroPageEntries.Should().Be(8);
 
-        // mprotect invalidated the device table; the second mirror sees nothing writable.
+        // Mirrored for writing: the zero pages are replaced (one invalidation each, by the mirror's own
+        // faults), so Fault returns EBUSY at least once and the loop starts again; then all 16 are writable.
+        result.MirroredForWrite.Should().Be(Errno.None);
+        result.WritablePagesAfterWriteMirror.Should().Be(16);
+        result.InvalidationsByFaults.Should().Be(8);
+        result.Retries.Should().BeGreaterThan(0, "the loop must start again after an invalidation hit the range");
+
+        // mprotect invalidated the device table; the next mirror sees nothing writable.
         result.DeviceEntriesAfterMprotect.Should().Be(0);
         result.Remirrored.Should().Be(Errno.None);
         result.WritablePagesAfterMprotect.Should().Be(0);
-        result.Invalidations.Should().Be(2, "mprotect and munmap each invalidate the mirrored range once");
+        result.Invalidations.Should().Be(10, "8 zero pages replaced, then mprotect and munmap each invalidate the mirrored range once");
 
         // Error model: a kernel return code is returned, an invalid argument becomes -EINVAL at the ioctl.
         result.AfterUnmap.Should().Be(Errno.EFAULT);
@@ -66,6 +73,69 @@ public partial class DriverGuideTests
         mirror.DevicePageTable().Should().BeEmpty();
         memory.FreeRamPages.Should().Be(freeBefore);
         mm.IsAlive.Should().BeFalse();
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(3)]
+    public async Task TheGuideMirrorNeverKeepsAnEntryThatTheProcessChangedUnderIt(int seed)
+    {
+        // The mirror loop and the invalidate callback together must leave in the device table only entries
+        // that still match the CPU page table, however the process's changes interleave with the mirroring.
+        const int Pages = 32;
+        const int Changes = 2000;
+        var memory = new PhysicalMemory(new PhysicalMemoryOptions { RamBytes = 32UL << 20 });
+        var mm = new Mm(memory, "churn");
+        ulong length = Pages * (ulong)PageSize.Bytes;
+        ulong buffer = mm.Mmap(0, length, Protection.ReadWrite, MapFlags.Private | MapFlags.Anonymous);
+        var mirror = new ProcessMirror(mm, buffer, length, owner: new object());
+
+        Task changer = Task.Run(() =>
+        {
+            var random = new Random(seed);
+            byte[] value = [(byte)seed];
+            for (int i = 0; i < Changes; i++)
+            {
+                ulong page = buffer + ((ulong)random.Next(Pages) * PageSize.Bytes);
+                if (random.Next(2) == 0)
+                {
+                    mm.Madvise(page, PageSize.Bytes, Advice.DontNeed);
+                }
+                else
+                {
+                    mm.Write(page, value);
+                }
+            }
+        });
+        Task mirrorer = Task.Run(() =>
+        {
+            var random = new Random(seed + 1_000_000);
+            while (!changer.IsCompleted)
+            {
+                int first = random.Next(Pages);
+                int count = random.Next(1, Pages - first + 1);
+                ulong start = buffer + ((ulong)first * PageSize.Bytes);
+                ulong flags = HmmPfn.RequestFault | (random.Next(2) == 0 ? HmmPfn.RequestWrite : 0);
+                mirror.Populate(start, start + ((ulong)count * PageSize.Bytes), flags).Should().Be(Errno.None, $"seed {seed}");
+            }
+        });
+
+        // A bound against hangs only: a TimeoutException names no seed, so the seed is in the test's name.
+        await Task.WhenAll(changer, mirrorer).WaitAsync(TimeSpan.FromMinutes(2));
+        foreach ((ulong address, ulong entry) in mirror.DevicePageTable())
+        {
+            Pte pte = mm.ReadPte(address);
+            pte.IsPresent.Should().BeTrue($"seed {seed}: the device maps 0x{address:x}, so the CPU must too");
+            pte.Pfn.Should().Be(HmmPfn.ToPfn(entry), $"seed {seed}: the device's frame at 0x{address:x} must be the CPU's");
+            if ((entry & HmmPfn.Write) != 0)
+            {
+                pte.IsWritable.Should().BeTrue($"seed {seed}: a device-writable page at 0x{address:x} must be CPU-writable");
+            }
+        }
+
+        mirror.Close();
+        mm.Exit();
     }
 
     [Theory]
