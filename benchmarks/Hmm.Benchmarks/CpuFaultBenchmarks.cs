@@ -18,9 +18,8 @@ namespace Hmm.Benchmarks;
 /// <para>DONTNEED over a whole 2 MiB region also frees its now empty PTE table, so the first write to each region
 /// allocates it again (<c>pte_alloc</c>, about 4.1 KiB): that is the managed allocation the fault path makes,
 /// about 8 bytes per page spread over the region. The pages themselves come from the simulator's page
-/// allocator, which allocates nothing. <see cref="Pages"/> spans 8 regions rather than 1 so that this allocation
-/// exceeds BenchmarkDotNet 0.14's allocation quantum (8,224 bytes here): on .NET 10, a runtime 0.14 does not
-/// recognise, MemoryDiagnoser reports <c>-</c> for a measured iteration that allocates no more than that.</para>
+/// allocator, which allocates nothing. <see cref="Pages"/> spans 8 regions rather than 1 so that the per-page
+/// figure averages over several regions' table allocations.</para>
 /// </remarks>
 [MemoryDiagnoser]
 [BenchmarkCategory("CpuFault")]

@@ -18,12 +18,9 @@ namespace Hmm.Benchmarks;
 /// the measurement, so every iteration is a single invocation (<c>[InvocationCount(1)]</c> on the class, so that all
 /// three share one job and BenchmarkDotNet computes the ratios).</para>
 /// <para>A single snapshot or baseline loop is too short to time alone, so each of their invocations runs
-/// <see cref="Batch"/> calls. The batch is that large on purpose: BenchmarkDotNet 0.14 on .NET 10 (a runtime it does
-/// not recognise) reports <c>-</c> for a measured iteration that allocates no more than its allocation quantum
-/// (8,224 bytes here), so a batch of 8192 calls is what makes even one byte per snapshot show in the Allocated
-/// column.
-/// <see cref="FaultWriteUntouchedRange"/> stays below that threshold: its PTE table (about 4.1 KiB, freed by the
-/// reset and allocated again by the first fault) does not show there.</para>
+/// <see cref="Batch"/> calls; the Allocated column is per call, so even one byte per snapshot shows there.
+/// <see cref="FaultWriteUntouchedRange"/> shows one allocation per call: the PTE table (about 4.1 KiB) that the reset
+/// frees and the first fault allocates again (<c>pte_alloc</c>).</para>
 /// </remarks>
 [MemoryDiagnoser]
 [BenchmarkCategory("HmmRangeFault")]
