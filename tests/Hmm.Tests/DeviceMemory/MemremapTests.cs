@@ -6,9 +6,9 @@ namespace Hmm.Tests.DeviceMemory;
 
 public class MemremapTests
 {
-    private const ulong MiB = TestMemory.MiB;
+    private const ulong MiB = TestKit.MiB;
 
-    private readonly PhysicalMemory _memory = TestMemory.Create();
+    private readonly PhysicalMemory _memory = TestKit.NewMemory(ramMiB: 4);
     private readonly TestDriver _driver = new();
 
     public static TheoryData<MemoryType> AllTypes => [MemoryType.DevicePrivate, MemoryType.DeviceCoherent, MemoryType.Generic, MemoryType.PciP2PDma];
@@ -36,7 +36,7 @@ public class MemremapTests
     [MemberData(nameof(AllTypes))]
     public void NewPagemapPagesArePresentFreeAndOwnedByIt(MemoryType type)
     {
-        PhysicalRange[] ranges = [TestMemory.DeviceRange(0), TestMemory.DeviceRange(256, lengthMiB: 4)];
+        PhysicalRange[] ranges = [TestKit.DeviceRange(0), TestKit.DeviceRange(256, lengthMiB: 4)];
 
         DevPagemap pagemap = Memremap.Map(_memory, _driver.Options(type, ranges));
 
@@ -48,7 +48,7 @@ public class MemremapTests
         pagemap.Owner.Should().BeSameAs(_driver.Owner);
         pagemap.Ops.Should().BeSameAs(_driver);
         pagemap.Memory.Should().BeSameAs(_memory);
-        foreach (Pfn pfn in ranges.SelectMany(TestMemory.Pfns))
+        foreach (Pfn pfn in ranges.SelectMany(TestKit.Pfns))
         {
             _memory.IsPresent(pfn).Should().BeTrue();
             ref readonly PageFrame page = ref _memory.Page(pfn);
@@ -65,7 +65,7 @@ public class MemremapTests
     [Fact]
     public void DevicePageDataStartsZeroedAndPersists()
     {
-        PhysicalRange range = TestMemory.DeviceRange(0);
+        PhysicalRange range = TestKit.DeviceRange(0);
         Memremap.Map(_memory, _driver.PrivateOptions(range));
 
         _memory.PageData(range.StartPfn).ToArray().Should().OnlyContain(b => b == 0);
@@ -80,7 +80,7 @@ public class MemremapTests
     {
         DevPagemap pagemap = Memremap.Map(
             _memory,
-            new DevPagemapOptions { Type = MemoryType.Generic, Ranges = [TestMemory.DeviceRange(0)] });
+            new DevPagemapOptions { Type = MemoryType.Generic, Ranges = [TestKit.DeviceRange(0)] });
 
         pagemap.State.Should().Be(DevPagemapState.Live);
     }
@@ -88,7 +88,7 @@ public class MemremapTests
     [Fact]
     public void RegistrationWithoutRangesThrowsEINVALAndChangesNothing()
     {
-        AssertRegistrationFailsAndLeavesNothing(_driver.PrivateOptions(), Errno.EINVAL, TestMemory.DeviceRange(0));
+        AssertRegistrationFailsAndLeavesNothing(_driver.PrivateOptions(), Errno.EINVAL, TestKit.DeviceRange(0));
     }
 
     [Theory]
@@ -97,7 +97,7 @@ public class MemremapTests
     [InlineData(99)]
     public void RegistrationOfAnUnknownTypeThrowsEINVALAndChangesNothing(int type)
     {
-        AssertRegistrationFailsAndLeavesNothing(_driver.Options((MemoryType)type, TestMemory.DeviceRange(0)), Errno.EINVAL, TestMemory.DeviceRange(0));
+        AssertRegistrationFailsAndLeavesNothing(_driver.Options((MemoryType)type, TestKit.DeviceRange(0)), Errno.EINVAL, TestKit.DeviceRange(0));
     }
 
     [Theory]
@@ -108,7 +108,7 @@ public class MemremapTests
     [InlineData(MemoryType.DeviceCoherent, true, false)]
     public void PrivateOrCoherentMemoryWithoutOpsOrOwnerThrowsEINVALAndChangesNothing(MemoryType type, bool withOps, bool withOwner)
     {
-        PhysicalRange range = TestMemory.DeviceRange(0);
+        PhysicalRange range = TestKit.DeviceRange(0);
         var options = new DevPagemapOptions
         {
             Type = type,
@@ -121,11 +121,11 @@ public class MemremapTests
     }
 
     [Theory]
-    [InlineData(TestMemory.DeviceBase + (1UL << 20), 2UL << 20)]
-    [InlineData(TestMemory.DeviceBase + 4096, 2UL << 20)]
-    [InlineData(TestMemory.DeviceBase, 1UL << 20)]
-    [InlineData(TestMemory.DeviceBase, (2UL << 20) + 4096)]
-    [InlineData(TestMemory.DeviceBase, 0UL)]
+    [InlineData(TestKit.DeviceBase + (1UL << 20), 2UL << 20)]
+    [InlineData(TestKit.DeviceBase + 4096, 2UL << 20)]
+    [InlineData(TestKit.DeviceBase, 1UL << 20)]
+    [InlineData(TestKit.DeviceBase, (2UL << 20) + 4096)]
+    [InlineData(TestKit.DeviceBase, 0UL)]
     [InlineData((1UL << 46) - (2UL << 20), 4UL << 20)]
     [InlineData(1UL << 46, 2UL << 20)]
     [InlineData(ulong.MaxValue - (2UL << 20) + 1, 4UL << 20)]
@@ -133,14 +133,14 @@ public class MemremapTests
     {
         var bad = new PhysicalRange(start, length);
 
-        AssertRegistrationFailsAndLeavesNothing(_driver.PrivateOptions(bad), Errno.EINVAL, TestMemory.DeviceRange(0));
+        AssertRegistrationFailsAndLeavesNothing(_driver.PrivateOptions(bad), Errno.EINVAL, TestKit.DeviceRange(0));
     }
 
     [Fact]
     public void ABadSecondRangeThrowsEINVALBeforeTheFirstIsRegistered()
     {
-        PhysicalRange good = TestMemory.DeviceRange(0);
-        var bad = new PhysicalRange(TestMemory.DeviceBase + (5 * MiB), 2 * MiB);
+        PhysicalRange good = TestKit.DeviceRange(0);
+        var bad = new PhysicalRange(TestKit.DeviceBase + (5 * MiB), 2 * MiB);
 
         AssertRegistrationFailsAndLeavesNothing(_driver.PrivateOptions(good, bad), Errno.EINVAL, good);
     }
@@ -154,12 +154,12 @@ public class MemremapTests
         Pfn ramPage = _memory.AllocatePage();
         _memory.PageData(ramPage).Fill(0x11);
         var range = new PhysicalRange(startMiB * MiB, lengthMiB * MiB);
-        MemorySnapshot before = MemorySnapshot.Take(_memory, [ramPage, new Pfn(0), new Pfn(1023), .. TestMemory.Probes(range)]);
+        MemorySnapshot before = MemorySnapshot.Take(_memory, [ramPage, new Pfn(0), new Pfn(1023), .. TestKit.Probes(range)]);
 
         Action register = () => Memremap.Map(_memory, _driver.PrivateOptions(range));
 
         register.Should().Throw<HmmException>().Which.Error.Should().Be(Errno.ENXIO);
-        MemorySnapshot.Take(_memory, [ramPage, new Pfn(0), new Pfn(1023), .. TestMemory.Probes(range)]).Should().Be(before);
+        MemorySnapshot.Take(_memory, [ramPage, new Pfn(0), new Pfn(1023), .. TestKit.Probes(range)]).Should().Be(before);
         _memory.PageData(ramPage).ToArray().Should().OnlyContain(b => b == 0x11, "RAM contents are untouched");
         _memory.FindZoneDeviceOwner(1).Should().BeNull("the failed pagemap's id was given back");
     }
@@ -167,13 +167,13 @@ public class MemremapTests
     [Fact]
     public void RangeOverlappingAnotherPagemapThrowsENOMEMAndLeavesTheOtherIntact()
     {
-        PhysicalRange existingRange = TestMemory.DeviceRange(0, lengthMiB: 4);
+        PhysicalRange existingRange = TestKit.DeviceRange(0, lengthMiB: 4);
         DevPagemap existing = Memremap.Map(_memory, _driver.PrivateOptions(existingRange));
         Pfn held = existingRange.StartPfn + 600;
         existing.InitDevicePage(held);
         _memory.PageData(held).Fill(0x22);
         var overlapping = new PhysicalRange(existingRange.Start + (2 * MiB), 4 * MiB);
-        Pfn[] probes = [held, .. TestMemory.Probes(existingRange), .. TestMemory.Probes(overlapping)];
+        Pfn[] probes = [held, .. TestKit.Probes(existingRange), .. TestKit.Probes(overlapping)];
         MemorySnapshot before = MemorySnapshot.Take(_memory, probes);
         long refCount = existing.Ref.Count;
 
@@ -206,7 +206,7 @@ public class MemremapTests
         _memory.PageData(range.StartPfn).Fill(0x66);
 
         _memory.PutPage(range.StartPfn);
-        await Memremap.UnmapAsync(pagemap).WaitAsync(TestMemory.Timeout);
+        await Memremap.UnmapAsync(pagemap).WaitAsync(TestKit.Timeout);
 
         MemorySnapshot.Take(_memory, ramPage, new Pfn(1), new Pfn(1023)).Should().Be(ramBefore);
         _memory.PageData(ramPage).ToArray().Should().OnlyContain(b => b == 0x55);
@@ -221,7 +221,7 @@ public class MemremapTests
         var pagemaps = new List<DevPagemap>();
         for (ulong i = 0; i < 20; i++)
         {
-            pagemaps.Add(Memremap.Map(_memory, _driver.PrivateOptions(TestMemory.DeviceRange(i * 2))));
+            pagemaps.Add(Memremap.Map(_memory, _driver.PrivateOptions(TestKit.DeviceRange(i * 2))));
         }
 
         pagemaps.Select(p => p.Id).Should().OnlyHaveUniqueItems();
@@ -234,7 +234,7 @@ public class MemremapTests
 
         int freedId = pagemaps[3].Id;
         Memremap.Unmap(pagemaps[3]);
-        Memremap.Map(_memory, _driver.PrivateOptions(TestMemory.DeviceRange(256))).Id.Should().Be(freedId);
+        Memremap.Map(_memory, _driver.PrivateOptions(TestKit.DeviceRange(256))).Id.Should().Be(freedId);
     }
 
     [Fact]
@@ -251,8 +251,8 @@ public class MemremapTests
     [Fact]
     public void TwoOverlappingRangesOfOneRegistrationThrowENOMEMAndUnwindTheFirst()
     {
-        PhysicalRange first = TestMemory.DeviceRange(0, lengthMiB: 4);
-        PhysicalRange second = TestMemory.DeviceRange(2, lengthMiB: 4);
+        PhysicalRange first = TestKit.DeviceRange(0, lengthMiB: 4);
+        PhysicalRange second = TestKit.DeviceRange(2, lengthMiB: 4);
 
         AssertRegistrationFailsAndLeavesNothing(_driver.PrivateOptions(first, second), Errno.ENOMEM, first, second);
     }
@@ -260,7 +260,7 @@ public class MemremapTests
     [Fact]
     public void SecondRangeOverlappingRamThrowsENXIOAndUnwindsTheFirst()
     {
-        PhysicalRange first = TestMemory.DeviceRange(0);
+        PhysicalRange first = TestKit.DeviceRange(0);
         var second = new PhysicalRange(2 * MiB, 2 * MiB);
         Pfn ramPage = _memory.AllocatePage();
         MemorySnapshot ramBefore = MemorySnapshot.Take(_memory, ramPage, second.StartPfn);
@@ -276,12 +276,12 @@ public class MemremapTests
     {
         // Ranges 0 and 1 share a section with a neighbouring pagemap that must survive the unwind; range 2 has a
         // section of its own.
-        PhysicalRange neighbourRange = TestMemory.DeviceRange(2);
+        PhysicalRange neighbourRange = TestKit.DeviceRange(2);
         DevPagemap neighbour = Memremap.Map(_memory, _driver.PrivateOptions(neighbourRange));
         Pfn neighbourPage = neighbourRange.StartPfn + 3;
         neighbour.InitDevicePage(neighbourPage);
-        PhysicalRange[] ranges = [TestMemory.DeviceRange(0), TestMemory.DeviceRange(4, lengthMiB: 4), TestMemory.DeviceRange(256)];
-        Pfn[] probes = [.. ranges.SelectMany(TestMemory.Probes), .. TestMemory.Probes(neighbourRange)];
+        PhysicalRange[] ranges = [TestKit.DeviceRange(0), TestKit.DeviceRange(4, lengthMiB: 4), TestKit.DeviceRange(256)];
+        Pfn[] probes = [.. ranges.SelectMany(TestKit.Probes), .. TestKit.Probes(neighbourRange)];
         MemorySnapshot before = MemorySnapshot.Take(_memory, probes);
         long neighbourRefs = neighbour.Ref.Count;
         _memory.FaultInjection.FailNext(point, skip: failingRange);
@@ -290,7 +290,7 @@ public class MemremapTests
 
         register.Should().Throw<HmmException>().Which.Error.Should().Be(Errno.ENOMEM);
         MemorySnapshot.Take(_memory, probes).Should().Be(before, $"a failure in range {failingRange} at {point} must leave nothing behind");
-        foreach (Pfn pfn in ranges.SelectMany(TestMemory.Probes))
+        foreach (Pfn pfn in ranges.SelectMany(TestKit.Probes))
         {
             Memremap.GetDevPagemap(_memory, pfn).Should().BeNull();
         }
@@ -302,7 +302,7 @@ public class MemremapTests
         DevPagemap again = Memremap.Map(_memory, _driver.PrivateOptions(ranges));
 
         again.Id.Should().Be(neighbour.Id + 1);
-        foreach (Pfn pfn in ranges.SelectMany(TestMemory.Probes))
+        foreach (Pfn pfn in ranges.SelectMany(TestKit.Probes))
         {
             _memory.Page(pfn).PagemapId.Should().Be(again.Id);
             _memory.Page(pfn).RefCount.Should().Be(0);
@@ -313,7 +313,7 @@ public class MemremapTests
     [MemberData(nameof(RegistrationFaults))]
     public void InjectedFailureAfterRangesWithPageDataLeavesNoStaleData(FaultPoint point, int failingRange)
     {
-        PhysicalRange[] ranges = [TestMemory.DeviceRange(0), TestMemory.DeviceRange(4), TestMemory.DeviceRange(256)];
+        PhysicalRange[] ranges = [TestKit.DeviceRange(0), TestKit.DeviceRange(4), TestKit.DeviceRange(256)];
         DevPagemap first = Memremap.Map(_memory, _driver.PrivateOptions(ranges));
         foreach (PhysicalRange range in ranges)
         {
@@ -338,11 +338,11 @@ public class MemremapTests
     [Fact]
     public void GetDevPagemapReturnsTheOwnerWithAReference()
     {
-        PhysicalRange[] ranges = [TestMemory.DeviceRange(0), TestMemory.DeviceRange(256)];
+        PhysicalRange[] ranges = [TestKit.DeviceRange(0), TestKit.DeviceRange(256)];
         DevPagemap pagemap = Memremap.Map(_memory, _driver.PrivateOptions(ranges));
         pagemap.Ref.Count.Should().Be(1);
 
-        foreach (Pfn pfn in ranges.SelectMany(TestMemory.Probes))
+        foreach (Pfn pfn in ranges.SelectMany(TestKit.Probes))
         {
             DevPagemap? found = Memremap.GetDevPagemap(_memory, pfn);
 
@@ -356,14 +356,14 @@ public class MemremapTests
     [Fact]
     public void GetDevPagemapReturnsNullForAFrameThatIsNotDeviceMemoryAndTakesNoReference()
     {
-        PhysicalRange[] ranges = [TestMemory.DeviceRange(0), TestMemory.DeviceRange(4)];
+        PhysicalRange[] ranges = [TestKit.DeviceRange(0), TestKit.DeviceRange(4)];
         DevPagemap pagemap = Memremap.Map(_memory, _driver.PrivateOptions(ranges));
         Pfn ramPage = _memory.AllocatePage();
         Pfn[] notDevice =
         [
             new Pfn(0), ramPage, new Pfn(1023),
             new Pfn(ranges[0].StartPfn.Value - 1), ranges[0].StartPfn + 512, new Pfn(ranges[1].StartPfn.Value - 1), ranges[1].StartPfn + 512,
-            Pfn.FromPhysicalAddress(TestMemory.DeviceBase + TestMemory.SectionBytes),
+            Pfn.FromPhysicalAddress(TestKit.DeviceBase + TestKit.SectionBytes),
             new Pfn(Pfn.Limit), new Pfn(ulong.MaxValue),
         ];
 
@@ -378,7 +378,7 @@ public class MemremapTests
     [Fact]
     public void GetDevPagemapReturnsNullForADyingPagemapAndTakesNoReference()
     {
-        PhysicalRange range = TestMemory.DeviceRange(0);
+        PhysicalRange range = TestKit.DeviceRange(0);
         DevPagemap pagemap = Memremap.Map(_memory, _driver.PrivateOptions(range));
         pagemap.InitDevicePage(range.StartPfn);
         Task teardown = Memremap.UnmapAsync(pagemap);
@@ -395,7 +395,7 @@ public class MemremapTests
     [Fact]
     public async Task ALookupReferenceKeepsTheTeardownWaiting()
     {
-        PhysicalRange range = TestMemory.DeviceRange(0);
+        PhysicalRange range = TestKit.DeviceRange(0);
         DevPagemap pagemap = Memremap.Map(_memory, _driver.PrivateOptions(range));
         DevPagemap found = Memremap.GetDevPagemap(_memory, range.StartPfn)!;
 
@@ -404,7 +404,7 @@ public class MemremapTests
         teardown.IsCompleted.Should().BeFalse("get_dev_pagemap's reference is still out");
         _memory.IsPresent(range.StartPfn).Should().BeTrue();
         found.Put();
-        await teardown.WaitAsync(TestMemory.Timeout);
+        await teardown.WaitAsync(TestKit.Timeout);
         _memory.IsPresent(range.StartPfn).Should().BeFalse();
     }
 
@@ -422,7 +422,7 @@ public class MemremapTests
     [MemberData(nameof(AllTypes))]
     public async Task TeardownWaitsForTheLastPageReferenceAndKeepsItsFrameValidMeanwhile(MemoryType type)
     {
-        PhysicalRange[] ranges = [TestMemory.DeviceRange(0), TestMemory.DeviceRange(256)];
+        PhysicalRange[] ranges = [TestKit.DeviceRange(0), TestKit.DeviceRange(256)];
         DevPagemap pagemap = Memremap.Map(_memory, _driver.Options(type, ranges));
         Pfn held = ranges[1].StartPfn + 7;
         Pfn other = ranges[0].StartPfn + 1;
@@ -453,11 +453,11 @@ public class MemremapTests
         teardown.IsCompleted.Should().BeFalse();
 
         _memory.PutPage(held);
-        await teardown.WaitAsync(TestMemory.Timeout);
+        await teardown.WaitAsync(TestKit.Timeout);
 
         pagemap.State.Should().Be(DevPagemapState.Removed);
         pagemap.Ref.Count.Should().Be(0);
-        foreach (Pfn pfn in ranges.SelectMany(TestMemory.Probes))
+        foreach (Pfn pfn in ranges.SelectMany(TestKit.Probes))
         {
             _memory.IsPresent(pfn).Should().BeFalse();
             Memremap.GetDevPagemap(_memory, pfn).Should().BeNull();
@@ -478,7 +478,7 @@ public class MemremapTests
     [InlineData(MemoryType.PciP2PDma)]
     public async Task GenericAndP2PMemoryHoldOneReferencePerPageUntilTeardown(MemoryType type)
     {
-        PhysicalRange range = TestMemory.DeviceRange(0, lengthMiB: 4);
+        PhysicalRange range = TestKit.DeviceRange(0, lengthMiB: 4);
         DevPagemap pagemap = Memremap.Map(_memory, _driver.Options(type, range));
 
         pagemap.Ref.Count.Should().Be(1 + 1024);
@@ -490,7 +490,7 @@ public class MemremapTests
         pagemap.Ref.Count.Should().Be(1, "the kill dropped the initial reference and the per-page ones");
         teardown.IsCompleted.Should().BeFalse();
         _memory.PutPage(range.StartPfn);
-        await teardown.WaitAsync(TestMemory.Timeout);
+        await teardown.WaitAsync(TestKit.Timeout);
         pagemap.State.Should().Be(DevPagemapState.Removed);
         pagemap.Ref.Count.Should().Be(0);
     }
@@ -499,10 +499,10 @@ public class MemremapTests
     [MemberData(nameof(AllTypes))]
     public async Task TeardownOfAnUnusedPagemapCompletesAtOnce(MemoryType type)
     {
-        PhysicalRange range = TestMemory.DeviceRange(0);
+        PhysicalRange range = TestKit.DeviceRange(0);
         DevPagemap pagemap = Memremap.Map(_memory, _driver.Options(type, range));
 
-        await Memremap.UnmapAsync(pagemap).WaitAsync(TestMemory.Timeout);
+        await Memremap.UnmapAsync(pagemap).WaitAsync(TestKit.Timeout);
 
         pagemap.State.Should().Be(DevPagemapState.Removed);
         _memory.IsPresent(range.StartPfn).Should().BeFalse();
@@ -512,7 +512,7 @@ public class MemremapTests
     [MemberData(nameof(AllTypes))]
     public async Task MemunmapPagesTwiceJoinsTheFirstTeardown(MemoryType type)
     {
-        PhysicalRange range = TestMemory.DeviceRange(0);
+        PhysicalRange range = TestKit.DeviceRange(0);
         DevPagemap pagemap = Memremap.Map(_memory, _driver.Options(type, range));
         pagemap.InitDevicePage(range.StartPfn);
 
@@ -523,9 +523,9 @@ public class MemremapTests
         second.IsCompleted.Should().BeFalse();
         pagemap.Ref.Count.Should().Be(1, "the second call neither kills nor drops references again");
         _memory.PutPage(range.StartPfn);
-        await Task.WhenAll(first, second).WaitAsync(TestMemory.Timeout);
+        await Task.WhenAll(first, second).WaitAsync(TestKit.Timeout);
         Memremap.Unmap(pagemap);
-        await Memremap.UnmapAsync(pagemap).WaitAsync(TestMemory.Timeout);
+        await Memremap.UnmapAsync(pagemap).WaitAsync(TestKit.Timeout);
         pagemap.State.Should().Be(DevPagemapState.Removed);
         pagemap.Ref.Count.Should().Be(0);
     }
@@ -533,7 +533,7 @@ public class MemremapTests
     [Fact]
     public async Task CancellingTheWaitDoesNotStopTheTeardown()
     {
-        PhysicalRange range = TestMemory.DeviceRange(0);
+        PhysicalRange range = TestKit.DeviceRange(0);
         DevPagemap pagemap = Memremap.Map(_memory, _driver.PrivateOptions(range));
         pagemap.InitDevicePage(range.StartPfn);
         using var cancel = new CancellationTokenSource();
@@ -545,14 +545,14 @@ public class MemremapTests
         await wait.Should().ThrowAsync<OperationCanceledException>();
         pagemap.State.Should().Be(DevPagemapState.Dying);
         _memory.PutPage(range.StartPfn);
-        await Memremap.UnmapAsync(pagemap).WaitAsync(TestMemory.Timeout);
+        await Memremap.UnmapAsync(pagemap).WaitAsync(TestKit.Timeout);
         pagemap.State.Should().Be(DevPagemapState.Removed);
     }
 
     [Fact]
     public async Task AnExtraLookupPutIsCaughtAndTeardownStillWaitsForPages()
     {
-        PhysicalRange range = TestMemory.DeviceRange(0);
+        PhysicalRange range = TestKit.DeviceRange(0);
         DevPagemap pagemap = Memremap.Map(_memory, _driver.PrivateOptions(range));
         DevPagemap found = Memremap.GetDevPagemap(_memory, range.StartPfn)!;
         found.Put();
@@ -567,12 +567,12 @@ public class MemremapTests
         teardown.IsCompleted.Should().BeFalse("the page is still referenced");
         _memory.IsPresent(range.StartPfn).Should().BeTrue();
         _memory.PutPage(range.StartPfn);
-        await teardown.WaitAsync(TestMemory.Timeout);
+        await teardown.WaitAsync(TestKit.Timeout);
     }
 
     private void AssertRegistrationFailsAndLeavesNothing(DevPagemapOptions options, Errno expected, params PhysicalRange[] ranges)
     {
-        Pfn[] probes = [.. ranges.SelectMany(TestMemory.Probes)];
+        Pfn[] probes = [.. ranges.SelectMany(TestKit.Probes)];
         MemorySnapshot before = MemorySnapshot.Take(_memory, probes);
 
         Action register = () => Memremap.Map(_memory, options);

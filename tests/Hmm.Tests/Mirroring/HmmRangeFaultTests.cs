@@ -766,7 +766,7 @@ public class HmmRangeFaultTests
             _pagemap = Memremap.Map(memory, new DevPagemapOptions
             {
                 Type = MemoryType.DevicePrivate,
-                Ranges = [TestMemory.DeviceRange(0)],
+                Ranges = [TestKit.DeviceRange(0)],
                 Owner = Driver.Owner,
                 Ops = Driver,
                 Name = "hand-migrating",
