@@ -36,6 +36,11 @@ public sealed partial class Mm
                 {
                     CopyPrivateEntries(child, vma);
                 }
+                else if (vma.IsSpecial)
+                {
+                    // Nothing can refault a driver's area (vma_needs_copy): the child gets its entries as they are.
+                    CopySharedEntriesUnsynchronized(child, vma);
+                }
             }
         }
         catch (HmmException)
@@ -139,6 +144,43 @@ public sealed partial class Mm
             lock (childTable.Lock)
             {
                 childTable.SetUnsynchronized(index, childPte);
+            }
+        }
+    }
+
+    /// <summary>Copies the entries of a shared driver area: inserted pages gain a reference and a mapcount, special entries nothing; nothing is write-protected.</summary>
+    private void CopySharedEntriesUnsynchronized(Mm child, Vma vma)
+    {
+        for (ulong address = vma.Start; address < vma.End; address += PageSize.Bytes)
+        {
+            PteTable? table = _pageTable.Find(address);
+            if (table is null)
+            {
+                address = _pageTable.NextTableAddress(address) - PageSize.Bytes;
+                continue;
+            }
+
+            int index = PageTable.PteIndex(address);
+            Pte pte;
+            lock (table.Lock)
+            {
+                pte = table.Read(index);
+                if (pte.IsNone)
+                {
+                    continue;
+                }
+
+                if (HoldsPage(pte))
+                {
+                    Memory.GetPage(pte.Pfn);
+                    Interlocked.Increment(ref Memory.Frame(pte.Pfn)._mapCount);
+                }
+            }
+
+            PteTable childTable = child._pageTable.FindOrAllocate(address);
+            lock (childTable.Lock)
+            {
+                childTable.SetUnsynchronized(index, pte);
             }
         }
     }

@@ -17,6 +17,7 @@ public sealed class SimFile
     private readonly Lock _lock = new();
     private readonly Dictionary<ulong, Pfn> _cache = [];
     private readonly List<Vma> _mappings = [];
+    private bool _released;
 
     /// <summary>Creates an empty file of the given size.</summary>
     /// <param name="memory">The memory its page cache lives in.</param>
@@ -41,6 +42,15 @@ public sealed class SimFile
 
     /// <summary>The memory holding the page cache.</summary>
     public PhysicalMemory Memory { get; }
+
+    /// <summary>
+    /// Whether shared writable mappings of the file want write-notify (<c>vma_wants_writenotify</c>): a file system
+    /// that tracks dirty pages or has a <c>page_mkwrite</c> handler. Then a read fault maps a page read-only and the
+    /// first write faults again to make it writable. False (the default) behaves as shmem and anonymous shared memory:
+    /// a read fault in an area with <see cref="VmFlags.Shared"/> and <see cref="VmFlags.Write"/> maps the page
+    /// writable at once, so a device mirroring it sees write access. Private mappings are copy-on-write either way.
+    /// </summary>
+    public bool WantsWriteNotify { get; init; }
 
     /// <summary>How many pages are cached.</summary>
     public int CachedPages
@@ -97,9 +107,24 @@ public sealed class SimFile
 
     internal void AddMapping(Vma vma)
     {
+        if (!TryAddMapping(vma))
+        {
+            ThrowHelper.ThrowBug($"A mapping was added to '{Name}' after its last one went.");
+        }
+    }
+
+    /// <summary>Adds a mapping unless the file is anonymous shared memory that has already dropped its pages.</summary>
+    internal bool TryAddMapping(Vma vma)
+    {
         lock (_lock)
         {
+            if (_released)
+            {
+                return false;
+            }
+
             _mappings.Add(vma);
+            return true;
         }
     }
 
@@ -124,6 +149,7 @@ public sealed class SimFile
 
                 _cache.Clear();
                 Memory.Mappings.Unregister(Handle);
+                _released = true;
             }
         }
     }
