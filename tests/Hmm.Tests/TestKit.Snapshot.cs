@@ -60,7 +60,7 @@ internal sealed class MmSnapshot
             snapshot.Addresses.Add(address);
             Pte pte = mm.ReadPte(address);
             snapshot.Entries[address] = pte.Raw;
-            if (pte.IsPresent)
+            if (pte.IsPresent && mm.Memory.IsPresent(pte.Pfn))
             {
                 snapshot.Data[address] = mm.Memory.PageData(pte.Pfn).ToArray();
             }
