@@ -66,18 +66,19 @@ public sealed class SimFile
 
     internal ulong Handle { get; }
 
-    internal ulong PageCount => (Length + PageSize.Bytes - 1) >> PageSize.Shift;
+    // Written so that a length near 2^64 cannot wrap to zero pages.
+    internal ulong PageCount => (Length >> PageSize.Shift) + ((Length & (PageSize.Bytes - 1)) != 0 ? 1UL : 0);
 
     /// <summary>Reads bytes at a file offset through the page cache.</summary>
     /// <param name="offset">The first byte.</param>
     /// <param name="destination">Where to copy to.</param>
-    /// <exception cref="HmmException"><see cref="Errno.EINVAL"/>: the range extends beyond <see cref="Length"/>.</exception>
+    /// <exception cref="HmmException">Error model: invalid argument, nothing changes. <see cref="Errno.EINVAL"/>: the range extends beyond <see cref="Length"/>, or the file is anonymous shared memory (from <see cref="Vma.File"/>) whose last mapping is gone.</exception>
     public void Read(ulong offset, Span<byte> destination) => Access(offset, destination.Length, destination, default, write: false);
 
     /// <summary>Writes bytes at a file offset through the page cache.</summary>
     /// <param name="offset">The first byte.</param>
     /// <param name="source">What to write.</param>
-    /// <exception cref="HmmException"><see cref="Errno.EINVAL"/>: the range extends beyond <see cref="Length"/>.</exception>
+    /// <exception cref="HmmException">Error model: invalid argument, nothing changes. <see cref="Errno.EINVAL"/>: as for <see cref="Read"/>.</exception>
     public void Write(ulong offset, ReadOnlySpan<byte> source) => Access(offset, source.Length, default, source, write: true);
 
     /// <summary>The cached page at <paramref name="index"/>, created if absent, with an extra reference for the caller.</summary>
@@ -85,6 +86,12 @@ public sealed class SimFile
     {
         lock (_lock)
         {
+            if (_released)
+            {
+                // Nothing would ever put a page cached now: the file dropped its cache with its last mapping.
+                ThrowHelper.ThrowHmm(Errno.EINVAL, $"File '{Name}' is anonymous shared memory whose last mapping is gone.");
+            }
+
             if (!_cache.TryGetValue(index, out Pfn pfn))
             {
                 pfn = Memory.AllocatePage();

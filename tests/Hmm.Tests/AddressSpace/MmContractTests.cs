@@ -59,6 +59,32 @@ public class MmContractTests
     }
 
     [Fact]
+    public void DirectAccessToAnonymousSharedMemoryWhoseLastMappingIsGoneIsEinvalAndAllocatesNothing()
+    {
+        ulong a = _mm.Mmap(0, 2 * Page, Protection.ReadWrite, SharedAnonymous);
+        SimFile shmem = VmaAt(_mm, a).File!;
+        _mm.Munmap(a, 2 * Page);
+        ulong free = _memory.FreeRamPages;
+
+        ((Action)(() => shmem.Write(0, [1]))).ShouldFailWith(Errno.EINVAL);
+        ((Action)(() => shmem.Read(0, new byte[1]))).ShouldFailWith(Errno.EINVAL);
+
+        _memory.FreeRamPages.Should().Be(free, "a page cached now would never be freed");
+        shmem.CachedPages.Should().Be(0);
+    }
+
+    [Fact]
+    public void AFileOfNearlyTwoToTheSixtyFourBytesIsReadableThroughAMapping()
+    {
+        var file = new SimFile(_memory, "huge", ulong.MaxValue - 5);
+        file.Write(0, [42]);
+
+        ulong a = _mm.Mmap(0, Page, Protection.Read, MapFlags.Shared, file);
+
+        ReadBytes(_mm, a, 1).Should().Equal(42);
+    }
+
+    [Fact]
     public void AFixedMappingOverTheLastMappingOfAnonymousSharedMemoryKeepsItsBytes()
     {
         ulong a = _mm.Mmap(Base, 2 * Page, Protection.ReadWrite, SharedAnonymous | MapFlags.FixedNoReplace);
