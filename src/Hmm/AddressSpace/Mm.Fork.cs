@@ -187,7 +187,8 @@ public sealed partial class Mm
 
     private bool IsPinnedExclusiveAnon(Pte pte)
     {
-        if (!pte.IsPresent || pte.Pfn == PhysicalMemory.ZeroPage)
+        // A special entry may name a frame without a struct page; it holds no page to pin either.
+        if (!pte.IsPresent || !HoldsPage(pte))
         {
             return false;
         }

@@ -286,6 +286,26 @@ public class MmSpecialAreaTests
     }
 
     [Fact]
+    public void ForkOfAPrivatePfnMapAreaOfDeviceFramesWriteProtectsBothAndTakesNoReference()
+    {
+        (ulong a, Vma vma) = MapDriverArea(2, MapFlags.Private, VmFlags.PfnMap | VmFlags.Io);
+        var device = new Pfn(DeviceBase >> PageSize.Shift);
+        using (_mm.MmapWriteLock())
+        {
+            _mm.RemapPfnRange(vma, a, device, 2 * Page).Should().Be(0);
+        }
+
+        ulong free = _memory.FreeRamPages;
+
+        Mm child = _mm.Fork("child");
+
+        child.ReadPte(a + Page).Should().Be(_mm.ReadPte(a + Page));
+        (child.ReadPte(a).IsSpecial, child.ReadPte(a).IsWritable, child.ReadPte(a).Pfn).Should().Be((true, false, device));
+        child.Exit();
+        _memory.FreeRamPages.Should().Be(free);
+    }
+
+    [Fact]
     public void MremapOfDriverAreas()
     {
         (ulong a, Vma vma) = MapDriverArea(2, MapFlags.Shared, VmFlags.MixedMap);
