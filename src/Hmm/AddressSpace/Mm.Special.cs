@@ -81,7 +81,7 @@ public sealed partial class Mm
     /// <param name="address">A page-aligned address.</param>
     /// <param name="page">A System RAM or device page the caller holds a reference to: not anonymous, not the zero page, not device-private.</param>
     /// <returns>
-    /// Error model: the kernel's return code. 0; <see cref="Errno.EFAULT"/>: the address is outside the area;
+    /// Error model: the kernel's return code. <see cref="Errno.None"/> (0); <see cref="Errno.EFAULT"/>: the address is outside the area;
     /// <see cref="Errno.EINVAL"/>: an unaligned address, or a page that cannot be inserted (no struct page, free,
     /// anonymous, the zero page, device-private); <see cref="Errno.EBUSY"/>: an entry is already there. Nothing changes on an error.
     /// </returns>
@@ -133,7 +133,7 @@ public sealed partial class Mm
         }
 
         vma.Flags |= VmFlags.MixedMap;
-        return 0;
+        return Errno.None;
     }
 
     /// <summary>
@@ -184,7 +184,7 @@ public sealed partial class Mm
     /// <param name="address">The first address, page aligned.</param>
     /// <param name="pfn">The first frame.</param>
     /// <param name="size">Bytes, rounded up to whole pages.</param>
-    /// <returns>Error model: the kernel's return code. 0; <see cref="Errno.EINVAL"/>: an unaligned address, a zero size, or a range beyond the area. Nothing changes on an error.</returns>
+    /// <returns>Error model: the kernel's return code. <see cref="Errno.None"/> (0); <see cref="Errno.EINVAL"/>: an unaligned address, a zero size, or a range beyond the area. Nothing changes on an error.</returns>
     /// <exception cref="ArgumentNullException"><paramref name="vma"/> is null.</exception>
     /// <exception cref="HmmException">
     /// Error model: invalid arguments, nothing changes. <see cref="Errno.EINVAL"/>: <paramref name="vma"/> belongs to
@@ -221,7 +221,7 @@ public sealed partial class Mm
         }
 
         vma.Flags |= VmFlags.Io | VmFlags.PfnMap | VmFlags.DontExpand;
-        return 0;
+        return Errno.None;
     }
 
     private static bool IsSharedWritable(Vma vma) => (vma.Flags & (VmFlags.Shared | VmFlags.Write)) == (VmFlags.Shared | VmFlags.Write);

@@ -111,6 +111,21 @@ public class MmMremapFuzzTests
         mm.Mmap(Base + (16 * Page), 6 * Page, Protection.ReadWrite, MapFlags.Shared | MapFlags.FixedNoReplace, file, Page);
         ulong d = mm.Mmap(Base + (24 * Page), 4 * Page, Protection.ReadWrite, MapFlags.Private | MapFlags.FixedNoReplace, file);
         Fill(mm, d, 2, seed: 4);
+
+        // A driver's area: two inserted pages and a hole (the inserted pages keep the driver's reference, so they
+        // outlive the address space; they are few per run).
+        ulong e = mm.MmapSpecial(Base + (32 * Page), 3 * Page, Protection.ReadWrite, MapFlags.Shared | MapFlags.FixedNoReplace, VmFlags.MixedMap);
+        using (mm.MmapWriteLock())
+        {
+            Vma driver = mm.FindVma(e)!;
+            for (ulong i = 0; i < 2; i++)
+            {
+                Pfn page = memory.AllocatePage();
+                memory.PageData(page).Fill((byte)(0xd0 + i));
+                mm.InsertPage(driver, e + (i * Page), page).Should().Be(Errno.None);
+            }
+        }
+
         return mm;
     }
 
