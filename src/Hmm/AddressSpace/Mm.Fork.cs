@@ -13,7 +13,7 @@ public sealed partial class Mm
     /// <returns>The child, alive with one user reference.</returns>
     /// <exception cref="ArgumentNullException"><paramref name="name"/> is null.</exception>
     /// <exception cref="HmmException">
-    /// <see cref="Errno.ESRCH"/>: exited; <see cref="Errno.ENOMEM"/>: no memory to copy a pinned page. After ENOMEM the
+    /// Error model: invalid state or no memory, with the kernel's errno. <see cref="Errno.ESRCH"/>: exited; <see cref="Errno.ENOMEM"/>: no memory to copy a pinned page. After ENOMEM the
     /// half-built child is torn down; the parent's contents are unchanged, though pages it shared with the child may
     /// stay write-protected until its next write (as after a failed fork in the kernel).
     /// </exception>

@@ -21,7 +21,7 @@ public sealed partial class Mm
     /// <param name="pages">Receives the frames.</param>
     /// <returns>How many pages were taken: all of them, or fewer when a later page failed (as the kernel's short count).</returns>
     /// <exception cref="HmmException">
-    /// <see cref="Errno.EINVAL"/>: unaligned start or the range beyond user space; <see cref="Errno.EFAULT"/>: the
+    /// Error model: invalid arguments or state, with the kernel's errno. <see cref="Errno.EINVAL"/>: unaligned start or the range beyond user space; <see cref="Errno.EFAULT"/>: the
     /// first page is unmapped, not accessible this way, in an I/O or PFN-map area, or its fault failed;
     /// <see cref="Errno.ENOMEM"/>: out of memory on the first page; <see cref="Errno.ESRCH"/>: exited. No reference is held after an exception.
     /// </exception>

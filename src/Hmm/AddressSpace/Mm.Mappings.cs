@@ -139,7 +139,7 @@ public sealed partial class Mm
     /// <summary>Removes the mappings in a range (<c>munmap</c>), splitting areas that straddle its ends.</summary>
     /// <param name="address">The first address, page aligned.</param>
     /// <param name="length">Bytes, rounded up to whole pages.</param>
-    /// <exception cref="HmmException"><see cref="Errno.EINVAL"/>: unaligned address, length 0, or a range beyond <see cref="TaskSize"/>; <see cref="Errno.ESRCH"/>: exited. Nothing changes.</exception>
+    /// <exception cref="HmmException">Error model: invalid arguments or state, with the kernel's errno. <see cref="Errno.EINVAL"/>: unaligned address, length 0, or a range beyond <see cref="TaskSize"/>; <see cref="Errno.ESRCH"/>: exited. Nothing changes.</exception>
     public void Munmap(ulong address, ulong length)
     {
         ulong end = ValidateRange(address, length, Errno.EINVAL, Errno.EINVAL, allowEmpty: false);
@@ -152,7 +152,7 @@ public sealed partial class Mm
     /// <param name="address">The first address, page aligned.</param>
     /// <param name="length">Bytes, rounded up to whole pages; 0 does nothing.</param>
     /// <param name="protection">The new protection.</param>
-    /// <exception cref="HmmException"><see cref="Errno.EINVAL"/>: unaligned address or unknown protection; <see cref="Errno.ENOMEM"/>: part of the range is not mapped or it extends beyond <see cref="TaskSize"/>; <see cref="Errno.ESRCH"/>: exited. Nothing changes.</exception>
+    /// <exception cref="HmmException">Error model: invalid arguments or state, with the kernel's errno. <see cref="Errno.EINVAL"/>: unaligned address or unknown protection; <see cref="Errno.ENOMEM"/>: part of the range is not mapped or it extends beyond <see cref="TaskSize"/>; <see cref="Errno.ESRCH"/>: exited. Nothing changes.</exception>
     public void Mprotect(ulong address, ulong length, Protection protection)
     {
         if ((protection & ~(Protection.ReadWrite | Protection.Exec)) != 0)
@@ -195,7 +195,7 @@ public sealed partial class Mm
     /// <param name="length">Bytes, rounded up to whole pages; 0 does nothing.</param>
     /// <param name="advice">The advice.</param>
     /// <exception cref="HmmException">
-    /// <see cref="Errno.EINVAL"/>: unaligned address, a length whose rounding or end wraps around, unknown advice, DontNeed on an I/O or PFN-map area, or Free on
+    /// Error model: invalid arguments or state, with the kernel's errno. <see cref="Errno.EINVAL"/>: unaligned address, a length whose rounding or end wraps around, unknown advice, DontNeed on an I/O or PFN-map area, or Free on
     /// memory other than private anonymous; <see cref="Errno.ENOMEM"/>: part of the range is not mapped (the kernel
     /// still advises the mapped part; the simulator changes nothing); <see cref="Errno.ESRCH"/>: exited.
     /// </exception>
