@@ -13,6 +13,12 @@ public enum MapFlags
     /// <summary><c>MAP_PRIVATE</c>: copy-on-write.</summary>
     Private = 0x02,
 
+    /// <summary>
+    /// <c>MAP_SHARED_VALIDATE</c> (<see cref="Shared"/> | <see cref="Private"/>): a shared file mapping whose other flags
+    /// are all checked, failing with EOPNOTSUPP on one the simulator does not know. Not for anonymous memory (EINVAL).
+    /// </summary>
+    SharedValidate = Shared | Private,
+
     /// <summary><c>MAP_FIXED</c>: map exactly at the address, replacing what is there.</summary>
     Fixed = 0x10,
 

@@ -10,14 +10,14 @@ public sealed partial class Mm
     /// <param name="address">The first byte.</param>
     /// <param name="destination">Where to copy to; its length is the number of bytes read.</param>
     /// <exception cref="SegmentationFaultException">A byte is unmapped, not readable, or a fault handler failed (<c>SIGBUS</c>); bytes before it may have been read, nothing is changed.</exception>
-    /// <exception cref="HmmException"><see cref="Errno.ESRCH"/>: exited; <see cref="Errno.ENOMEM"/>: out of memory; <see cref="Errno.EOPNOTSUPP"/>: metadata-only memory.</exception>
+    /// <exception cref="HmmException">Error model: invalid arguments or state, with the kernel's errno. <see cref="Errno.ESRCH"/>: exited; <see cref="Errno.ENOMEM"/>: out of memory; <see cref="Errno.EOPNOTSUPP"/>: metadata-only memory; <see cref="Errno.EFAULT"/>: a special entry (<see cref="InsertPfn"/>, <see cref="RemapPfnRange"/>) maps a frame without a struct page, whose bytes the simulator does not have (the kernel's CPU would reach device I/O memory).</exception>
     public void Read(ulong address, Span<byte> destination) => Access(address, destination, default, write: false);
 
     /// <summary>Writes user memory as the process's CPU would, faulting pages in and breaking copy-on-write as needed.</summary>
     /// <param name="address">The first byte.</param>
     /// <param name="source">What to write.</param>
     /// <exception cref="SegmentationFaultException">A byte is unmapped, not writable, or a fault handler failed (<c>SIGBUS</c>); the write stops before that page and earlier pages keep what was written.</exception>
-    /// <exception cref="HmmException"><see cref="Errno.ESRCH"/>: exited; <see cref="Errno.ENOMEM"/>: out of memory; <see cref="Errno.EOPNOTSUPP"/>: metadata-only memory.</exception>
+    /// <exception cref="HmmException">Error model: invalid arguments or state, with the kernel's errno. <see cref="Errno.ESRCH"/>: exited; <see cref="Errno.ENOMEM"/>: out of memory; <see cref="Errno.EOPNOTSUPP"/>: metadata-only memory; <see cref="Errno.EFAULT"/>: as for <see cref="Read"/>.</exception>
     public void Write(ulong address, ReadOnlySpan<byte> source) => Access(address, default, source, write: true);
 
     private void Access(ulong address, Span<byte> destination, ReadOnlySpan<byte> source, bool write)
@@ -48,7 +48,7 @@ public sealed partial class Mm
             Vma vma = CheckAccess(position, write);
             while (!TryCopy(position & PageSize.Mask, inPage, write, destination.Slice(write ? 0 : done, write ? 0 : chunk), write ? source.Slice(done, chunk) : default))
             {
-                VmFaultResult result = HandleMmFault(vma, position, write ? FaultFlags.Write : FaultFlags.None);
+                VmFaultResult result = HandleMmFaultUnchecked(vma, position, write ? FaultFlags.Write : FaultFlags.None);
                 if (result != VmFaultResult.None)
                 {
                     if ((result & VmFaultResult.Oom) != 0)

@@ -11,18 +11,57 @@ public sealed partial class Mm
     private const int MaxFaultRetries = 10_000;
 
     /// <summary>
-    /// Handles a fault at <paramref name="address"/> in <paramref name="vma"/> (<c>handle_mm_fault</c>). The
-    /// caller holds the mmap lock and has checked that the area permits the access.
+    /// Handles a fault at <paramref name="address"/> in <paramref name="vma"/> (<c>handle_mm_fault</c>), after the
+    /// checks the architecture's fault handler makes first (<c>access_error</c>). The caller holds the mmap lock.
     /// </summary>
-    /// <param name="vma">The area containing the address.</param>
-    /// <param name="address">The faulting address.</param>
+    /// <param name="vma">The area containing the address: one of this address space's current areas (<see cref="FindVma"/>).</param>
+    /// <param name="address">The faulting address, inside <paramref name="vma"/>.</param>
     /// <param name="flags">Read or write, local or remote; <see cref="FaultFlags.Unshare"/> to make a shared page exclusive without write access.</param>
-    /// <returns><see cref="VmFaultResult.None"/> when the page is now accessible as asked; <see cref="VmFaultResult.Oom"/> or <see cref="VmFaultResult.Sigbus"/> otherwise.</returns>
+    /// <returns>
+    /// Error model: the kernel's <c>vm_fault_t</c> is returned. <see cref="VmFaultResult.None"/> when the page is now
+    /// accessible as asked; <see cref="VmFaultResult.Sigsegv"/> when the area does not permit the access (a write to an
+    /// area without <see cref="VmFlags.Write"/>, any fault in an area without access), with nothing installed;
+    /// <see cref="VmFaultResult.Oom"/> or <see cref="VmFaultResult.Sigbus"/> otherwise (also for a hole in a special area).
+    /// </returns>
+    /// <exception cref="ArgumentNullException"><paramref name="vma"/> is null.</exception>
+    /// <exception cref="HmmException">
+    /// Error model: invalid arguments, nothing changes. <see cref="Errno.EINVAL"/>: <paramref name="vma"/> belongs to
+    /// another address space; <see cref="Errno.EFAULT"/>: <paramref name="address"/> is outside <paramref name="vma"/>, or
+    /// <paramref name="vma"/> is stale (unmapped, or no longer the area at that address after a split or a move).
+    /// </exception>
     /// <exception cref="KernelBugException">The mmap lock is not held, a driver's <c>migrate_to_ram</c> keeps returning success without moving the page, or a device-private entry names a page of no device-private pagemap.</exception>
     public VmFaultResult HandleMmFault(Vma vma, ulong address, FaultFlags flags)
     {
         ArgumentNullException.ThrowIfNull(vma);
         AssertMmapLocked();
+        ThrowIfNotCurrentArea(vma, address);
+        bool write = (flags & FaultFlags.Write) != 0;
+        VmFlags needed = write ? VmFlags.Write : VmFlags.Read | VmFlags.Write | VmFlags.Exec;
+        if ((vma.Flags & needed) == 0)
+        {
+            return VmFaultResult.Sigsegv;
+        }
+
+        return HandleMmFaultUnchecked(vma, address, flags);
+    }
+
+    /// <summary>Throws unless <paramref name="vma"/> is this address space's current area at <paramref name="address"/>. Caller holds the mmap lock.</summary>
+    internal void ThrowIfNotCurrentArea(Vma vma, ulong address)
+    {
+        if (vma.Mm != this)
+        {
+            ThrowForeignArea(vma);
+        }
+
+        if (!vma.Contains(address) || _vmas.Find(address) != vma)
+        {
+            ThrowStaleArea(vma, address);
+        }
+    }
+
+    /// <summary><see cref="HandleMmFault"/> for callers that found the area themselves and checked the access.</summary>
+    private VmFaultResult HandleMmFaultUnchecked(Vma vma, ulong address, FaultFlags flags)
+    {
         HmmMetrics.Faults.Add(1);
         bool write = (flags & FaultFlags.Write) != 0;
         bool unshare = !write && (flags & FaultFlags.Unshare) != 0;
@@ -34,7 +73,10 @@ public sealed partial class Mm
             Pte pte = table.Read(index);
             FaultStep step = pte.Kind switch
             {
+                // A special area has no fault handler here: its driver inserted every entry it has.
+                PteKind.None when vma.IsSpecial => FaultStep.Fail(VmFaultResult.Sigbus),
                 PteKind.None => vma.File is null ? AnonymousFault(vma, table, index, address, write) : FileFault(vma, table, index, address, write),
+                PteKind.Present when (write || unshare) && !pte.IsWritable && pte.IsSpecial => SpecialWriteFault(vma, table, index, address, pte, unshare),
                 PteKind.Present when (write || unshare) && !pte.IsWritable => WriteProtectFault(vma, table, index, address, pte, unshare),
                 PteKind.Present => MarkAccessed(table, index, pte, write),
                 PteKind.DevicePrivate => DevicePrivateFault(vma, address, pte, write),
@@ -51,6 +93,62 @@ public sealed partial class Mm
 
         ThrowHelper.ThrowBug($"Fault at 0x{address:x} in '{Name}' made no progress after {MaxFaultRetries} attempts (a migrate_to_ram that reports success without migrating?).");
         return VmFaultResult.Sigbus;
+    }
+
+    /// <summary>
+    /// A write to a read-only special entry (no struct page reference): a shared area just gains write access
+    /// (<c>wp_pfn_shared</c>); a private one copies the frame into a new anonymous page when the frame has bytes
+    /// behind it, and fails with SIGBUS when it has none (device I/O memory the simulator cannot copy).
+    /// </summary>
+    private FaultStep SpecialWriteFault(Vma vma, PteTable table, int index, ulong address, Pte pte, bool unshare)
+    {
+        if (unshare)
+        {
+            return FaultStep.Success;
+        }
+
+        if (vma.IsShared)
+        {
+            lock (table.Lock)
+            {
+                if (table.Read(index) == pte)
+                {
+                    table.SetUnsynchronized(index, new Pte(pte.Raw | Pte.WriteBit | Pte.DirtyBit));
+                }
+            }
+
+            return FaultStep.Retry;
+        }
+
+        if (!Memory.IsPresent(pte.Pfn))
+        {
+            return FaultStep.Fail(VmFaultResult.Sigbus);
+        }
+
+        if (!TryAllocateAnonPage(vma, address, pte.Pfn, out Pfn copy))
+        {
+            return FaultStep.Fail(VmFaultResult.Oom);
+        }
+
+        var range = new MmuNotifierRange(address, address + PageSize.Bytes, MmuNotifierEvent.Clear);
+        InvalidateRangeStart(range);
+        bool replaced = false;
+        lock (table.Lock)
+        {
+            if (table.Read(index) == pte)
+            {
+                table.SetUnsynchronized(index, Pte.Present(copy, writable: true, dirty: true));
+                replaced = true;
+            }
+        }
+
+        InvalidateRangeEnd(range);
+        if (!replaced)
+        {
+            DiscardAnonPage(copy);
+        }
+
+        return FaultStep.Retry;
     }
 
     private FaultStep AnonymousFault(Vma vma, PteTable table, int index, ulong address, bool write)
@@ -102,9 +200,11 @@ public sealed partial class Mm
 
         if (vma.IsShared || !write)
         {
-            bool writable = vma.IsShared && write;
+            // A read fault maps the page writable at once in a shared writable area that does not want write-notify
+            // (vma_wants_writenotify: shmem, and simulated files by default); otherwise the first write faults again.
+            bool writable = vma.IsShared && (write || ((vma.Flags & VmFlags.Write) != 0 && !file.WantsWriteNotify));
             Interlocked.Increment(ref Memory.Frame(cached)._mapCount);
-            if (!InstallIfNone(table, index, Pte.Present(cached, writable, dirty: writable)))
+            if (!InstallIfNone(table, index, Pte.Present(cached, writable, dirty: write)))
             {
                 Interlocked.Decrement(ref Memory.Frame(cached)._mapCount);
                 Memory.PutPage(cached);

@@ -13,7 +13,7 @@ public sealed partial class Mm
     /// <returns>The child, alive with one user reference.</returns>
     /// <exception cref="ArgumentNullException"><paramref name="name"/> is null.</exception>
     /// <exception cref="HmmException">
-    /// <see cref="Errno.ESRCH"/>: exited; <see cref="Errno.ENOMEM"/>: no memory to copy a pinned page. After ENOMEM the
+    /// Error model: invalid state or no memory, with the kernel's errno. <see cref="Errno.ESRCH"/>: exited; <see cref="Errno.ENOMEM"/>: no memory to copy a pinned page. After ENOMEM the
     /// half-built child is torn down; the parent's contents are unchanged, though pages it shared with the child may
     /// stay write-protected until its next write (as after a failed fork in the kernel).
     /// </exception>
@@ -35,6 +35,11 @@ public sealed partial class Mm
                 if (!vma.IsShared)
                 {
                     CopyPrivateEntries(child, vma);
+                }
+                else if (vma.IsSpecial)
+                {
+                    // Nothing can refault a driver's area (vma_needs_copy): the child gets its entries as they are.
+                    CopySharedEntriesUnsynchronized(child, vma);
                 }
             }
         }
@@ -143,9 +148,47 @@ public sealed partial class Mm
         }
     }
 
+    /// <summary>Copies the entries of a shared driver area: inserted pages gain a reference and a mapcount, special entries nothing; nothing is write-protected.</summary>
+    private void CopySharedEntriesUnsynchronized(Mm child, Vma vma)
+    {
+        for (ulong address = vma.Start; address < vma.End; address += PageSize.Bytes)
+        {
+            PteTable? table = _pageTable.Find(address);
+            if (table is null)
+            {
+                address = _pageTable.NextTableAddress(address) - PageSize.Bytes;
+                continue;
+            }
+
+            int index = PageTable.PteIndex(address);
+            Pte pte;
+            lock (table.Lock)
+            {
+                pte = table.Read(index);
+                if (pte.IsNone)
+                {
+                    continue;
+                }
+
+                if (HoldsPage(pte))
+                {
+                    Memory.GetPage(pte.Pfn);
+                    Interlocked.Increment(ref Memory.Frame(pte.Pfn)._mapCount);
+                }
+            }
+
+            PteTable childTable = child._pageTable.FindOrAllocate(address);
+            lock (childTable.Lock)
+            {
+                childTable.SetUnsynchronized(index, pte);
+            }
+        }
+    }
+
     private bool IsPinnedExclusiveAnon(Pte pte)
     {
-        if (!pte.IsPresent || pte.Pfn == PhysicalMemory.ZeroPage)
+        // A special entry may name a frame without a struct page; it holds no page to pin either.
+        if (!pte.IsPresent || !HoldsPage(pte))
         {
             return false;
         }

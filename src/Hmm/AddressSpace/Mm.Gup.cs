@@ -21,7 +21,7 @@ public sealed partial class Mm
     /// <param name="pages">Receives the frames.</param>
     /// <returns>How many pages were taken: all of them, or fewer when a later page failed (as the kernel's short count).</returns>
     /// <exception cref="HmmException">
-    /// <see cref="Errno.EINVAL"/>: unaligned start or the range beyond user space; <see cref="Errno.EFAULT"/>: the
+    /// Error model: invalid arguments or state, with the kernel's errno. <see cref="Errno.EINVAL"/>: unaligned start or the range beyond user space; <see cref="Errno.EFAULT"/>: the
     /// first page is unmapped, not accessible this way, in an I/O or PFN-map area, or its fault failed;
     /// <see cref="Errno.ENOMEM"/>: out of memory on the first page; <see cref="Errno.ESRCH"/>: exited. No reference is held after an exception.
     /// </exception>
@@ -35,11 +35,33 @@ public sealed partial class Mm
     /// <exception cref="HmmException">As <see cref="GetUserPages"/>.</exception>
     public int PinUserPages(ulong start, GupFlags flags, Span<Pfn> pages) => Gup(start, flags, pages, refs: PinCountingBias);
 
-    /// <summary>Releases pins taken by <see cref="PinUserPages"/> (<c>unpin_user_pages</c>).</summary>
+    /// <summary>Releases pins taken by <see cref="PinUserPages"/> (<c>unpin_user_pages</c>). Every page is checked before any pin is dropped.</summary>
     /// <param name="pages">The pinned frames.</param>
-    /// <exception cref="KernelBugException">A page holds fewer references than a pin.</exception>
+    /// <exception cref="HmmException">Error model: invalid argument, nothing changes. <see cref="Errno.EFAULT"/>: a frame has no struct page.</exception>
+    /// <exception cref="KernelBugException">Error model: broken invariant (the kernel's put below zero), nothing changes. A page holds fewer references than the pins the span drops on it.</exception>
     public void UnpinUserPages(ReadOnlySpan<Pfn> pages)
     {
+        for (int i = 0; i < pages.Length; i++)
+        {
+            Pfn pfn = pages[i];
+            int references = Memory.PageRefCount(pfn);
+            if (references >= (long)pages.Length * PinCountingBias)
+            {
+                continue;
+            }
+
+            int pins = 0;
+            for (int j = 0; j < pages.Length; j++)
+            {
+                pins += pages[j] == pfn ? 1 : 0;
+            }
+
+            if (references < (long)pins * PinCountingBias)
+            {
+                ThrowUnpinnedPage(pfn, pins);
+            }
+        }
+
         foreach (Pfn pfn in pages)
         {
             Memory.PutPageRefs(pfn, PinCountingBias);
@@ -77,7 +99,7 @@ public sealed partial class Mm
     {
         if (!PageSize.IsAligned(start) || start >= TaskSize || (ulong)pages.Length > (TaskSize - start) >> PageSize.Shift)
         {
-            ThrowHelper.ThrowHmm(Errno.EINVAL, $"GUP of {pages.Length} pages at 0x{start:x}: start must be page aligned and the range inside user space.");
+            ThrowBadGupRange(start, pages.Length);
         }
 
         using MmapLockGuard guard = MmapReadLock();
@@ -120,6 +142,12 @@ public sealed partial class Mm
                 lock (table.Lock)
                 {
                     Pte pte = table.Read(PageTable.PteIndex(address));
+                    if (pte.IsSpecial)
+                    {
+                        // No struct page to take a reference on (vm_normal_page finds none).
+                        return Errno.EFAULT;
+                    }
+
                     if (pte.IsPresent && (!write || pte.IsWritable))
                     {
                         if (!readOnlyPin || pte.IsWritable || !MustUnshare(vma, pte.Pfn, (flags & GupFlags.LongTerm) != 0))
@@ -134,7 +162,7 @@ public sealed partial class Mm
                 }
             }
 
-            VmFaultResult result = HandleMmFault(vma, address, fault);
+            VmFaultResult result = HandleMmFaultUnchecked(vma, address, fault);
             if (result != VmFaultResult.None)
             {
                 return (result & VmFaultResult.Oom) != 0 ? Errno.ENOMEM : Errno.EFAULT;

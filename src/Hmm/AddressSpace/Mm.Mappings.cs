@@ -13,25 +13,38 @@ public sealed partial class Mm
     /// <param name="address">With <see cref="MapFlags.Fixed"/> or <see cref="MapFlags.FixedNoReplace"/> the exact address; otherwise a hint (0 for none).</param>
     /// <param name="length">Bytes, rounded up to whole pages.</param>
     /// <param name="protection">The access allowed.</param>
-    /// <param name="flags">Exactly one of <see cref="MapFlags.Shared"/> or <see cref="MapFlags.Private"/>, plus <see cref="MapFlags.Anonymous"/> for memory without a file.</param>
-    /// <param name="file">The backing file, for a mapping without <see cref="MapFlags.Anonymous"/>.</param>
+    /// <param name="flags">
+    /// One of <see cref="MapFlags.Shared"/>, <see cref="MapFlags.Private"/> or, for a file, <see cref="MapFlags.SharedValidate"/>
+    /// (shared, with every other flag checked); plus <see cref="MapFlags.Anonymous"/> for memory without a file.
+    /// </param>
+    /// <param name="file">The backing file, for a mapping without <see cref="MapFlags.Anonymous"/>; its page cache must live in <see cref="Memory"/>.</param>
     /// <param name="offset">The file offset, page aligned; checked but otherwise ignored for anonymous memory.</param>
     /// <returns>The address of the new mapping.</returns>
     /// <exception cref="HmmException">
-    /// <see cref="Errno.EINVAL"/>: length 0, unknown or contradictory flags, a fixed address or offset not page aligned, a
-    /// file with an anonymous mapping or none without; <see cref="Errno.ENOMEM"/>: the range does not fit below
-    /// <see cref="TaskSize"/> or no free area is large enough; <see cref="Errno.EPERM"/>: a fixed address below
-    /// <see cref="MinimumAddress"/>; <see cref="Errno.EEXIST"/>: <see cref="MapFlags.FixedNoReplace"/> over a mapping;
-    /// <see cref="Errno.EOVERFLOW"/>: offset plus length overflows; <see cref="Errno.ESRCH"/>: exited. Nothing changes.
+    /// Error model: invalid arguments, with the kernel's errno; nothing changes. <see cref="Errno.EINVAL"/>: length 0,
+    /// unknown flags (the kernel ignores them without <see cref="MapFlags.SharedValidate"/>; the simulator refuses them),
+    /// no mapping type, <see cref="MapFlags.SharedValidate"/> for anonymous memory, a fixed address or offset not page
+    /// aligned, a file with an anonymous mapping or none without, a file of another <see cref="PhysicalMemory"/>, or
+    /// anonymous shared memory (taken from <see cref="Vma.File"/>) whose last mapping is gone;
+    /// <see cref="Errno.EOPNOTSUPP"/>: an unknown flag with <see cref="MapFlags.SharedValidate"/>; <see cref="Errno.ENOMEM"/>:
+    /// the range does not fit below <see cref="TaskSize"/> or no free area is large enough; <see cref="Errno.EPERM"/>: a
+    /// fixed address below <see cref="MinimumAddress"/>; <see cref="Errno.EEXIST"/>: <see cref="MapFlags.FixedNoReplace"/>
+    /// over a mapping; <see cref="Errno.EOVERFLOW"/>: offset plus length overflows; <see cref="Errno.ESRCH"/>: exited.
     /// </exception>
     public ulong Mmap(ulong address, ulong length, Protection protection, MapFlags flags, SimFile? file = null, ulong offset = 0)
     {
+        MapFlags type = flags & MapFlags.SharedValidate;
         bool shared = (flags & MapFlags.Shared) != 0;
         bool anonymous = (flags & MapFlags.Anonymous) != 0;
         bool fixedAddress = (flags & (MapFlags.Fixed | MapFlags.FixedNoReplace)) != 0;
-        if ((flags & ~KnownMapFlags) != 0 || shared == ((flags & MapFlags.Private) != 0))
+        if (type == MapFlags.SharedValidate && !anonymous && (flags & ~KnownMapFlags) != 0)
         {
-            ThrowHelper.ThrowHmm(Errno.EINVAL, $"mmap flags {flags} must hold exactly one of Shared and Private and nothing unknown.");
+            ThrowHelper.ThrowHmm(Errno.EOPNOTSUPP, $"mmap flags {flags}: MAP_SHARED_VALIDATE with a flag the simulator does not know.");
+        }
+
+        if ((flags & ~KnownMapFlags) != 0 || type == MapFlags.None || (type == MapFlags.SharedValidate && anonymous))
+        {
+            ThrowHelper.ThrowHmm(Errno.EINVAL, $"mmap flags {flags} must hold one mapping type (Shared, Private, or SharedValidate for a file) and nothing unknown.");
         }
 
         if ((protection & ~(Protection.ReadWrite | Protection.Exec)) != 0 || length == 0)
@@ -42,6 +55,11 @@ public sealed partial class Mm
         if (anonymous != (file is null))
         {
             ThrowHelper.ThrowHmm(Errno.EINVAL, anonymous ? "An anonymous mapping takes no file." : "A file mapping needs a file (or MapFlags.Anonymous).");
+        }
+
+        if (file is not null && file.Memory != Memory)
+        {
+            ThrowForeignFile(file);
         }
 
         if (!PageSize.IsAligned(offset))
@@ -65,24 +83,10 @@ public sealed partial class Mm
             ValidateFixed(address, size);
         }
 
-        using MmapLockGuard guard = MmapWriteLock();
-        ulong start = address;
-        if ((flags & MapFlags.FixedNoReplace) != 0 && _vmas.Overlaps(address, address + size))
-        {
-            ThrowHelper.ThrowHmm(Errno.EEXIST, $"[0x{address:x}, 0x{address + size:x}) is already mapped (MAP_FIXED_NOREPLACE).");
-        }
-
-        if (!fixedAddress)
-        {
-            start = FindFreeArea(address, size);
-        }
-        else if ((flags & MapFlags.Fixed) != 0)
-        {
-            UnmapUnsynchronized(address, address + size);
-        }
-
         VmFlags vmFlags = ToVmFlags(protection) | VmFlags.MayRead | VmFlags.MayWrite | VmFlags.MayExec
             | (shared ? VmFlags.Shared | VmFlags.MayShare : VmFlags.None);
+        using MmapLockGuard guard = MmapWriteLock();
+        ulong start = PlaceUnsynchronized(address, size, flags);
         if (anonymous && shared)
         {
             file = new SimFile(Memory, "[shmem]", size) { IsAnonymousShmem = true };
@@ -92,23 +96,50 @@ public sealed partial class Mm
         // take their virtual page number, shared ones start at page 0 of their new shmem file.
         ulong pgoff = !anonymous ? offset >> PageSize.Shift : shared ? 0 : start >> PageSize.Shift;
         var vma = new Vma(this, start, start + size, vmFlags, file, pgoff, anonVma: null);
-        if (!shared)
+
+        // The file gains its mapping before a fixed mapping replaces what was there, which may be the file's last one.
+        if (file is not null && !file.TryAddMapping(vma))
+        {
+            ThrowDeadFile(file);
+        }
+
+        InsertNewAreaUnsynchronized(vma, flags);
+        Log.Mapped(Logger, Name, start, start + size, vmFlags);
+        return start;
+    }
+
+    /// <summary>Where a new mapping goes: the fixed address, or a free area (which may throw ENOMEM); EEXIST for a taken fixed-no-replace range. Changes nothing. Caller holds the mmap write lock.</summary>
+    private ulong PlaceUnsynchronized(ulong address, ulong size, MapFlags flags)
+    {
+        if ((flags & MapFlags.FixedNoReplace) != 0 && _vmas.Overlaps(address, address + size))
+        {
+            ThrowHelper.ThrowHmm(Errno.EEXIST, $"[0x{address:x}, 0x{address + size:x}) is already mapped (MAP_FIXED_NOREPLACE).");
+        }
+
+        return (flags & (MapFlags.Fixed | MapFlags.FixedNoReplace)) != 0 ? address : FindFreeArea(address, size);
+    }
+
+    /// <summary>The part of mmap that cannot fail: a fixed mapping replaces what was there, a private area gets its anon_vma, and the area joins the tree.</summary>
+    private void InsertNewAreaUnsynchronized(Vma vma, MapFlags flags)
+    {
+        if ((flags & MapFlags.Fixed) != 0)
+        {
+            UnmapUnsynchronized(vma.Start, vma.End);
+        }
+
+        if (!vma.IsShared)
         {
             // Private file mappings need one too: their copied-on-write pages are anonymous.
             vma.AttachNewAnonVma(Memory);
         }
 
-        file?.AddMapping(vma);
-
         _vmas.Insert(vma);
-        Log.Mapped(Logger, Name, start, start + size, vmFlags);
-        return start;
     }
 
     /// <summary>Removes the mappings in a range (<c>munmap</c>), splitting areas that straddle its ends.</summary>
     /// <param name="address">The first address, page aligned.</param>
     /// <param name="length">Bytes, rounded up to whole pages.</param>
-    /// <exception cref="HmmException"><see cref="Errno.EINVAL"/>: unaligned address, length 0, or a range beyond <see cref="TaskSize"/>; <see cref="Errno.ESRCH"/>: exited. Nothing changes.</exception>
+    /// <exception cref="HmmException">Error model: invalid arguments or state, with the kernel's errno. <see cref="Errno.EINVAL"/>: unaligned address, length 0, or a range beyond <see cref="TaskSize"/>; <see cref="Errno.ESRCH"/>: exited. Nothing changes.</exception>
     public void Munmap(ulong address, ulong length)
     {
         ulong end = ValidateRange(address, length, Errno.EINVAL, Errno.EINVAL, allowEmpty: false);
@@ -121,7 +152,7 @@ public sealed partial class Mm
     /// <param name="address">The first address, page aligned.</param>
     /// <param name="length">Bytes, rounded up to whole pages; 0 does nothing.</param>
     /// <param name="protection">The new protection.</param>
-    /// <exception cref="HmmException"><see cref="Errno.EINVAL"/>: unaligned address or unknown protection; <see cref="Errno.ENOMEM"/>: part of the range is not mapped or it extends beyond <see cref="TaskSize"/>; <see cref="Errno.ESRCH"/>: exited. Nothing changes.</exception>
+    /// <exception cref="HmmException">Error model: invalid arguments or state, with the kernel's errno. <see cref="Errno.EINVAL"/>: unaligned address or unknown protection; <see cref="Errno.ENOMEM"/>: part of the range is not mapped or it extends beyond <see cref="TaskSize"/>; <see cref="Errno.ESRCH"/>: exited. Nothing changes.</exception>
     public void Mprotect(ulong address, ulong length, Protection protection)
     {
         if ((protection & ~(Protection.ReadWrite | Protection.Exec)) != 0)
@@ -148,6 +179,12 @@ public sealed partial class Mm
             {
                 WriteProtectUnsynchronized(vma.Start, vma.End);
             }
+            else if (vma.IsShared && !(vma.File?.WantsWriteNotify ?? false))
+            {
+                // The area's page protection now includes write and nothing needs to see the first write
+                // (no write-notify), so present entries become writable, as change_protection applies it.
+                MakeWritableUnsynchronized(vma.Start, vma.End);
+            }
         }
 
         InvalidateRangeEnd(range);
@@ -158,7 +195,7 @@ public sealed partial class Mm
     /// <param name="length">Bytes, rounded up to whole pages; 0 does nothing.</param>
     /// <param name="advice">The advice.</param>
     /// <exception cref="HmmException">
-    /// <see cref="Errno.EINVAL"/>: unaligned address, a length whose rounding or end wraps around, unknown advice, DontNeed on an I/O or PFN-map area, or Free on
+    /// Error model: invalid arguments or state, with the kernel's errno. <see cref="Errno.EINVAL"/>: unaligned address, a length whose rounding or end wraps around, unknown advice, DontNeed on an I/O or PFN-map area, or Free on
     /// memory other than private anonymous; <see cref="Errno.ENOMEM"/>: part of the range is not mapped (the kernel
     /// still advises the mapped part; the simulator changes nothing); <see cref="Errno.ESRCH"/>: exited.
     /// </exception>
@@ -342,8 +379,21 @@ public sealed partial class Mm
         });
     }
 
+    /// <summary>Present entries gain write access. Caller holds the mmap write lock.</summary>
+    private void MakeWritableUnsynchronized(ulong start, ulong end)
+    {
+        ForEachEntry(start, end, static (table, index, pte, _) =>
+        {
+            if (pte.IsPresent && !pte.IsWritable)
+            {
+                table.SetUnsynchronized(index, new Pte(pte.Raw | Pte.WriteBit));
+            }
+        });
+    }
+
+    /// <summary>Whether the entry holds a page reference and a mapcount: not the zero page, and not a special entry (which maps a frame without one).</summary>
     internal static bool HoldsPage(Pte pte) =>
-        pte.Kind is PteKind.DevicePrivate or PteKind.DeviceExclusive || (pte.IsPresent && pte.Pfn != PhysicalMemory.ZeroPage);
+        pte.Kind is PteKind.DevicePrivate or PteKind.DeviceExclusive || (pte.IsPresent && !pte.IsSpecial && pte.Pfn != PhysicalMemory.ZeroPage);
 
     internal static ulong RoundUpToPage(ulong length) => (length + PageSize.Bytes - 1) & PageSize.Mask;
 

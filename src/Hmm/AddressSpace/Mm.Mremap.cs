@@ -5,7 +5,7 @@ namespace Hmm;
 // valid because the new area keeps the old pgoff, so the reverse map still finds the pages.
 public sealed partial class Mm
 {
-    /// <summary>Resizes or moves a mapping (<c>mremap</c>).</summary>
+    /// <summary>Resizes or moves a mapping (<c>mremap</c>). Every argument is checked before anything is unmapped.</summary>
     /// <param name="oldAddress">The start of the mapping to change, page aligned.</param>
     /// <param name="oldSize">Its size in bytes; the range must lie within one area. 0 (with <see cref="MremapFlags.MayMove"/>) maps the shared memory at <paramref name="oldAddress"/> a second time.</param>
     /// <param name="newSize">The size wanted.</param>
@@ -13,29 +13,32 @@ public sealed partial class Mm
     /// <param name="newAddress">With <see cref="MremapFlags.Fixed"/>, where to move to.</param>
     /// <returns>The mapping's address afterwards.</returns>
     /// <exception cref="HmmException">
-    /// <see cref="Errno.EINVAL"/>: unaligned addresses, a zero new size, unknown flags, Fixed or DontUnmap without
-    /// MayMove, DontUnmap with a size change, overlapping old and new ranges, or an old size of 0 on a private
-    /// mapping, or DontUnmap on a non-expandable or PFN-map area; <see cref="Errno.EFAULT"/>: the old
-    /// range is not within one area, or growing (in place or by a move) a non-expandable or PFN-map area; <see cref="Errno.ENOMEM"/>: cannot grow in place
-    /// without MayMove, or no room; <see cref="Errno.EPERM"/>: a Fixed new address below <see cref="MinimumAddress"/>;
-    /// <see cref="Errno.ESRCH"/>: exited. Nothing changes.
+    /// Error model: invalid arguments, with the kernel's errno; nothing changes. <see cref="Errno.EINVAL"/>: unaligned
+    /// addresses, a zero new size, a size whose rounding wraps, a new size above <see cref="TaskSize"/>, unknown flags,
+    /// Fixed or DontUnmap without MayMove, DontUnmap with a size change, overlapping old and new ranges, an old size of 0
+    /// on a private mapping or a driver's area, or DontUnmap on a non-expandable or PFN-map area; <see cref="Errno.EFAULT"/>:
+    /// the old range is not within one area, growing (in place or by a move) a non-expandable or PFN-map area, or a
+    /// Fixed duplicate (old size 0) whose new range covers the page it duplicates (unmapping the target would remove
+    /// the source); <see cref="Errno.ENOMEM"/>: cannot grow in place without MayMove, or no room;
+    /// <see cref="Errno.EPERM"/>: a Fixed new address below <see cref="MinimumAddress"/>; <see cref="Errno.ESRCH"/>: exited.
     /// </exception>
     public ulong Mremap(ulong oldAddress, ulong oldSize, ulong newSize, MremapFlags flags, ulong newAddress = 0)
     {
         bool mayMove = (flags & MremapFlags.MayMove) != 0;
         bool fixedAddress = (flags & MremapFlags.Fixed) != 0;
         bool dontUnmap = (flags & MremapFlags.DontUnmap) != 0;
+        bool wraps = RoundUpToPage(oldSize) == 0 && oldSize != 0;
         oldSize = RoundUpToPage(oldSize);
         newSize = RoundUpToPage(newSize);
         if ((flags & ~(MremapFlags.MayMove | MremapFlags.Fixed | MremapFlags.DontUnmap)) != 0
-            || !PageSize.IsAligned(oldAddress) || newSize == 0
+            || !PageSize.IsAligned(oldAddress) || newSize == 0 || wraps || newSize > TaskSize
             || ((fixedAddress || dontUnmap) && !mayMove) || (dontUnmap && oldSize != newSize)
             || (fixedAddress && !PageSize.IsAligned(newAddress)))
         {
             ThrowHelper.ThrowHmm(Errno.EINVAL, $"mremap(0x{oldAddress:x}, {oldSize}, {newSize}, {flags}, 0x{newAddress:x}): invalid arguments.");
         }
 
-        if (fixedAddress && (newAddress > TaskSize || newSize > TaskSize - newAddress))
+        if (fixedAddress && newAddress > TaskSize - newSize)
         {
             ThrowHelper.ThrowHmm(Errno.EINVAL, "mremap: the new range extends beyond the user address space.");
         }
@@ -60,9 +63,9 @@ public sealed partial class Mm
             ThrowHelper.ThrowHmm(Errno.EFAULT, $"[0x{oldAddress:x}, +{oldSize}) is not within one mapping.");
         }
 
-        if (oldSize == 0 && !vma.IsShared)
+        if (oldSize == 0 && (!vma.IsShared || vma.File is null))
         {
-            ThrowHelper.ThrowHmm(Errno.EINVAL, $"mremap with old size 0 duplicates a mapping, and {vma} is private.");
+            ThrowHelper.ThrowHmm(Errno.EINVAL, $"mremap with old size 0 duplicates shared memory, and {vma} is private or a driver's area.");
         }
 
         if (dontUnmap && (vma.Flags & (VmFlags.DontExpand | VmFlags.PfnMap)) != 0)
@@ -95,6 +98,14 @@ public sealed partial class Mm
         if (!mayMove)
         {
             ThrowHelper.ThrowHmm(Errno.ENOMEM, $"Cannot grow [0x{oldAddress:x}, +{oldSize}) in place and MREMAP_MAYMOVE is not set.");
+        }
+
+        // A duplicate's source is one page that the overlap check above cannot see (its old range is empty): a
+        // fixed target over it would unmap it before it is duplicated. The kernel unmaps and then finds no area
+        // (EFAULT); the simulator refuses first, so that the error changes nothing.
+        if (fixedAddress && oldSize == 0 && oldAddress >= newAddress && oldAddress - newAddress < newSize)
+        {
+            ThrowHelper.ThrowHmm(Errno.EFAULT, $"mremap: the fixed target [0x{newAddress:x}, +{newSize}) covers the page 0x{oldAddress:x} it would duplicate.");
         }
 
         ulong target = fixedAddress ? newAddress : FindFreeArea(0, newSize);

@@ -75,7 +75,7 @@ public sealed partial class Mm
 
     /// <summary>Takes the mmap lock shared (<c>mmap_read_lock</c>). Dispose the guard to release it, on the same thread.</summary>
     /// <returns>The guard.</returns>
-    /// <exception cref="HmmException"><see cref="Errno.ESRCH"/>: the address space has exited.</exception>
+    /// <exception cref="HmmException">Error model: invalid arguments or state, with the kernel's errno. <see cref="Errno.ESRCH"/>: the address space has exited.</exception>
     public MmapLockGuard MmapReadLock()
     {
         _mmapLock.EnterReadLock();
@@ -90,7 +90,7 @@ public sealed partial class Mm
 
     /// <summary>Takes the mmap lock exclusive (<c>mmap_write_lock</c>). Dispose the guard to release it, on the same thread.</summary>
     /// <returns>The guard.</returns>
-    /// <exception cref="HmmException"><see cref="Errno.ESRCH"/>: the address space has exited.</exception>
+    /// <exception cref="HmmException">Error model: invalid arguments or state, with the kernel's errno. <see cref="Errno.ESRCH"/>: the address space has exited.</exception>
     public MmapLockGuard MmapWriteLock()
     {
         _mmapLock.EnterWriteLock();
@@ -147,7 +147,7 @@ public sealed partial class Mm
 
     /// <summary>A snapshot of the areas, in address order.</summary>
     /// <returns>The areas.</returns>
-    /// <exception cref="HmmException"><see cref="Errno.ESRCH"/>: the address space has exited.</exception>
+    /// <exception cref="HmmException">Error model: invalid arguments or state, with the kernel's errno. <see cref="Errno.ESRCH"/>: the address space has exited.</exception>
     public IReadOnlyList<Vma> Areas()
     {
         using MmapLockGuard guard = MmapReadLock();

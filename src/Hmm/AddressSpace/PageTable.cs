@@ -3,8 +3,8 @@ using System.Runtime.CompilerServices;
 namespace Hmm;
 
 /// <summary>
-/// An x86-64 4-level page table: PGD, PUD and PMD directories of 512 slots over 512-entry PTE tables (48-bit
-/// virtual addresses, 4 KiB pages). Tables are allocated on first use and freed when an unmap leaves them empty.
+/// An x86-64 4-level page table: PGD, PUD and PMD directories of 512 slots over 512-entry PTE tables (4 KiB
+/// pages; the four levels span 2^48 bytes, of which user space is the lower half, below <see cref="Mm.TaskSize"/>). Tables are allocated on first use and freed when an unmap leaves them empty.
 /// </summary>
 /// <remarks>
 /// <para>Concurrency model: directories and PTE tables are published with volatile writes under

@@ -7,12 +7,12 @@ namespace Hmm;
 /// </summary>
 public sealed class SegmentationFaultException : HmmException
 {
-    /// <summary>Creates the exception.</summary>
+    /// <summary>Creates the exception (only the simulated CPU raises it).</summary>
     /// <param name="address">The faulting address.</param>
     /// <param name="isWrite">Whether the access was a write.</param>
     /// <param name="isBusError">True for <c>SIGBUS</c> rather than <c>SIGSEGV</c>.</param>
     /// <param name="reason">Why the access failed.</param>
-    public SegmentationFaultException(ulong address, bool isWrite, bool isBusError, string reason)
+    internal SegmentationFaultException(ulong address, bool isWrite, bool isBusError, string reason)
         : base(Errno.EFAULT, $"{(isBusError ? "SIGBUS" : "SIGSEGV")} on {(isWrite ? "write" : "read")} at 0x{address:x}: {reason}")
     {
         Address = address;

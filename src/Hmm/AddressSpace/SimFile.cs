@@ -17,6 +17,7 @@ public sealed class SimFile
     private readonly Lock _lock = new();
     private readonly Dictionary<ulong, Pfn> _cache = [];
     private readonly List<Vma> _mappings = [];
+    private bool _released;
 
     /// <summary>Creates an empty file of the given size.</summary>
     /// <param name="memory">The memory its page cache lives in.</param>
@@ -42,6 +43,15 @@ public sealed class SimFile
     /// <summary>The memory holding the page cache.</summary>
     public PhysicalMemory Memory { get; }
 
+    /// <summary>
+    /// Whether shared writable mappings of the file want write-notify (<c>vma_wants_writenotify</c>): a file system
+    /// that tracks dirty pages or has a <c>page_mkwrite</c> handler. Then a read fault maps a page read-only and the
+    /// first write faults again to make it writable. False (the default) behaves as shmem and anonymous shared memory:
+    /// a read fault in an area with <see cref="VmFlags.Shared"/> and <see cref="VmFlags.Write"/> maps the page
+    /// writable at once, so a device mirroring it sees write access. Private mappings are copy-on-write either way.
+    /// </summary>
+    public bool WantsWriteNotify { get; init; }
+
     /// <summary>How many pages are cached.</summary>
     public int CachedPages
     {
@@ -56,18 +66,19 @@ public sealed class SimFile
 
     internal ulong Handle { get; }
 
-    internal ulong PageCount => (Length + PageSize.Bytes - 1) >> PageSize.Shift;
+    // Written so that a length near 2^64 cannot wrap to zero pages.
+    internal ulong PageCount => (Length >> PageSize.Shift) + ((Length & (PageSize.Bytes - 1)) != 0 ? 1UL : 0);
 
     /// <summary>Reads bytes at a file offset through the page cache.</summary>
     /// <param name="offset">The first byte.</param>
     /// <param name="destination">Where to copy to.</param>
-    /// <exception cref="HmmException"><see cref="Errno.EINVAL"/>: the range extends beyond <see cref="Length"/>.</exception>
+    /// <exception cref="HmmException">Error model: invalid argument, nothing changes. <see cref="Errno.EINVAL"/>: the range extends beyond <see cref="Length"/>, or the file is anonymous shared memory (from <see cref="Vma.File"/>) whose last mapping is gone.</exception>
     public void Read(ulong offset, Span<byte> destination) => Access(offset, destination.Length, destination, default, write: false);
 
     /// <summary>Writes bytes at a file offset through the page cache.</summary>
     /// <param name="offset">The first byte.</param>
     /// <param name="source">What to write.</param>
-    /// <exception cref="HmmException"><see cref="Errno.EINVAL"/>: the range extends beyond <see cref="Length"/>.</exception>
+    /// <exception cref="HmmException">Error model: invalid argument, nothing changes. <see cref="Errno.EINVAL"/>: as for <see cref="Read"/>.</exception>
     public void Write(ulong offset, ReadOnlySpan<byte> source) => Access(offset, source.Length, default, source, write: true);
 
     /// <summary>The cached page at <paramref name="index"/>, created if absent, with an extra reference for the caller.</summary>
@@ -75,6 +86,12 @@ public sealed class SimFile
     {
         lock (_lock)
         {
+            if (_released)
+            {
+                // Nothing would ever put a page cached now: the file dropped its cache with its last mapping.
+                ThrowHelper.ThrowHmm(Errno.EINVAL, $"File '{Name}' is anonymous shared memory whose last mapping is gone.");
+            }
+
             if (!_cache.TryGetValue(index, out Pfn pfn))
             {
                 pfn = Memory.AllocatePage();
@@ -97,9 +114,24 @@ public sealed class SimFile
 
     internal void AddMapping(Vma vma)
     {
+        if (!TryAddMapping(vma))
+        {
+            ThrowHelper.ThrowBug($"A mapping was added to '{Name}' after its last one went.");
+        }
+    }
+
+    /// <summary>Adds a mapping unless the file is anonymous shared memory that has already dropped its pages.</summary>
+    internal bool TryAddMapping(Vma vma)
+    {
         lock (_lock)
         {
+            if (_released)
+            {
+                return false;
+            }
+
             _mappings.Add(vma);
+            return true;
         }
     }
 
@@ -124,6 +156,7 @@ public sealed class SimFile
 
                 _cache.Clear();
                 Memory.Mappings.Unregister(Handle);
+                _released = true;
             }
         }
     }

@@ -41,8 +41,18 @@ public sealed class Vma
     /// </summary>
     public ulong PgOff { get; internal set; }
 
-    /// <summary>Whether this is private anonymous memory.</summary>
-    public bool IsAnonymous => File is null;
+    /// <summary>Whether this is private anonymous memory (no file, and not a driver's special area).</summary>
+    public bool IsAnonymous => File is null && !IsSpecial;
+
+    /// <summary>
+    /// Whether a driver created the area (<see cref="Mm.MmapSpecial"/>): <see cref="VmFlags.Io"/>,
+    /// <see cref="VmFlags.PfnMap"/> or <see cref="VmFlags.MixedMap"/>. Its entries are inserted by the driver, never
+    /// faulted in from a file or as anonymous memory.
+    /// </summary>
+    public bool IsSpecial => (Flags & SpecialFlags) != 0;
+
+    /// <summary>The flags that make an area special.</summary>
+    internal const VmFlags SpecialFlags = VmFlags.Io | VmFlags.PfnMap | VmFlags.MixedMap;
 
     /// <summary>Whether writes are shared with other mappings (<c>VM_SHARED</c>).</summary>
     public bool IsShared => (Flags & VmFlags.Shared) != 0;

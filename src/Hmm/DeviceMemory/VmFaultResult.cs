@@ -13,6 +13,9 @@ public enum VmFaultResult
     /// <summary><c>VM_FAULT_SIGBUS</c>: the page cannot be brought back; the access fails.</summary>
     Sigbus = 0x2,
 
+    /// <summary><c>VM_FAULT_SIGSEGV</c>: the area does not permit the access (a write to a read-only area, any access to an area without access); the architecture's handler would raise <c>SIGSEGV</c>.</summary>
+    Sigsegv = 0x40,
+
     /// <summary><c>VM_FAULT_RETRY</c>: the handler dropped locks; the faulting path retries from the start.</summary>
     Retry = 0x400,
 }

@@ -5,9 +5,9 @@ namespace Hmm.Tests.AddressSpace;
 
 public class DevicePrivateFaultTests
 {
-    private const int Page = FaultTestKit.Page;
+    private const int Page = PageSize.Bytes;
 
-    private readonly PhysicalMemory _memory = FaultTestKit.NewMemory();
+    private readonly PhysicalMemory _memory = TestKit.NewMemory();
     private readonly TestDriver _driver = new();
     private readonly DevPagemap _pagemap;
 
@@ -28,12 +28,12 @@ public class DevicePrivateFaultTests
     public void CpuReadOfADevicePrivatePageMigratesItBackOnceAndReadsTheDeviceData()
     {
         var mm = new Mm(_memory);
-        ulong a = FaultTestKit.MapAnonymous(mm, 2);
-        byte[] data = FaultTestKit.Pattern(Page, seed: 6);
+        ulong a = TestKit.MapAnonymous(mm, 2);
+        byte[] data = TestKit.Pattern(Page, seed: 6);
         Pfn device = Plant(mm, a + Page, DevicePage(0), data, writable: true);
         long pagemapRefs = _pagemap.ReferenceCount;
 
-        byte[] read = FaultTestKit.ReadBytes(mm, a + Page + 100, 200);
+        byte[] read = TestKit.ReadBytes(mm, a + Page + 100, 200);
 
         read.Should().Equal(data.AsSpan(100, 200).ToArray());
         FaultRecord fault = _driver.Faults.Should().ContainSingle().Subject;
@@ -59,7 +59,7 @@ public class DevicePrivateFaultTests
     public void CpuWriteOfAReadOnlyDevicePrivatePageMigratesItAndThenMakesItWritable()
     {
         var mm = new Mm(_memory);
-        ulong a = FaultTestKit.MapAnonymous(mm, 1);
+        ulong a = TestKit.MapAnonymous(mm, 1);
         Plant(mm, a, DevicePage(1), [1, 2, 3], writable: false);
 
         mm.Write(a + 1, [9]);
@@ -68,14 +68,14 @@ public class DevicePrivateFaultTests
         Pte pte = mm.ReadPte(a);
         pte.IsWritable.Should().BeTrue();
         _memory.Page(pte.Pfn).MapCount.Should().Be(1);
-        FaultTestKit.ReadBytes(mm, a, 3).Should().Equal(1, 9, 3);
+        TestKit.ReadBytes(mm, a, 3).Should().Equal(1, 9, 3);
     }
 
     [Fact]
     public void AHandlerThatReportsRetryAfterMigratingLetsTheAccessComplete()
     {
         var mm = new Mm(_memory);
-        ulong a = FaultTestKit.MapAnonymous(mm, 1);
+        ulong a = TestKit.MapAnonymous(mm, 1);
         Plant(mm, a, DevicePage(2), [7], writable: true);
         _driver.OnFault = fault =>
         {
@@ -83,7 +83,7 @@ public class DevicePrivateFaultTests
             return VmFaultResult.Retry;
         };
 
-        FaultTestKit.ReadBytes(mm, a, 1).Should().Equal(7);
+        TestKit.ReadBytes(mm, a, 1).Should().Equal(7);
         _driver.Faults.Should().HaveCount(1);
     }
 
@@ -91,7 +91,7 @@ public class DevicePrivateFaultTests
     public void AHandlerReturningSigbusMakesTheAccessABusErrorAndChangesNothing()
     {
         var mm = new Mm(_memory);
-        ulong a = FaultTestKit.MapAnonymous(mm, 1);
+        ulong a = TestKit.MapAnonymous(mm, 1);
         Pfn device = Plant(mm, a, DevicePage(3), [5], writable: true);
         Pte planted = mm.ReadPte(a);
         ulong free = _memory.FreeRamPages;
@@ -114,7 +114,7 @@ public class DevicePrivateFaultTests
     public void AHandlerReturningOomMakesTheAccessEnomem()
     {
         var mm = new Mm(_memory);
-        ulong a = FaultTestKit.MapAnonymous(mm, 1);
+        ulong a = TestKit.MapAnonymous(mm, 1);
         Pfn device = Plant(mm, a, DevicePage(4), [5], writable: true);
         _driver.OnFault = _ => VmFaultResult.Oom;
 
@@ -129,7 +129,7 @@ public class DevicePrivateFaultTests
     public void AHandlerThatClaimsSuccessWithoutMigratingIsAKernelBugNotALivelock()
     {
         var mm = new Mm(_memory);
-        ulong a = FaultTestKit.MapAnonymous(mm, 1);
+        ulong a = TestKit.MapAnonymous(mm, 1);
         Pfn device = Plant(mm, a, DevicePage(5), [5], writable: true);
         Pte planted = mm.ReadPte(a);
         _driver.OnFault = _ => VmFaultResult.None;
@@ -153,7 +153,7 @@ public class DevicePrivateFaultTests
     {
         const int Pages = 32;
         var mm = new Mm(_memory);
-        ulong a = FaultTestKit.MapAnonymous(mm, Pages);
+        ulong a = TestKit.MapAnonymous(mm, Pages);
         for (int p = 0; p < Pages; p++)
         {
             Plant(mm, a + ((ulong)p * Page), DevicePage(10 + p), [(byte)(p + 1)], writable: true);
@@ -169,7 +169,7 @@ public class DevicePrivateFaultTests
             for (int p = 0; p < Pages; p++)
             {
                 int page = thread == 0 ? p : Pages - 1 - p;
-                seen[thread][page] = FaultTestKit.ReadBytes(mm, a + ((ulong)page * Page), 1)[0];
+                seen[thread][page] = TestKit.ReadBytes(mm, a + ((ulong)page * Page), 1)[0];
             }
         }
 
@@ -188,7 +188,7 @@ public class DevicePrivateFaultTests
     public void GetUserPagesMigratesADevicePrivatePageBackInsteadOfReturningIt()
     {
         var mm = new Mm(_memory);
-        ulong a = FaultTestKit.MapAnonymous(mm, 2);
+        ulong a = TestKit.MapAnonymous(mm, 2);
         Pfn device = Plant(mm, a + Page, DevicePage(6), [3], writable: true);
         var pages = new Pfn[2];
 
@@ -206,7 +206,7 @@ public class DevicePrivateFaultTests
     public void RmapFindsADevicePrivateEntry()
     {
         var mm = new Mm(_memory);
-        ulong a = FaultTestKit.MapAnonymous(mm, 3);
+        ulong a = TestKit.MapAnonymous(mm, 3);
         Pfn device = Plant(mm, a + (2 * Page), DevicePage(7), [1], writable: true);
 
         PageMapping mapping = Rmap.FindMappings(_memory, device).Should().ContainSingle().Subject;
@@ -220,7 +220,7 @@ public class DevicePrivateFaultTests
     public void ParentAndChildEachBringASharedDevicePageBackAfterFork()
     {
         var parent = new Mm(_memory, "parent");
-        ulong a = FaultTestKit.MapAnonymous(parent, 1);
+        ulong a = TestKit.MapAnonymous(parent, 1);
         Pfn device = Plant(parent, a, DevicePage(8), [4], writable: true);
         Mm child = parent.Fork("child");
         _memory.Page(device).MapCount.Should().Be(2);
@@ -230,10 +230,10 @@ public class DevicePrivateFaultTests
         parent.ReadPte(a).IsWritable.Should().BeFalse("fork write-protects a writable device-private entry");
 
         child.Write(a + 1, [5]);
-        FaultTestKit.ReadBytes(parent, a, 2).Should().Equal(4, 0);
+        TestKit.ReadBytes(parent, a, 2).Should().Equal(4, 0);
 
         _driver.Faults.Select(f => f.Fault.AddressSpace).Should().Equal(child, parent);
-        FaultTestKit.ReadBytes(child, a, 2).Should().Equal(4, 5);
+        TestKit.ReadBytes(child, a, 2).Should().Equal(4, 5);
         _memory.PageRefCount(device).Should().Be(0);
         parent.ReadPte(a).Pfn.Should().NotBe(child.ReadPte(a).Pfn);
     }
@@ -242,13 +242,13 @@ public class DevicePrivateFaultTests
     public async Task ACpuFaultDuringPagemapTeardownStillMigratesThePageBack()
     {
         var mm = new Mm(_memory);
-        ulong a = FaultTestKit.MapAnonymous(mm, 1);
+        ulong a = TestKit.MapAnonymous(mm, 1);
         Pfn device = Plant(mm, a, DevicePage(9), [6], writable: true);
         Task teardown = Memremap.UnmapAsync(_pagemap);
         _pagemap.State.Should().Be(DevPagemapState.Dying);
         teardown.IsCompleted.Should().BeFalse("the mapped device page still holds a reference");
 
-        FaultTestKit.ReadBytes(mm, a, 1).Should().Equal(6);
+        TestKit.ReadBytes(mm, a, 1).Should().Equal(6);
 
         _driver.Faults.Should().ContainSingle();
         await teardown.WaitAsync(TimeSpan.FromSeconds(30)); // the last device page was freed by the migration
@@ -260,7 +260,7 @@ public class DevicePrivateFaultTests
     public async Task AnAccessToAPageUnderMigrationWaitsForTheMigrationToFinish()
     {
         var mm = new Mm(_memory);
-        ulong a = FaultTestKit.MapAnonymous(mm, 1);
+        ulong a = TestKit.MapAnonymous(mm, 1);
         mm.Write(a, [1]);
         Pte original = mm.ReadPte(a);
         Pfn page = original.Pfn;
@@ -275,7 +275,7 @@ public class DevicePrivateFaultTests
             _memory.Frame(page)._mapCount = 0;
         }
 
-        Task<byte[]> reader = Task.Run(() => FaultTestKit.ReadBytes(mm, a, 1));
+        Task<byte[]> reader = Task.Run(() => TestKit.ReadBytes(mm, a, 1));
         (await Task.WhenAny(reader, Task.Delay(100))).Should().NotBeSameAs(reader, "the reader waits for the page lock");
 
         // Finish the migration (back onto the same page) and unlock.
@@ -295,7 +295,7 @@ public class DevicePrivateFaultTests
     public void ACpuAccessRevokesDeviceExclusiveAccessAndTellsTheNotifiers()
     {
         var mm = new Mm(_memory);
-        ulong a = FaultTestKit.MapAnonymous(mm, 1);
+        ulong a = TestKit.MapAnonymous(mm, 1);
         mm.Write(a, [1]);
         Pfn page = mm.ReadPte(a).Pfn;
         PteTable table = mm.PageTable.Find(a)!;
@@ -314,7 +314,7 @@ public class DevicePrivateFaultTests
         pte.IsWritable.Should().BeTrue();
         var expected = new MmuNotifierRange(a, a + Page, MmuNotifierEvent.Clear);
         notifiers.Calls.Should().Equal(NotifierCall.Pair(expected.Start, expected.End, expected.Event));
-        FaultTestKit.ReadBytes(mm, a, 2).Should().Equal(1, 2);
+        TestKit.ReadBytes(mm, a, 2).Should().Equal(1, 2);
         _memory.Page(page).MapCount.Should().Be(1);
         _memory.PageRefCount(page).Should().Be(1);
         _memory.IsPageLocked(page).Should().BeFalse();
@@ -365,7 +365,7 @@ public class DevicePrivateFaultTests
         mm.ReadPte(address).IsNone.Should().BeTrue();
         _pagemap.InitDevicePage(device);
         data.CopyTo(_memory.PageData(device));
-        Vma vma = FaultTestKit.VmaAt(mm, address);
+        Vma vma = TestKit.VmaAt(mm, address);
         ref PageFrame frame = ref _memory.Frame(device);
         frame._mapping = vma.AnonVma!.Handle;
         frame._index = vma.PageIndex(address);

@@ -8,12 +8,12 @@ namespace Hmm.Tests.AddressSpace;
 
 public class MmAccessTests
 {
-    private const int Page = FaultTestKit.Page;
+    private const int Page = PageSize.Bytes;
 
     [Fact]
     public void ZeroLengthAccessDoesNothingEvenWhereNothingIsMapped()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var mm = new Mm(memory);
 
         mm.Read(0x1234_5000, Span<byte>.Empty);
@@ -26,18 +26,18 @@ public class MmAccessTests
     [Fact]
     public void AccessesSpanAdjacentAreas()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var mm = new Mm(memory);
         const ulong Base = 0x4000_0000;
         mm.Mmap(Base, Page, Protection.ReadWrite, MapFlags.Private | MapFlags.Anonymous | MapFlags.Fixed);
         var file = new SimFile(memory, "f", Page);
         mm.Mmap(Base + Page, Page, Protection.ReadWrite, MapFlags.Shared | MapFlags.Fixed, file);
         mm.VmaCount.Should().Be(2);
-        byte[] data = FaultTestKit.Pattern(100, seed: 4);
+        byte[] data = TestKit.Pattern(100, seed: 4);
 
         mm.Write(Base + Page - 50, data);
 
-        FaultTestKit.ReadBytes(mm, Base + Page - 50, 100).Should().Equal(data);
+        TestKit.ReadBytes(mm, Base + Page - 50, 100).Should().Equal(data);
         var fromFile = new byte[50];
         file.Read(0, fromFile);
         fromFile.Should().Equal(data.AsSpan(50).ToArray());
@@ -46,9 +46,9 @@ public class MmAccessTests
     [Fact]
     public void WriteThatFailsPartWayKeepsEarlierPagesAndLeavesTheFailingPageAlone()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var mm = new Mm(memory);
-        ulong a = FaultTestKit.MapAnonymous(mm, 3);
+        ulong a = TestKit.MapAnonymous(mm, 3);
         mm.Write(a + Page, [1, 2, 3]);
         mm.Mprotect(a + Page, Page, Protection.Read);
         Pte readOnly = mm.ReadPte(a + Page);
@@ -56,14 +56,14 @@ public class MmAccessTests
         Action write = () => mm.Write(a + Page - 2, [7, 7, 7, 7]);
 
         write.Should().Throw<SegmentationFaultException>().Where(e => e.Address == a + Page && e.IsWrite && !e.IsBusError);
-        FaultTestKit.ReadBytes(mm, a + Page - 2, 4).Should().Equal(7, 7, 1, 2);
+        TestKit.ReadBytes(mm, a + Page - 2, 4).Should().Equal(7, 7, 1, 2);
         mm.ReadPte(a + Page).Should().Be(readOnly);
     }
 
     [Fact]
     public void ReadThatFailsPartWayHasFilledTheBytesBefore()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var mm = new Mm(memory);
         const ulong Base = 0x4000_0000;
         mm.Mmap(Base, Page, Protection.ReadWrite, MapFlags.Private | MapFlags.Anonymous | MapFlags.Fixed);
@@ -81,28 +81,28 @@ public class MmAccessTests
     {
         // x86-64 page tables cannot express write-only: PROT_WRITE implies read (access_error accepts a read
         // fault in any accessible area).
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var mm = new Mm(memory);
-        ulong a = FaultTestKit.MapAnonymous(mm, 2, Protection.Write);
+        ulong a = TestKit.MapAnonymous(mm, 2, Protection.Write);
         mm.Write(a, [3]);
 
-        FaultTestKit.ReadBytes(mm, a, 1).Should().Equal(3);
-        FaultTestKit.ReadBytes(mm, a + Page, 1).Should().Equal(0);
+        TestKit.ReadBytes(mm, a, 1).Should().Equal(3);
+        TestKit.ReadBytes(mm, a + Page, 1).Should().Equal(0);
     }
 
     [Fact]
     public void WriteThroughACleanWritableEntryMarksItDirty()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var mm = new Mm(memory);
-        ulong a = FaultTestKit.MapAnonymous(mm, 1);
+        ulong a = TestKit.MapAnonymous(mm, 1);
         mm.Write(a, [1]);
         mm.Madvise(a, Page, Advice.Free);
         Pte clean = mm.ReadPte(a);
         clean.IsWritable.Should().BeTrue();
         clean.IsDirty.Should().BeFalse();
 
-        FaultTestKit.ReadBytes(mm, a, 1).Should().Equal(1);
+        TestKit.ReadBytes(mm, a, 1).Should().Equal(1);
         mm.ReadPte(a).IsDirty.Should().BeFalse("a read does not dirty");
         mm.Write(a, [2]);
 
@@ -113,17 +113,17 @@ public class MmAccessTests
     [Fact]
     public void SharedAnonymousMemoryStaysSharedAcrossFork()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var parent = new Mm(memory);
-        ulong a = FaultTestKit.MapAnonymous(parent, 2, shared: true);
+        ulong a = TestKit.MapAnonymous(parent, 2, shared: true);
         parent.Write(a, [1]);
         Mm child = parent.Fork();
 
         child.Write(a + 1, [2]);
         parent.Write(a + Page, [3]);
 
-        FaultTestKit.ReadBytes(parent, a, 2).Should().Equal(1, 2);
-        FaultTestKit.ReadBytes(child, a + Page, 1).Should().Equal(3);
+        TestKit.ReadBytes(parent, a, 2).Should().Equal(1, 2);
+        TestKit.ReadBytes(child, a + Page, 1).Should().Equal(3);
         child.ReadPte(a).Pfn.Should().Be(parent.ReadPte(a).Pfn);
         memory.Page(parent.ReadPte(a).Pfn).MapCount.Should().Be(2);
         child.Exit();
@@ -155,7 +155,7 @@ public class MmAccessTests
         private static readonly TimeSpan s_hangLimit = TimeSpan.FromSeconds(60);
 
         private readonly int _seed;
-        private readonly PhysicalMemory _memory = FaultTestKit.NewMemory(ramMiB: 16);
+        private readonly PhysicalMemory _memory = TestKit.NewMemory(ramMiB: 16);
         private readonly Mm _parent;
         private readonly ulong _private;
         private readonly ulong _shared;
@@ -171,9 +171,9 @@ public class MmAccessTests
         {
             _seed = seed;
             _parent = new Mm(_memory, "parent");
-            _private = FaultTestKit.MapAnonymous(_parent, Pages);
-            _shared = FaultTestKit.MapAnonymous(_parent, Pages, shared: true);
-            _regions = FaultTestKit.MapAnonymous(_parent, Workers * RegionPages);
+            _private = TestKit.MapAnonymous(_parent, Pages);
+            _shared = TestKit.MapAnonymous(_parent, Pages, shared: true);
+            _regions = TestKit.MapAnonymous(_parent, Workers * RegionPages);
             _parent.Write(_shared, new byte[Pages * Page]);
             for (int w = 0; w < Workers; w++)
             {
@@ -221,7 +221,7 @@ public class MmAccessTests
                     Expect(ReadSlot(_parent, _shared, p, w) == _sharedModel[w, p], $"final shared slot of worker {w} page {p}");
                 }
 
-                Expect(FaultTestKit.ReadBytes(_parent, Region(w), RegionPages * Page).AsSpan().SequenceEqual(RegionContent(w, _regionVersion[w])), $"final region of worker {w}");
+                Expect(TestKit.ReadBytes(_parent, Region(w), RegionPages * Page).AsSpan().SequenceEqual(RegionContent(w, _regionVersion[w])), $"final region of worker {w}");
             }
 
             // Every child's copies are gone: besides the pages allocated before, only the parent's private pages faulted in since.
@@ -350,7 +350,7 @@ public class MmAccessTests
                     {
                         int offset = random.Next(RegionPages * Page);
                         int length = 1 + random.Next((RegionPages * Page) - offset);
-                        byte[] bytes = FaultTestKit.ReadBytes(_parent, Region(w) + (ulong)offset, length);
+                        byte[] bytes = TestKit.ReadBytes(_parent, Region(w) + (ulong)offset, length);
                         Expect(bytes.AsSpan().SequenceEqual(RegionContent(w, _regionVersion[w]).AsSpan(offset, length)), $"worker {w} reads back [{offset}, +{length}) of its region");
                         break;
                     }
@@ -386,8 +386,8 @@ public class MmAccessTests
             {
                 long[] issued = [.. _issued];
                 long[] regionIssued = [.. _regionIssued];
-                byte[] privateCopy = FaultTestKit.ReadBytes(child, _private, Pages * Page);
-                byte[] regionCopy = FaultTestKit.ReadBytes(child, _regions, Workers * RegionPages * Page);
+                byte[] privateCopy = TestKit.ReadBytes(child, _private, Pages * Page);
+                byte[] regionCopy = TestKit.ReadBytes(child, _regions, Workers * RegionPages * Page);
                 for (int w = 0; w < Workers; w++)
                 {
                     for (int p = 0; p < Pages; p++)
@@ -409,13 +409,13 @@ public class MmAccessTests
                 child.Write(_private + ((ulong)page * Page) + ForkSlot, bytes);
                 child.Write(_regions + (ulong)random.Next(Workers * RegionPages * Page), [0xA5]);
                 child.Write(_shared + ((ulong)page * Page) + ForkSlot, bytes);
-                Expect(BinaryPrimitives.ReadInt64LittleEndian(FaultTestKit.ReadBytes(_parent, _shared + ((ulong)page * Page) + ForkSlot, 8)) == marker, $"{name}: the parent sees the child's shared write");
-                Expect(BinaryPrimitives.ReadInt64LittleEndian(FaultTestKit.ReadBytes(_parent, _private + ((ulong)page * Page) + ForkSlot, 8)) == 0, $"{name}: the child's private write stays in the child");
+                Expect(BinaryPrimitives.ReadInt64LittleEndian(TestKit.ReadBytes(_parent, _shared + ((ulong)page * Page) + ForkSlot, 8)) == marker, $"{name}: the parent sees the child's shared write");
+                Expect(BinaryPrimitives.ReadInt64LittleEndian(TestKit.ReadBytes(_parent, _private + ((ulong)page * Page) + ForkSlot, 8)) == 0, $"{name}: the child's private write stays in the child");
 
                 // The parent's writes since the fork do not reach the child.
                 Thread.Yield();
                 BinaryPrimitives.WriteInt64LittleEndian(privateCopy.AsSpan((page * Page) + ForkSlot), marker);
-                Expect(FaultTestKit.ReadBytes(child, _private, Pages * Page).AsSpan().SequenceEqual(privateCopy), $"{name}: the child's private copy changed after the fork");
+                Expect(TestKit.ReadBytes(child, _private, Pages * Page).AsSpan().SequenceEqual(privateCopy), $"{name}: the child's private copy changed after the fork");
             }
             finally
             {

@@ -3,67 +3,21 @@ using Xunit;
 
 namespace Hmm.Tests.AddressSpace;
 
-/// <summary>Small helpers shared by the fault, access, GUP, rmap, file and device-private fault tests.</summary>
-internal static class FaultTestKit
-{
-    public const int Page = PageSize.Bytes;
-
-    public static PhysicalMemory NewMemory(ulong ramMiB = 16, bool storeData = true) =>
-        new(new PhysicalMemoryOptions { RamBytes = ramMiB << 20, StorePageData = storeData });
-
-    public static ulong MapAnonymous(Mm mm, int pages, Protection protection = Protection.ReadWrite, bool shared = false) =>
-        mm.Mmap(0, (ulong)pages * Page, protection, (shared ? MapFlags.Shared : MapFlags.Private) | MapFlags.Anonymous);
-
-    public static byte[] Pattern(int length, int seed)
-    {
-        var bytes = new byte[length];
-        new Random(seed).NextBytes(bytes);
-        return bytes;
-    }
-
-    public static byte[] ReadBytes(Mm mm, ulong address, int length)
-    {
-        var bytes = new byte[length];
-        mm.Read(address, bytes);
-        return bytes;
-    }
-
-    public static byte[] PageBytes(PhysicalMemory memory, Pfn pfn) => memory.ReadPageData(pfn).ToArray();
-
-    public static Vma VmaAt(Mm mm, ulong address)
-    {
-        using MmapLockGuard guard = mm.MmapReadLock();
-        return mm.FindVma(address)!;
-    }
-
-    /// <summary>Every entry of the range, for checking that a failed call changed none of them.</summary>
-    public static Pte[] Entries(Mm mm, ulong address, int pages)
-    {
-        var entries = new Pte[pages];
-        for (int i = 0; i < pages; i++)
-        {
-            entries[i] = mm.ReadPte(address + ((ulong)i * Page));
-        }
-
-        return entries;
-    }
-}
-
 /// <summary>A notifier chain that records every call, installed with <c>Mm.GetOrSetNotifiers</c>.</summary>
 public class MmFaultTests
 {
-    private const int Page = FaultTestKit.Page;
+    private const int Page = PageSize.Bytes;
 
     [Fact]
     public void ReadOfUntouchedAnonymousMemoryMapsTheZeroPageReadOnly()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var mm = new Mm(memory);
-        ulong a = FaultTestKit.MapAnonymous(mm, 2);
+        ulong a = TestKit.MapAnonymous(mm, 2);
         ulong free = memory.FreeRamPages;
         int zeroRefs = memory.PageRefCount(PhysicalMemory.ZeroPage);
 
-        byte[] bytes = FaultTestKit.ReadBytes(mm, a + 10, Page + 100);
+        byte[] bytes = TestKit.ReadBytes(mm, a + 10, Page + 100);
 
         bytes.Should().OnlyContain(b => b == 0);
         foreach (ulong page in new[] { a, a + Page })
@@ -82,19 +36,19 @@ public class MmFaultTests
     [Fact]
     public void WriteAllocatesAZeroedPageEvenWhenTheFrameWasRecycled()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var mm = new Mm(memory);
-        ulong a = FaultTestKit.MapAnonymous(mm, 1);
-        mm.Write(a, FaultTestKit.Pattern(Page, seed: 1).Select(b => (byte)(b | 1)).ToArray());
+        ulong a = TestKit.MapAnonymous(mm, 1);
+        mm.Write(a, TestKit.Pattern(Page, seed: 1).Select(b => (byte)(b | 1)).ToArray());
         Pfn first = mm.ReadPte(a).Pfn;
         mm.Munmap(a, Page);
         memory.Page(first).RefCount.Should().Be(0);
 
-        ulong b = FaultTestKit.MapAnonymous(mm, 1);
+        ulong b = TestKit.MapAnonymous(mm, 1);
         mm.Write(b + 100, [42]);
 
         mm.ReadPte(b).Pfn.Should().Be(first, "the allocator hands the freed frame out again (LIFO)");
-        byte[] bytes = FaultTestKit.ReadBytes(mm, b, Page);
+        byte[] bytes = TestKit.ReadBytes(mm, b, Page);
         bytes[100].Should().Be(42);
         bytes[100] = 0;
         bytes.Should().OnlyContain(x => x == 0, "a recycled frame must not leak the previous owner's data");
@@ -103,9 +57,9 @@ public class MmFaultTests
     [Fact]
     public void WriteFaultSetsUpAnExclusiveAnonymousPageFoundByRmap()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var mm = new Mm(memory);
-        ulong a = FaultTestKit.MapAnonymous(mm, 4);
+        ulong a = TestKit.MapAnonymous(mm, 4);
         ulong free = memory.FreeRamPages;
 
         mm.Write(a + (2 * Page) + 7, [1, 2, 3]);
@@ -119,7 +73,7 @@ public class MmFaultTests
         frame.RefCount.Should().Be(1);
         frame.Flags.Should().HaveFlag(PageFlags.Anon).And.HaveFlag(PageFlags.AnonExclusive);
         frame.Mapping.Should().NotBe(0UL);
-        frame.Index.Should().Be(FaultTestKit.VmaAt(mm, a).PageIndex(a + (2 * Page)));
+        frame.Index.Should().Be(TestKit.VmaAt(mm, a).PageIndex(a + (2 * Page)));
         memory.FreeRamPages.Should().Be(free - 1);
         mm.ReadPte(a + Page).IsNone.Should().BeTrue("only the written page is faulted in");
 
@@ -132,10 +86,10 @@ public class MmFaultTests
     [Fact]
     public void WriteAfterReadBreaksTheZeroPageCopyOnWrite()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var mm = new Mm(memory);
-        ulong a = FaultTestKit.MapAnonymous(mm, 1);
-        FaultTestKit.ReadBytes(mm, a, 1);
+        ulong a = TestKit.MapAnonymous(mm, 1);
+        TestKit.ReadBytes(mm, a, 1);
         mm.ReadPte(a).Pfn.Should().Be(PhysicalMemory.ZeroPage);
         int zeroRefs = memory.PageRefCount(PhysicalMemory.ZeroPage);
 
@@ -146,18 +100,18 @@ public class MmFaultTests
         pte.IsWritable.Should().BeTrue();
         memory.Page(pte.Pfn).MapCount.Should().Be(1);
         memory.Page(pte.Pfn).Flags.Should().HaveFlag(PageFlags.Anon);
-        FaultTestKit.ReadBytes(mm, a, 3).Should().Equal(0, 9, 0);
-        FaultTestKit.PageBytes(memory, PhysicalMemory.ZeroPage).Should().OnlyContain(b => b == 0, "the zero page is never written");
+        TestKit.ReadBytes(mm, a, 3).Should().Equal(0, 9, 0);
+        TestKit.PageBytes(memory, PhysicalMemory.ZeroPage).Should().OnlyContain(b => b == 0, "the zero page is never written");
         memory.PageRefCount(PhysicalMemory.ZeroPage).Should().Be(zeroRefs);
     }
 
     [Fact]
     public void CopyOnWriteAfterForkCopiesTheDataAndLeavesTheOtherSideIntact()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var parent = new Mm(memory, "parent");
-        ulong a = FaultTestKit.MapAnonymous(parent, 2);
-        byte[] original = FaultTestKit.Pattern(2 * Page, seed: 2);
+        ulong a = TestKit.MapAnonymous(parent, 2);
+        byte[] original = TestKit.Pattern(2 * Page, seed: 2);
         parent.Write(a, original);
         Pfn shared0 = parent.ReadPte(a).Pfn;
         Pfn shared1 = parent.ReadPte(a + Page).Pfn;
@@ -181,8 +135,8 @@ public class MmFaultTests
         childExpected[5] = 0xEE;
         byte[] parentExpected = (byte[])original.Clone();
         parentExpected[Page + 6] = 0xDD;
-        FaultTestKit.ReadBytes(child, a, 2 * Page).Should().Equal(childExpected);
-        FaultTestKit.ReadBytes(parent, a, 2 * Page).Should().Equal(parentExpected);
+        TestKit.ReadBytes(child, a, 2 * Page).Should().Equal(childExpected);
+        TestKit.ReadBytes(parent, a, 2 * Page).Should().Equal(parentExpected);
 
         foreach (Pfn pfn in new[] { shared0, shared1, childCopy, parentCopy })
         {
@@ -207,9 +161,9 @@ public class MmFaultTests
     [Fact]
     public void WriteToAnExclusivelyOwnedWriteProtectedPageReusesIt()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var mm = new Mm(memory);
-        ulong a = FaultTestKit.MapAnonymous(mm, 1);
+        ulong a = TestKit.MapAnonymous(mm, 1);
         mm.Write(a, [1, 2, 3]);
         Pfn page = mm.ReadPte(a).Pfn;
         mm.Mprotect(a, Page, Protection.Read);
@@ -222,7 +176,7 @@ public class MmFaultTests
         mm.ReadPte(a).Pfn.Should().Be(page);
         mm.ReadPte(a).IsWritable.Should().BeTrue();
         memory.FreeRamPages.Should().Be(free);
-        FaultTestKit.ReadBytes(mm, a, 3).Should().Equal(1, 7, 3);
+        TestKit.ReadBytes(mm, a, 3).Should().Equal(1, 7, 3);
     }
 
     [Fact]
@@ -230,9 +184,9 @@ public class MmFaultTests
     {
         // The kernel reuses a PageAnonExclusive page whatever its refcount: a pin taken while the page was
         // exclusive must keep seeing the process's writes.
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var mm = new Mm(memory);
-        ulong a = FaultTestKit.MapAnonymous(mm, 1);
+        ulong a = TestKit.MapAnonymous(mm, 1);
         mm.Write(a, [1]);
         var pinned = new Pfn[1];
         mm.PinUserPages(a, GupFlags.None, pinned).Should().Be(1);
@@ -250,10 +204,10 @@ public class MmFaultTests
     [Fact]
     public void AccessesCrossingPageBoundariesTouchEveryPage()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var mm = new Mm(memory);
-        ulong a = FaultTestKit.MapAnonymous(mm, 5);
-        byte[] data = FaultTestKit.Pattern((3 * Page) + 2, seed: 3);
+        ulong a = TestKit.MapAnonymous(mm, 5);
+        byte[] data = TestKit.Pattern((3 * Page) + 2, seed: 3);
 
         mm.Write(a + Page - 1, data);
 
@@ -264,8 +218,8 @@ public class MmFaultTests
             pte.Pfn.Should().NotBe(PhysicalMemory.ZeroPage);
         }
 
-        FaultTestKit.ReadBytes(mm, a + Page - 1, data.Length).Should().Equal(data);
-        byte[] all = FaultTestKit.ReadBytes(mm, a, 5 * Page);
+        TestKit.ReadBytes(mm, a + Page - 1, data.Length).Should().Equal(data);
+        byte[] all = TestKit.ReadBytes(mm, a, 5 * Page);
         all.AsSpan(0, Page - 1).ToArray().Should().OnlyContain(b => b == 0);
         all.AsSpan(Page - 1, data.Length).ToArray().Should().Equal(data);
         all.AsSpan(Page - 1 + data.Length).ToArray().Should().OnlyContain(b => b == 0);
@@ -274,10 +228,10 @@ public class MmFaultTests
     [Fact]
     public void HandleMmFaultWithoutTheMmapLockIsAKernelBugAndChangesNothing()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var mm = new Mm(memory);
-        ulong a = FaultTestKit.MapAnonymous(mm, 1);
-        Vma vma = FaultTestKit.VmaAt(mm, a);
+        ulong a = TestKit.MapAnonymous(mm, 1);
+        Vma vma = TestKit.VmaAt(mm, a);
         ulong free = memory.FreeRamPages;
 
         Action fault = () => mm.HandleMmFault(vma, a, FaultFlags.Write);
@@ -292,9 +246,9 @@ public class MmFaultTests
     [InlineData(FaultFlags.Remote)]
     public void HandleMmFaultForAReadMapsTheZeroPage(FaultFlags flags)
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var mm = new Mm(memory);
-        ulong a = FaultTestKit.MapAnonymous(mm, 1);
+        ulong a = TestKit.MapAnonymous(mm, 1);
         using MmapLockGuard guard = mm.MmapReadLock();
         Vma vma = mm.FindVma(a)!;
 
@@ -309,9 +263,9 @@ public class MmFaultTests
     [InlineData(FaultFlags.Write | FaultFlags.Remote)]
     public void HandleMmFaultForAWriteInstallsAWritablePageAndIsIdempotent(FaultFlags flags)
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var mm = new Mm(memory);
-        ulong a = FaultTestKit.MapAnonymous(mm, 1);
+        ulong a = TestKit.MapAnonymous(mm, 1);
         ulong free = memory.FreeRamPages;
         using MmapLockGuard guard = mm.MmapReadLock();
         Vma vma = mm.FindVma(a)!;
@@ -329,13 +283,13 @@ public class MmFaultTests
     [Fact]
     public void SegmentationFaultOnAnUnmappedAddressChangesNothing()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var mm = new Mm(memory);
-        ulong a = FaultTestKit.MapAnonymous(mm, 3);
+        ulong a = TestKit.MapAnonymous(mm, 3);
         mm.Write(a, [1]);
         mm.Munmap(a + Page, Page);
         ulong free = memory.FreeRamPages;
-        Pte[] before = FaultTestKit.Entries(mm, a, 3);
+        Pte[] before = TestKit.Entries(mm, a, 3);
 
         Action read = () => mm.Read(a + Page + 8, new byte[4]);
         Action write = () => mm.Write(a + Page + 8, [1, 2, 3]);
@@ -344,38 +298,38 @@ public class MmFaultTests
             .Where(e => e.Address == a + Page + 8 && !e.IsWrite && !e.IsBusError && e.Error == Errno.EFAULT);
         write.Should().Throw<SegmentationFaultException>()
             .Where(e => e.Address == a + Page + 8 && e.IsWrite && !e.IsBusError);
-        FaultTestKit.Entries(mm, a, 3).Should().Equal(before);
+        TestKit.Entries(mm, a, 3).Should().Equal(before);
         memory.FreeRamPages.Should().Be(free);
-        FaultTestKit.ReadBytes(mm, a, 1).Should().Equal(1);
+        TestKit.ReadBytes(mm, a, 1).Should().Equal(1);
     }
 
     [Fact]
     public void WriteToAReadOnlyAreaIsASegmentationFaultAndChangesNothing()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var mm = new Mm(memory);
-        ulong a = FaultTestKit.MapAnonymous(mm, 2);
+        ulong a = TestKit.MapAnonymous(mm, 2);
         mm.Write(a, [4, 5, 6]);
         mm.Mprotect(a, 2 * Page, Protection.Read);
         ulong free = memory.FreeRamPages;
-        Pte[] before = FaultTestKit.Entries(mm, a, 2);
+        Pte[] before = TestKit.Entries(mm, a, 2);
 
         Action writePresent = () => mm.Write(a, [9]);
         Action writeUntouched = () => mm.Write(a + Page, [9]);
 
         writePresent.Should().Throw<SegmentationFaultException>().Where(e => e.IsWrite && !e.IsBusError && e.Address == a);
         writeUntouched.Should().Throw<SegmentationFaultException>().Where(e => e.IsWrite && !e.IsBusError);
-        FaultTestKit.Entries(mm, a, 2).Should().Equal(before);
+        TestKit.Entries(mm, a, 2).Should().Equal(before);
         memory.FreeRamPages.Should().Be(free);
-        FaultTestKit.ReadBytes(mm, a, 3).Should().Equal(4, 5, 6);
+        TestKit.ReadBytes(mm, a, 3).Should().Equal(4, 5, 6);
     }
 
     [Fact]
     public void ReadOfProtNoneIsASegmentationFaultAndChangesNothing()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var mm = new Mm(memory);
-        ulong a = FaultTestKit.MapAnonymous(mm, 2, Protection.None);
+        ulong a = TestKit.MapAnonymous(mm, 2, Protection.None);
         ulong free = memory.FreeRamPages;
 
         Action read = () => mm.Read(a + Page, new byte[1]);
@@ -383,16 +337,16 @@ public class MmFaultTests
 
         read.Should().Throw<SegmentationFaultException>().Where(e => !e.IsWrite && !e.IsBusError && e.Address == a + Page);
         write.Should().Throw<SegmentationFaultException>().Where(e => e.IsWrite && !e.IsBusError);
-        FaultTestKit.Entries(mm, a, 2).Should().OnlyContain(p => p.IsNone);
+        TestKit.Entries(mm, a, 2).Should().OnlyContain(p => p.IsNone);
         memory.FreeRamPages.Should().Be(free);
     }
 
     [Fact]
     public void ProtNoneOverWrittenMemoryHidesItUntilAccessIsRestored()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var mm = new Mm(memory);
-        ulong a = FaultTestKit.MapAnonymous(mm, 1);
+        ulong a = TestKit.MapAnonymous(mm, 1);
         mm.Write(a, [3]);
         mm.Mprotect(a, Page, Protection.None);
 
@@ -400,7 +354,7 @@ public class MmFaultTests
 
         read.Should().Throw<SegmentationFaultException>().Where(e => !e.IsBusError);
         mm.Mprotect(a, Page, Protection.Read);
-        FaultTestKit.ReadBytes(mm, a, 1).Should().Equal(3);
+        TestKit.ReadBytes(mm, a, 1).Should().Equal(3);
     }
 
     [Theory]
@@ -409,7 +363,7 @@ public class MmFaultTests
     [InlineData(ulong.MaxValue, 1)]
     public void AccessBeyondTaskSizeIsASegmentationFault(ulong address, int length)
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var mm = new Mm(memory);
         mm.Mmap(Mm.TaskSize - Page, Page, Protection.ReadWrite, MapFlags.Private | MapFlags.Anonymous | MapFlags.Fixed);
         ulong free = memory.FreeRamPages;
@@ -426,7 +380,7 @@ public class MmFaultTests
     [Fact]
     public void AccessToAFileMappingBeyondTheEndOfTheFileIsABusError()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var file = new SimFile(memory, "f", Page + 100);
         file.Write(Page + 10, [8]);
         var mm = new Mm(memory);
@@ -435,8 +389,8 @@ public class MmFaultTests
         ulong free = memory.FreeRamPages;
 
         // The last, partial page of the file is mapped whole; the page after it is not backed.
-        FaultTestKit.ReadBytes(mm, a + Page + 10, 1).Should().Equal(8);
-        FaultTestKit.ReadBytes(mm, a + Page + 200, 1).Should().Equal(0);
+        TestKit.ReadBytes(mm, a + Page + 10, 1).Should().Equal(8);
+        TestKit.ReadBytes(mm, a + Page + 200, 1).Should().Equal(0);
         Action read = () => mm.Read(a + (2 * Page) + 1, new byte[1]);
         Action write = () => mm.Write(a + (2 * Page), [1]);
         Action straddle = () => mm.Write(a + (2 * Page) - 2, [1, 2, 3, 4]);
@@ -452,7 +406,7 @@ public class MmFaultTests
     [Fact]
     public void PrivateFileMappingBeyondTheEndOfTheFileIsABusErrorToo()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var file = new SimFile(memory, "f", 100);
         var mm = new Mm(memory);
         ulong a = mm.Mmap(0, 2 * Page, Protection.ReadWrite, MapFlags.Private, file);
@@ -468,9 +422,9 @@ public class MmFaultTests
     [Fact]
     public void InjectedAllocationFailureOnAWriteFaultIsEnomemAndChangesNothing()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var mm = new Mm(memory);
-        ulong a = FaultTestKit.MapAnonymous(mm, 1);
+        ulong a = TestKit.MapAnonymous(mm, 1);
         ulong free = memory.FreeRamPages;
         memory.FaultInjection.FailNext(FaultPoint.PageAllocation);
 
@@ -480,16 +434,16 @@ public class MmFaultTests
         mm.ReadPte(a).IsNone.Should().BeTrue();
         memory.FreeRamPages.Should().Be(free);
         mm.Write(a, [1]);
-        FaultTestKit.ReadBytes(mm, a, 1).Should().Equal(1);
+        TestKit.ReadBytes(mm, a, 1).Should().Equal(1);
     }
 
     [Fact]
     public void AllocationFailureBreakingTheZeroPageKeepsTheZeroPageMapped()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var mm = new Mm(memory);
-        ulong a = FaultTestKit.MapAnonymous(mm, 1);
-        FaultTestKit.ReadBytes(mm, a, 1);
+        ulong a = TestKit.MapAnonymous(mm, 1);
+        TestKit.ReadBytes(mm, a, 1);
         Pte before = mm.ReadPte(a);
         ulong free = memory.FreeRamPages;
         memory.FaultInjection.FailNext(FaultPoint.PageAllocation);
@@ -504,9 +458,9 @@ public class MmFaultTests
     [Fact]
     public void AllocationFailureBreakingCopyOnWriteAfterForkChangesNothing()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var parent = new Mm(memory);
-        ulong a = FaultTestKit.MapAnonymous(parent, 1);
+        ulong a = TestKit.MapAnonymous(parent, 1);
         parent.Write(a, [1, 2]);
         Mm child = parent.Fork();
         Pfn shared = parent.ReadPte(a).Pfn;
@@ -523,16 +477,16 @@ public class MmFaultTests
         memory.Page(shared).RefCount.Should().Be(2);
         memory.Page(shared).MapCount.Should().Be(2);
         memory.FreeRamPages.Should().Be(free);
-        FaultTestKit.ReadBytes(child, a, 2).Should().Equal(1, 2);
+        TestKit.ReadBytes(child, a, 2).Should().Equal(1, 2);
     }
 
     [Fact]
     public void ExhaustedRamIsEnomemAndLeavesWrittenPagesIntact()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory(ramMiB: 2);
+        PhysicalMemory memory = TestKit.NewMemory(ramMiB: 2);
         var mm = new Mm(memory);
         int pages = (int)memory.RamPages + 8;
-        ulong a = FaultTestKit.MapAnonymous(mm, pages);
+        ulong a = TestKit.MapAnonymous(mm, (ulong)pages);
         int written = 0;
         HmmException? failure = null;
         for (; written < pages; written++)
@@ -556,11 +510,11 @@ public class MmFaultTests
         mm.ReadPte(a + ((ulong)written * Page)).IsNone.Should().BeTrue();
         for (int i = 0; i < written; i += 37)
         {
-            FaultTestKit.ReadBytes(mm, a + ((ulong)i * Page), 1).Should().Equal((byte)(i | 1));
+            TestKit.ReadBytes(mm, a + ((ulong)i * Page), 1).Should().Equal((byte)(i | 1));
         }
 
         // Reads still work without memory: they map the zero page.
-        FaultTestKit.ReadBytes(mm, a + ((ulong)written * Page), 4).Should().OnlyContain(b => b == 0);
+        TestKit.ReadBytes(mm, a + ((ulong)written * Page), 4).Should().OnlyContain(b => b == 0);
         mm.Munmap(a, (ulong)pages * Page);
         memory.FreeRamPages.Should().Be(memory.RamPages);
     }
@@ -568,9 +522,9 @@ public class MmFaultTests
     [Fact]
     public void MetadataOnlyMemoryRefusesCpuAccessWithEopnotsuppAndChangesNothing()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory(storeData: false);
+        PhysicalMemory memory = TestKit.NewMemory(storePageData: false);
         var mm = new Mm(memory);
-        ulong a = FaultTestKit.MapAnonymous(mm, 1);
+        ulong a = TestKit.MapAnonymous(mm, 1);
         ulong free = memory.FreeRamPages;
 
         Action read = () => mm.Read(a, new byte[1]);
@@ -585,9 +539,9 @@ public class MmFaultTests
     [Fact]
     public void MetadataOnlyMemoryStillFaultsThroughTheHandler()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory(storeData: false);
+        PhysicalMemory memory = TestKit.NewMemory(storePageData: false);
         var mm = new Mm(memory);
-        ulong a = FaultTestKit.MapAnonymous(mm, 1);
+        ulong a = TestKit.MapAnonymous(mm, 1);
         using MmapLockGuard guard = mm.MmapReadLock();
 
         mm.HandleMmFault(mm.FindVma(a)!, a, FaultFlags.Write).Should().Be(VmFaultResult.None);
@@ -599,7 +553,7 @@ public class MmFaultTests
     [Fact]
     public void WriteToAPrivateFileMappingCopiesThePageAndLeavesTheFileAlone()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var file = new SimFile(memory, "f", 2 * Page);
         file.Write(0, [1, 2, 3]);
         var mm = new Mm(memory);
@@ -608,7 +562,7 @@ public class MmFaultTests
         mm.Write(a + 1, [9]);
         mm.Write(a + Page, [7]);
 
-        FaultTestKit.ReadBytes(mm, a, 3).Should().Equal(1, 9, 3);
+        TestKit.ReadBytes(mm, a, 3).Should().Equal(1, 9, 3);
         var fromFile = new byte[3];
         file.Read(0, fromFile);
         fromFile.Should().Equal(1, 2, 3);
@@ -622,12 +576,12 @@ public class MmFaultTests
     [Fact]
     public void WriteAfterReadOfAPrivateFileMappingCopiesThePageCachePage()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var file = new SimFile(memory, "f", Page);
         file.Write(0, [1, 2, 3]);
         var mm = new Mm(memory);
         ulong a = mm.Mmap(0, Page, Protection.ReadWrite, MapFlags.Private, file);
-        FaultTestKit.ReadBytes(mm, a, 3).Should().Equal(1, 2, 3);
+        TestKit.ReadBytes(mm, a, 3).Should().Equal(1, 2, 3);
         Pfn cached = mm.ReadPte(a).Pfn;
         mm.ReadPte(a).IsWritable.Should().BeFalse();
         memory.Page(cached).MapCount.Should().Be(1);
@@ -638,7 +592,7 @@ public class MmFaultTests
         copy.Should().NotBe(cached);
         memory.Page(cached).MapCount.Should().Be(0);
         memory.Page(cached).RefCount.Should().Be(1, "only the page cache holds it now");
-        FaultTestKit.ReadBytes(mm, a, 3).Should().Equal(5, 2, 3);
+        TestKit.ReadBytes(mm, a, 3).Should().Equal(5, 2, 3);
         var fromFile = new byte[1];
         file.Read(0, fromFile);
         fromFile[0].Should().Be(1);
@@ -648,13 +602,13 @@ public class MmFaultTests
     [Fact]
     public void CopyOnWriteBreaksAreAnnouncedAsAClearOfThePageButFirstTouchIsNot()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var parent = new Mm(memory);
-        ulong a = FaultTestKit.MapAnonymous(parent, 3);
+        ulong a = TestKit.MapAnonymous(parent, 3);
         RecordingNotifierChain notifiers = RecordingNotifierChain.InstallOn(parent);
 
         parent.Write(a, [1]);
-        FaultTestKit.ReadBytes(parent, a + Page, 1);
+        TestKit.ReadBytes(parent, a + Page, 1);
         notifiers.Calls.Should().BeEmpty("filling an empty entry replaces nothing a device could mirror");
 
         parent.Write(a + Page, [2]);
@@ -670,9 +624,9 @@ public class MmFaultTests
     [Fact]
     public void UnshareFaultMakesASharedPageExclusiveWithoutMakingItWritable()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var parent = new Mm(memory);
-        ulong a = FaultTestKit.MapAnonymous(parent, 1);
+        ulong a = TestKit.MapAnonymous(parent, 1);
         parent.Write(a, [1]);
         Pfn shared = parent.ReadPte(a).Pfn;
         Mm child = parent.Fork();
@@ -686,19 +640,19 @@ public class MmFaultTests
         pte.Pfn.Should().NotBe(shared);
         pte.IsWritable.Should().BeFalse();
         memory.Page(pte.Pfn).Flags.Should().HaveFlag(PageFlags.AnonExclusive);
-        FaultTestKit.ReadBytes(parent, a, 1).Should().Equal(1);
+        TestKit.ReadBytes(parent, a, 1).Should().Equal(1);
         parent.Write(a, [2]);
         parent.ReadPte(a).Pfn.Should().Be(pte.Pfn, "the unshared page is reused by the next write");
-        FaultTestKit.ReadBytes(child, a, 1).Should().Equal(1);
+        TestKit.ReadBytes(child, a, 1).Should().Equal(1);
     }
 
     [Fact]
     public void RacingFirstTouchesOfTheSamePagesInstallOnePageEachAndLoseNoWrite()
     {
         const int Pages = 128;
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var mm = new Mm(memory);
-        ulong a = FaultTestKit.MapAnonymous(mm, Pages);
+        ulong a = TestKit.MapAnonymous(mm, Pages);
         ulong free = memory.FreeRamPages;
         using var start = new Barrier(2);
 
@@ -710,7 +664,7 @@ public class MmFaultTests
                 ulong page = a + ((ulong)p * Page);
                 if (((p + thread) & 1) == 0)
                 {
-                    FaultTestKit.ReadBytes(mm, page, 1);
+                    TestKit.ReadBytes(mm, page, 1);
                 }
 
                 mm.Write(page + (ulong)thread, [(byte)(thread + 1)]);
@@ -723,7 +677,7 @@ public class MmFaultTests
         for (int p = 0; p < Pages; p++)
         {
             ulong page = a + ((ulong)p * Page);
-            FaultTestKit.ReadBytes(mm, page, 2).Should().Equal([1, 2], $"both writes to page {p} are kept");
+            TestKit.ReadBytes(mm, page, 2).Should().Equal([1, 2], $"both writes to page {p} are kept");
             Pfn pfn = mm.ReadPte(page).Pfn;
             memory.Page(pfn).MapCount.Should().Be(1);
             memory.PageRefCount(pfn).Should().Be(1);
@@ -734,11 +688,11 @@ public class MmFaultTests
     public void RacingCopyOnWriteBreaksOfTheSamePagesCopyOnceAndLoseNoWrite()
     {
         const int Pages = 64;
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var parent = new Mm(memory, "parent");
-        ulong a = FaultTestKit.MapAnonymous(parent, Pages);
-        parent.Write(a, FaultTestKit.Pattern(Pages * Page, seed: 7));
-        byte[] original = FaultTestKit.ReadBytes(parent, a, Pages * Page);
+        ulong a = TestKit.MapAnonymous(parent, Pages);
+        parent.Write(a, TestKit.Pattern(Pages * Page, seed: 7));
+        byte[] original = TestKit.ReadBytes(parent, a, Pages * Page);
         Mm child = parent.Fork();
         Pfn[] shared = [.. Enumerable.Range(0, Pages).Select(p => parent.ReadPte(a + ((ulong)p * Page)).Pfn)];
         ulong free = memory.FreeRamPages;
@@ -759,8 +713,8 @@ public class MmFaultTests
         for (int p = 0; p < Pages; p++)
         {
             ulong page = a + ((ulong)p * Page);
-            FaultTestKit.ReadBytes(parent, page + 8, 2).Should().Equal([0xF0, 0xF1], $"both writes to page {p} are kept");
-            FaultTestKit.ReadBytes(child, page, Page).Should().Equal(original.AsSpan(p * Page, Page).ToArray());
+            TestKit.ReadBytes(parent, page + 8, 2).Should().Equal([0xF0, 0xF1], $"both writes to page {p} are kept");
+            TestKit.ReadBytes(child, page, Page).Should().Equal(original.AsSpan(p * Page, Page).ToArray());
             memory.Page(shared[p]).MapCount.Should().Be(1);
             memory.PageRefCount(shared[p]).Should().Be(1);
         }
@@ -770,9 +724,9 @@ public class MmFaultTests
     [Fact]
     public void AccessAfterExitIsEsrch()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var mm = new Mm(memory);
-        ulong a = FaultTestKit.MapAnonymous(mm, 1);
+        ulong a = TestKit.MapAnonymous(mm, 1);
         mm.Write(a, [1]);
         mm.Exit();
 

@@ -5,14 +5,14 @@ namespace Hmm.Tests.AddressSpace;
 
 public class MmGupTests
 {
-    private const int Page = FaultTestKit.Page;
+    private const int Page = PageSize.Bytes;
 
     [Fact]
     public void GetUserPagesFaultsPagesInAndTakesOneReferenceEach()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var mm = new Mm(memory);
-        ulong a = FaultTestKit.MapAnonymous(mm, 3);
+        ulong a = TestKit.MapAnonymous(mm, 3);
         mm.Write(a + Page, [1]);
         Pfn written = mm.ReadPte(a + Page).Pfn;
         int zeroRefs = memory.PageRefCount(PhysicalMemory.ZeroPage);
@@ -38,10 +38,10 @@ public class MmGupTests
     [Fact]
     public void GetUserPagesForWritingAllocatesWritablePagesTheProcessSees()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var mm = new Mm(memory);
-        ulong a = FaultTestKit.MapAnonymous(mm, 2);
-        FaultTestKit.ReadBytes(mm, a, 1);
+        ulong a = TestKit.MapAnonymous(mm, 2);
+        TestKit.ReadBytes(mm, a, 1);
         var pages = new Pfn[2];
 
         mm.GetUserPages(a, GupFlags.Write, pages).Should().Be(2);
@@ -56,7 +56,7 @@ public class MmGupTests
         }
 
         memory.PageData(pages[1])[5] = 0x5A;
-        FaultTestKit.ReadBytes(mm, a + Page + 5, 1).Should().Equal(0x5A);
+        TestKit.ReadBytes(mm, a + Page + 5, 1).Should().Equal(0x5A);
         memory.PutPage(pages[0]);
         memory.PutPage(pages[1]);
     }
@@ -64,9 +64,9 @@ public class MmGupTests
     [Fact]
     public void GetUserPagesForWritingBreaksCopyOnWriteFirst()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var parent = new Mm(memory);
-        ulong a = FaultTestKit.MapAnonymous(parent, 1);
+        ulong a = TestKit.MapAnonymous(parent, 1);
         parent.Write(a, [1, 2, 3]);
         Pfn shared = parent.ReadPte(a).Pfn;
         Mm child = parent.Fork();
@@ -79,17 +79,17 @@ public class MmGupTests
         parent.ReadPte(a).IsWritable.Should().BeTrue();
         child.ReadPte(a).Pfn.Should().Be(shared);
         memory.PageData(pages[0])[0] = 9;
-        FaultTestKit.ReadBytes(parent, a, 3).Should().Equal(9, 2, 3);
-        FaultTestKit.ReadBytes(child, a, 3).Should().Equal(1, 2, 3);
+        TestKit.ReadBytes(parent, a, 3).Should().Equal(9, 2, 3);
+        TestKit.ReadBytes(child, a, 3).Should().Equal(1, 2, 3);
         memory.PutPage(pages[0]);
     }
 
     [Fact]
     public void GetUserPagesReturnsAShortCountWhenALaterPageIsUnmapped()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var mm = new Mm(memory);
-        ulong a = FaultTestKit.MapAnonymous(mm, 3);
+        ulong a = TestKit.MapAnonymous(mm, 3);
         mm.Write(a, new byte[3 * Page]);
         mm.Munmap(a + Page, Page);
         Pfn first = mm.ReadPte(a).Pfn;
@@ -108,9 +108,9 @@ public class MmGupTests
     [Fact]
     public void GetUserPagesForWritingStopsAtAReadOnlyPage()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var mm = new Mm(memory);
-        ulong a = FaultTestKit.MapAnonymous(mm, 3);
+        ulong a = TestKit.MapAnonymous(mm, 3);
         mm.Mprotect(a + (2 * Page), Page, Protection.Read);
         var pages = new Pfn[3];
 
@@ -124,9 +124,9 @@ public class MmGupTests
     [Fact]
     public void GetUserPagesReturnsAShortCountWhenALaterPageCannotBeAllocated()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var mm = new Mm(memory);
-        ulong a = FaultTestKit.MapAnonymous(mm, 3);
+        ulong a = TestKit.MapAnonymous(mm, 3);
         memory.FaultInjection.FailNext(FaultPoint.PageAllocation, skip: 1);
         var pages = new Pfn[3];
 
@@ -139,9 +139,9 @@ public class MmGupTests
     [Fact]
     public void GetUserPagesOfAnUnmappedFirstPageIsEfaultAndTakesNothing()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var mm = new Mm(memory);
-        ulong a = FaultTestKit.MapAnonymous(mm, 2);
+        ulong a = TestKit.MapAnonymous(mm, 2);
         mm.Write(a + Page, [1]);
         mm.Munmap(a, Page);
         Pfn second = mm.ReadPte(a + Page).Pfn;
@@ -158,9 +158,9 @@ public class MmGupTests
     [Fact]
     public void GetUserPagesForWritingOfAReadOnlyPageIsEfaultAndTakesNothing()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var mm = new Mm(memory);
-        ulong a = FaultTestKit.MapAnonymous(mm, 1);
+        ulong a = TestKit.MapAnonymous(mm, 1);
         mm.Write(a, [1]);
         Pte before = mm.ReadPte(a);
         mm.Mprotect(a, Page, Protection.Read);
@@ -178,9 +178,9 @@ public class MmGupTests
     [Fact]
     public void GetUserPagesOfProtNoneIsEfault()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var mm = new Mm(memory);
-        ulong a = FaultTestKit.MapAnonymous(mm, 1, Protection.None);
+        ulong a = TestKit.MapAnonymous(mm, 1, Protection.None);
 
         Action gup = () => mm.GetUserPages(a, GupFlags.None, new Pfn[1]);
 
@@ -193,9 +193,9 @@ public class MmGupTests
     [InlineData(VmFlags.PfnMap)]
     public void GetUserPagesOfAnIoOrPfnMapAreaIsEfaultAndTakesNothing(VmFlags kind)
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var mm = new Mm(memory);
-        ulong a = FaultTestKit.MapAnonymous(mm, 1);
+        ulong a = TestKit.MapAnonymous(mm, 1);
         mm.Write(a, [1]);
         Pfn page = mm.ReadPte(a).Pfn;
         using (mm.MmapWriteLock())
@@ -215,7 +215,7 @@ public class MmGupTests
     [Fact]
     public void GetUserPagesBeyondTheEndOfAFileIsEfault()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var file = new SimFile(memory, "f", 10);
         var mm = new Mm(memory);
         ulong a = mm.Mmap(0, 2 * Page, Protection.Read, MapFlags.Shared, file);
@@ -232,9 +232,9 @@ public class MmGupTests
     [Fact]
     public void GetUserPagesOutOfMemoryOnTheFirstPageIsEnomemAndChangesNothing()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var mm = new Mm(memory);
-        ulong a = FaultTestKit.MapAnonymous(mm, 2);
+        ulong a = TestKit.MapAnonymous(mm, 2);
         ulong free = memory.FreeRamPages;
         memory.FaultInjection.FailNext(FaultPoint.PageAllocation);
 
@@ -252,7 +252,7 @@ public class MmGupTests
     [InlineData(Mm.TaskSize - Page, 2)]
     public void GetUserPagesOfAnUnalignedOrOutOfRangeStartIsEinval(ulong start, int count)
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var mm = new Mm(memory);
         mm.Mmap(0x4000_0000, Page, Protection.ReadWrite, MapFlags.Private | MapFlags.Anonymous | MapFlags.Fixed);
 
@@ -267,7 +267,7 @@ public class MmGupTests
     [Fact]
     public void GetUserPagesOfNoPagesReturnsZero()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var mm = new Mm(memory);
 
         mm.GetUserPages(0x4000_0000, GupFlags.None, Span<Pfn>.Empty).Should().Be(0);
@@ -276,9 +276,9 @@ public class MmGupTests
     [Fact]
     public void GetUserPagesAfterExitIsEsrch()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var mm = new Mm(memory);
-        ulong a = FaultTestKit.MapAnonymous(mm, 1);
+        ulong a = TestKit.MapAnonymous(mm, 1);
         mm.Exit();
 
         Action gup = () => mm.GetUserPages(a, GupFlags.None, new Pfn[1]);
@@ -289,9 +289,9 @@ public class MmGupTests
     [Fact]
     public void GetUserPagesWorksOnMetadataOnlyMemory()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory(storeData: false);
+        PhysicalMemory memory = TestKit.NewMemory(storePageData: false);
         var mm = new Mm(memory);
-        ulong a = FaultTestKit.MapAnonymous(mm, 2);
+        ulong a = TestKit.MapAnonymous(mm, 2);
         var pages = new Pfn[2];
 
         mm.GetUserPages(a, GupFlags.Write, pages).Should().Be(2);
@@ -304,9 +304,9 @@ public class MmGupTests
     [Fact]
     public void AGupReferenceKeepsThePageAliveAfterMunmap()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var mm = new Mm(memory);
-        ulong a = FaultTestKit.MapAnonymous(mm, 1);
+        ulong a = TestKit.MapAnonymous(mm, 1);
         mm.Write(a, [7]);
         var pages = new Pfn[1];
         mm.GetUserPages(a, GupFlags.None, pages);
@@ -325,9 +325,9 @@ public class MmGupTests
     [Fact]
     public void PinUserPagesAddsThePinBiasUntilUnpinned()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var mm = new Mm(memory);
-        ulong a = FaultTestKit.MapAnonymous(mm, 2);
+        ulong a = TestKit.MapAnonymous(mm, 2);
         var pages = new Pfn[2];
 
         mm.PinUserPages(a, GupFlags.Write | GupFlags.LongTerm, pages).Should().Be(2);
@@ -349,9 +349,9 @@ public class MmGupTests
     [Fact]
     public void AGetReferenceIsNotAPin()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var mm = new Mm(memory);
-        ulong a = FaultTestKit.MapAnonymous(mm, 1);
+        ulong a = TestKit.MapAnonymous(mm, 1);
         var pages = new Pfn[1];
         mm.GetUserPages(a, GupFlags.Write, pages);
 
@@ -362,9 +362,9 @@ public class MmGupTests
     [Fact]
     public void UnpinOfAPageThatIsNotPinnedIsAKernelBugAndChangesNothing()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var mm = new Mm(memory);
-        ulong a = FaultTestKit.MapAnonymous(mm, 1);
+        ulong a = TestKit.MapAnonymous(mm, 1);
         mm.Write(a, [1]);
         Pfn page = mm.ReadPte(a).Pfn;
 
@@ -373,15 +373,15 @@ public class MmGupTests
         unpin.Should().Throw<KernelBugException>();
         memory.PageRefCount(page).Should().Be(1);
         memory.Page(page).MapCount.Should().Be(1);
-        FaultTestKit.ReadBytes(mm, a, 1).Should().Equal(1);
+        TestKit.ReadBytes(mm, a, 1).Should().Equal(1);
     }
 
     [Fact]
     public void UnpinTwiceIsAKernelBugTheSecondTime()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var mm = new Mm(memory);
-        ulong a = FaultTestKit.MapAnonymous(mm, 1);
+        ulong a = TestKit.MapAnonymous(mm, 1);
         var pages = new Pfn[1];
         mm.PinUserPages(a, GupFlags.Write, pages);
         mm.UnpinUserPages(pages);
@@ -397,9 +397,9 @@ public class MmGupTests
     {
         // The kernel unshares an anonymous page that is not exclusive before a read-only pin (gup_must_unshare,
         // FAULT_FLAG_UNSHARE), so the pinned page is the one the process keeps writing to.
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var parent = new Mm(memory);
-        ulong a = FaultTestKit.MapAnonymous(parent, 1);
+        ulong a = TestKit.MapAnonymous(parent, 1);
         parent.Write(a, [1]);
         Mm child = parent.Fork();
         var pages = new Pfn[1];
@@ -409,19 +409,19 @@ public class MmGupTests
 
         parent.ReadPte(a).Pfn.Should().Be(pages[0]);
         memory.PageData(pages[0])[0].Should().Be(2);
-        FaultTestKit.ReadBytes(child, a, 1).Should().Equal(1);
+        TestKit.ReadBytes(child, a, 1).Should().Equal(1);
         parent.UnpinUserPages(pages);
     }
 
     [Fact]
     public void AReadOnlyLongTermPinOfAPrivateFilePageBreaksCopyOnWriteEarly()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var file = new SimFile(memory, "f", Page);
         file.Write(0, [4]);
         var mm = new Mm(memory);
         ulong a = mm.Mmap(0, Page, Protection.ReadWrite, MapFlags.Private, file);
-        FaultTestKit.ReadBytes(mm, a, 1);
+        TestKit.ReadBytes(mm, a, 1);
         Pfn cached = mm.ReadPte(a).Pfn;
         var pages = new Pfn[1];
 
@@ -438,11 +438,11 @@ public class MmGupTests
     [Fact]
     public void AShortTermReadOnlyPinOfAPrivateFilePageDoesNotCopyIt()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var file = new SimFile(memory, "f", Page);
         var mm = new Mm(memory);
         ulong a = mm.Mmap(0, Page, Protection.ReadWrite, MapFlags.Private, file);
-        FaultTestKit.ReadBytes(mm, a, 1);
+        TestKit.ReadBytes(mm, a, 1);
         Pfn cached = mm.ReadPte(a).Pfn;
         var pages = new Pfn[1];
 
@@ -455,9 +455,9 @@ public class MmGupTests
     [Fact]
     public void ForkCopiesAPinnedPageForTheChildSoTheParentKeepsThePinnedPage()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var parent = new Mm(memory);
-        ulong a = FaultTestKit.MapAnonymous(parent, 1);
+        ulong a = TestKit.MapAnonymous(parent, 1);
         parent.Write(a, [1]);
         var pages = new Pfn[1];
         parent.PinUserPages(a, GupFlags.Write | GupFlags.LongTerm, pages);
@@ -468,7 +468,7 @@ public class MmGupTests
         parent.ReadPte(a).Pfn.Should().Be(pages[0], "the kernel's fork copies a possibly pinned exclusive page (page_needs_cow_for_dma)");
         memory.PageData(pages[0])[0].Should().Be(2);
         child.ReadPte(a).Pfn.Should().NotBe(pages[0]);
-        FaultTestKit.ReadBytes(child, a, 1).Should().Equal(1);
+        TestKit.ReadBytes(child, a, 1).Should().Equal(1);
         parent.UnpinUserPages(pages);
         child.Exit();
     }
@@ -476,9 +476,9 @@ public class MmGupTests
     [Fact]
     public void ForkThatCannotCopyAPinnedPageFailsWithEnomemAndLeavesTheParentIntact()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var parent = new Mm(memory);
-        ulong a = FaultTestKit.MapAnonymous(parent, 2);
+        ulong a = TestKit.MapAnonymous(parent, 2);
         parent.Write(a, [1]);
         parent.Write(a + Page, [2]);
         var pages = new Pfn[1];
@@ -493,8 +493,8 @@ public class MmGupTests
         memory.Page(parent.ReadPte(a).Pfn).MapCount.Should().Be(1, "the child's share of the first page is gone");
         parent.ReadPte(a + Page).Pfn.Should().Be(pages[0]);
         parent.Write(a, [3]);
-        FaultTestKit.ReadBytes(parent, a, 1).Should().Equal(3);
-        FaultTestKit.ReadBytes(parent, a + Page, 1).Should().Equal(2);
+        TestKit.ReadBytes(parent, a, 1).Should().Equal(3);
+        TestKit.ReadBytes(parent, a + Page, 1).Should().Equal(2);
         parent.UnpinUserPages(pages);
     }
 }

@@ -1,6 +1,6 @@
 using FluentAssertions;
 using Xunit;
-using static Hmm.Tests.AddressSpace.MmTestSupport;
+using static Hmm.Tests.TestKit;
 
 namespace Hmm.Tests.AddressSpace;
 
@@ -166,36 +166,6 @@ public class MmMadviseTests
         child.Exit();
     }
 
-    [Fact]
-    public void ZeroLengthDoesNothingEvenWhereNothingIsMapped()
-    {
-        ulong a = _mm.MapAnonymousAt(Base, 2);
-        Fill(_mm, a, 2, seed: 1);
-        MmSnapshot before = MmSnapshot.Capture(_mm);
-        RecordingNotifierChain chain = RecordingNotifierChain.InstallOn(_mm);
-
-        _mm.Madvise(a, 0, Advice.DontNeed);
-        _mm.Madvise(0x7000_0000_0000, 0, Advice.Free);
-
-        before.ShouldBeUnchanged();
-        chain.Calls.Should().BeEmpty();
-    }
-
-    [Theory]
-    [InlineData(Advice.DontNeed)]
-    [InlineData(Advice.Free)]
-    public void MadviseNotifiesClearOverTheRange(Advice advice)
-    {
-        ulong a = _mm.MapAnonymousAt(Base, 4);
-        Fill(_mm, a, 4, seed: 1);
-        RecordingNotifierChain chain = RecordingNotifierChain.InstallOn(_mm);
-
-        _mm.Madvise(a + Page, 2 * Page, advice);
-
-        chain.Starts.Should().Equal((a + Page, a + (3 * Page), MmuNotifierEvent.Clear));
-        chain.ShouldBeBalanced();
-    }
-
     // ---- errors: each leaves everything as it was ----
 
     [Theory]
@@ -246,37 +216,6 @@ public class MmMadviseTests
 
         before.ShouldBeUnchanged();
         _mm.ReadPte(Base).IsDirty.Should().BeTrue("the private part before the shared area was not cleaned either");
-    }
-
-    [Theory]
-    [InlineData(Base + 0x5000, 2 * Page, Advice.DontNeed)]
-    [InlineData(Base, 10 * Page, Advice.DontNeed)]
-    [InlineData(Base - 0x1000, 2 * Page, Advice.Free)]
-    [InlineData(0x7000_0000_0000UL, Page, Advice.DontNeed)]
-    [InlineData(Mm.TaskSize - 0x1000, 2 * Page, Advice.DontNeed)]
-    [InlineData(Mm.TaskSize, Page, Advice.Free)]
-    public void RangesNotEntirelyMappedFailWithEnomemAndChangeNothing(ulong address, ulong length, Advice advice)
-    {
-        MmSnapshot before = PopulatedSnapshot();
-        RecordingNotifierChain chain = RecordingNotifierChain.InstallOn(_mm);
-
-        ((Action)(() => _mm.Madvise(address, length, advice))).ShouldFailWith(Errno.ENOMEM);
-
-        before.ShouldBeUnchanged();
-        chain.Calls.Should().BeEmpty();
-        _mm.ShouldHold(Base, 4, seed: 1);
-    }
-
-    [Fact]
-    public void MadviseAfterExitFailsWithEsrchAndChangesNothing()
-    {
-        PopulatedSnapshot();
-        _mm.Exit();
-        ulong free = _memory.FreeRamPages;
-
-        ((Action)(() => _mm.Madvise(Base, Page, Advice.DontNeed))).ShouldFailWith(Errno.ESRCH);
-
-        _memory.FreeRamPages.Should().Be(free);
     }
 
     /// <summary>

@@ -1,6 +1,6 @@
 using FluentAssertions;
 using Xunit;
-using static Hmm.Tests.AddressSpace.MmTestSupport;
+using static Hmm.Tests.TestKit;
 
 namespace Hmm.Tests.AddressSpace;
 

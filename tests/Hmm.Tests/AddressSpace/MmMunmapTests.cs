@@ -1,6 +1,6 @@
 using FluentAssertions;
 using Xunit;
-using static Hmm.Tests.AddressSpace.MmTestSupport;
+using static Hmm.Tests.TestKit;
 
 namespace Hmm.Tests.AddressSpace;
 
@@ -258,19 +258,6 @@ public class MmMunmapTests
     }
 
     [Fact]
-    public void UnmapNotifiesUnmapOverTheRequestedRange()
-    {
-        ulong a = _mm.MapAnonymousAt(Base, 4);
-        Fill(_mm, a, 4, seed: 1);
-        RecordingNotifierChain chain = RecordingNotifierChain.InstallOn(_mm);
-
-        _mm.Munmap(a + Page, 2 * Page);
-
-        chain.Starts.Should().Equal((a + Page, a + (3 * Page), MmuNotifierEvent.Unmap));
-        chain.ShouldBeBalanced();
-    }
-
-    [Fact]
     public void UnmapOfNothingNotifiesNothing()
     {
         RecordingNotifierChain chain = RecordingNotifierChain.InstallOn(_mm);
@@ -298,18 +285,6 @@ public class MmMunmapTests
         ((Action)(() => _mm.Munmap(address, length))).ShouldFailWith(Errno.EINVAL);
 
         before.ShouldBeUnchanged();
-    }
-
-    [Fact]
-    public void MunmapAfterExitFailsWithEsrchAndChangesNothing()
-    {
-        PopulatedSnapshot();
-        _mm.Exit();
-        ulong free = _memory.FreeRamPages;
-
-        ((Action)(() => _mm.Munmap(Base, Page))).ShouldFailWith(Errno.ESRCH);
-
-        _memory.FreeRamPages.Should().Be(free);
     }
 
     private ulong AnonVmaHandle(ulong address)

@@ -5,14 +5,14 @@ namespace Hmm.Tests.AddressSpace;
 
 public class RmapTests
 {
-    private const int Page = FaultTestKit.Page;
+    private const int Page = PageSize.Bytes;
 
     [Fact]
     public void FindsTheOnlyMappingOfAnAnonymousPage()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var mm = new Mm(memory);
-        ulong a = FaultTestKit.MapAnonymous(mm, 4);
+        ulong a = TestKit.MapAnonymous(mm, 4);
         mm.Write(a + (3 * Page), [1]);
         Pte pte = mm.ReadPte(a + (3 * Page));
 
@@ -22,9 +22,9 @@ public class RmapTests
     [Fact]
     public void FindsACopyOnWritePageInTheParentAndEveryDescendant()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var parent = new Mm(memory, "parent");
-        ulong a = FaultTestKit.MapAnonymous(parent, 2);
+        ulong a = TestKit.MapAnonymous(parent, 2);
         parent.Write(a + Page, [1]);
         Pfn page = parent.ReadPte(a + Page).Pfn;
         Mm child = parent.Fork("child");
@@ -40,9 +40,9 @@ public class RmapTests
     [Fact]
     public void AfterACopyOnWriteBreakEachPageIsFoundOnlyWhereItIsMapped()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var parent = new Mm(memory, "parent");
-        ulong a = FaultTestKit.MapAnonymous(parent, 1);
+        ulong a = TestKit.MapAnonymous(parent, 1);
         parent.Write(a, [1]);
         Pfn page = parent.ReadPte(a).Pfn;
         Mm child = parent.Fork("child");
@@ -59,7 +59,7 @@ public class RmapTests
     [Fact]
     public void FindsAFilePageInEveryProcessMappingIt()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var file = new SimFile(memory, "f", 4 * Page);
         var one = new Mm(memory, "one");
         var two = new Mm(memory, "two");
@@ -68,8 +68,8 @@ public class RmapTests
         ulong b = two.Mmap(0, 2 * Page, Protection.Read, MapFlags.Shared, file, offset: 2 * Page);
         ulong c = three.Mmap(0, 4 * Page, Protection.ReadWrite, MapFlags.Private, file);
         one.Write(a + (3 * Page), [1]);
-        FaultTestKit.ReadBytes(two, b + Page, 1).Should().Equal(1);
-        FaultTestKit.ReadBytes(three, c + (3 * Page), 1).Should().Equal(1);
+        TestKit.ReadBytes(two, b + Page, 1).Should().Equal(1);
+        TestKit.ReadBytes(three, c + (3 * Page), 1).Should().Equal(1);
         Pfn page = one.ReadPte(a + (3 * Page)).Pfn;
 
         IReadOnlyList<PageMapping> found = Rmap.FindMappings(memory, page);
@@ -85,9 +85,9 @@ public class RmapTests
     [Fact]
     public void FindsAPageAtItsNewAddressAfterMremapInAForkedChild()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var parent = new Mm(memory, "parent");
-        ulong a = FaultTestKit.MapAnonymous(parent, 2);
+        ulong a = TestKit.MapAnonymous(parent, 2);
         parent.Write(a + Page, [1]);
         Pfn page = parent.ReadPte(a + Page).Pfn;
         Mm child = parent.Fork("child");
@@ -96,16 +96,16 @@ public class RmapTests
 
         moved.Should().Be(0x5000_0000UL);
         Rmap.FindMappings(memory, page).Select(m => (m.Mm, m.Address)).Should().BeEquivalentTo(new[] { (parent, a + Page), (child, moved + Page) });
-        FaultTestKit.ReadBytes(child, moved + Page, 1).Should().Equal(1);
+        TestKit.ReadBytes(child, moved + Page, 1).Should().Equal(1);
     }
 
     [Fact]
     public void FindsNothingForAnUnmappedPageTheZeroPageOrAFreedPage()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var mm = new Mm(memory);
-        ulong a = FaultTestKit.MapAnonymous(mm, 1);
-        FaultTestKit.ReadBytes(mm, a, 1);
+        ulong a = TestKit.MapAnonymous(mm, 1);
+        TestKit.ReadBytes(mm, a, 1);
         Pfn loose = memory.AllocatePage();
 
         Rmap.FindMappings(memory, loose).Should().BeEmpty();
@@ -117,9 +117,9 @@ public class RmapTests
     [Fact]
     public void FindsNothingAfterMunmapWhileAReferenceKeepsThePage()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var mm = new Mm(memory);
-        ulong a = FaultTestKit.MapAnonymous(mm, 1);
+        ulong a = TestKit.MapAnonymous(mm, 1);
         mm.Write(a, [1]);
         Pfn page = mm.ReadPte(a).Pfn;
         memory.GetPage(page);
@@ -133,7 +133,7 @@ public class RmapTests
     [Fact]
     public void FindMappingsOfAFrameWithoutStructPageIsEfault()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
 
         Action find = () => Rmap.FindMappings(memory, new Pfn(1UL << 30));
 
@@ -143,9 +143,9 @@ public class RmapTests
     [Fact]
     public void TryToUnmapRemovesEveryMappingAndTellsEachAddressSpace()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var parent = new Mm(memory, "parent");
-        ulong a = FaultTestKit.MapAnonymous(parent, 2);
+        ulong a = TestKit.MapAnonymous(parent, 2);
         parent.Write(a + Page, [1]);
         Pfn page = parent.ReadPte(a + Page).Pfn;
         Mm child = parent.Fork("child");
@@ -175,14 +175,14 @@ public class RmapTests
     [Fact]
     public void TryToUnmapOfAFilePageLeavesItInThePageCache()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var file = new SimFile(memory, "f", Page);
         var one = new Mm(memory, "one");
         var two = new Mm(memory, "two");
         ulong a = one.Mmap(0, Page, Protection.ReadWrite, MapFlags.Shared, file);
         ulong b = two.Mmap(0, Page, Protection.ReadWrite, MapFlags.Shared, file);
         one.Write(a, [6]);
-        FaultTestKit.ReadBytes(two, b, 1);
+        TestKit.ReadBytes(two, b, 1);
         Pfn page = one.ReadPte(a).Pfn;
         memory.GetPage(page);
         memory.LockPage(page);
@@ -194,14 +194,14 @@ public class RmapTests
         memory.Page(page).MapCount.Should().Be(0);
         memory.PageRefCount(page).Should().Be(1, "the page cache keeps its reference");
         file.CachedPages.Should().Be(1);
-        FaultTestKit.ReadBytes(two, b, 1).Should().Equal(6);
+        TestKit.ReadBytes(two, b, 1).Should().Equal(6);
         two.ReadPte(b).Pfn.Should().Be(page, "the next fault maps the cached page again");
     }
 
     [Fact]
     public void FindsACopiedPageOfAPrivateFileMappingInParentAndChild()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var file = new SimFile(memory, "f", 2 * Page);
         var parent = new Mm(memory, "parent");
         ulong a = parent.Mmap(0, 2 * Page, Protection.ReadWrite, MapFlags.Private, file);
@@ -216,7 +216,7 @@ public class RmapTests
     [Fact]
     public void FindsAPageTheChildCopiesInAPrivateFileMappingAfterFork()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var file = new SimFile(memory, "f", 2 * Page);
         var parent = new Mm(memory, "parent");
         ulong a = parent.Mmap(0, 2 * Page, Protection.ReadWrite, MapFlags.Private, file);

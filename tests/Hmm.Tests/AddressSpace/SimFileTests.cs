@@ -5,14 +5,14 @@ namespace Hmm.Tests.AddressSpace;
 
 public class SimFileTests
 {
-    private const int Page = FaultTestKit.Page;
+    private const int Page = PageSize.Bytes;
 
     [Fact]
     public void WritesAndReadsRoundTripAcrossPages()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var file = new SimFile(memory, "f", (3 * Page) + 10);
-        byte[] data = FaultTestKit.Pattern(5000, seed: 5);
+        byte[] data = TestKit.Pattern(5000, seed: 5);
 
         file.Write(4000, data);
 
@@ -31,7 +31,7 @@ public class SimFileTests
     [Fact]
     public void CachedPagesCountsDistinctPagesAndEachHoldsOneReference()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var file = new SimFile(memory, "f", 8 * Page);
         ulong free = memory.FreeRamPages;
 
@@ -44,7 +44,7 @@ public class SimFileTests
         memory.FreeRamPages.Should().Be(free - 3);
         var mm = new Mm(memory);
         ulong a = mm.Mmap(0, 8 * Page, Protection.Read, MapFlags.Shared, file);
-        FaultTestKit.ReadBytes(mm, a + (2 * Page) + 5, 2).Should().Equal(1, 2);
+        TestKit.ReadBytes(mm, a + (2 * Page) + 5, 2).Should().Equal(1, 2);
         Pfn page = mm.ReadPte(a + (2 * Page)).Pfn;
         ref readonly PageFrame frame = ref memory.Page(page);
         frame.Index.Should().Be(2UL);
@@ -64,7 +64,7 @@ public class SimFileTests
     [InlineData(ulong.MaxValue, 0)]
     public void AccessBeyondTheEndIsEinvalAndChangesNothing(ulong offset, int length)
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var file = new SimFile(memory, "f", Page);
         file.Write(Page - 1, [9]);
         ulong free = memory.FreeRamPages;
@@ -84,7 +84,7 @@ public class SimFileTests
     [Fact]
     public void EmptyAccessAtTheEndIsAllowed()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var file = new SimFile(memory, "f", 100);
 
         file.Write(100, ReadOnlySpan<byte>.Empty);
@@ -96,7 +96,7 @@ public class SimFileTests
     [Fact]
     public void OutOfMemoryCachingThePageIsEnomemAndChangesNothing()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var file = new SimFile(memory, "f", Page);
         ulong free = memory.FreeRamPages;
         memory.FaultInjection.FailNext(FaultPoint.PageAllocation);
@@ -111,7 +111,7 @@ public class SimFileTests
     [Fact]
     public void OutOfMemoryOnAFileFaultIsEnomemAndChangesNothing()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var file = new SimFile(memory, "f", Page);
         var mm = new Mm(memory);
         ulong a = mm.Mmap(0, Page, Protection.Read, MapFlags.Shared, file);
@@ -129,12 +129,12 @@ public class SimFileTests
     [Fact]
     public void OutOfMemoryCopyingAPrivateFilePageIsEnomemAndLeavesTheCachedPageAlone()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var file = new SimFile(memory, "f", Page);
         file.Write(0, [3]);
         var mm = new Mm(memory);
         ulong a = mm.Mmap(0, Page, Protection.ReadWrite, MapFlags.Private, file);
-        FaultTestKit.ReadBytes(mm, a, 1).Should().Equal(3);
+        TestKit.ReadBytes(mm, a, 1).Should().Equal(3);
         Pfn cached = mm.ReadPte(a).Pfn;
         Pte before = mm.ReadPte(a);
         ulong free = memory.FreeRamPages;
@@ -152,14 +152,14 @@ public class SimFileTests
     [Fact]
     public void SharedMappingSeesDirectWritesAndDirectReadsSeeMappedWrites()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var file = new SimFile(memory, "f", 2 * Page);
         var mm = new Mm(memory);
         ulong a = mm.Mmap(0, 2 * Page, Protection.ReadWrite, MapFlags.Shared, file);
-        FaultTestKit.ReadBytes(mm, a + Page - 1, 2).Should().Equal(0, 0);
+        TestKit.ReadBytes(mm, a + Page - 1, 2).Should().Equal(0, 0);
 
         file.Write(Page - 1, [1, 2]);
-        FaultTestKit.ReadBytes(mm, a + Page - 1, 2).Should().Equal(1, 2);
+        TestKit.ReadBytes(mm, a + Page - 1, 2).Should().Equal(1, 2);
 
         mm.Write(a + 10, [3, 4, 5]);
         var direct = new byte[3];
@@ -172,18 +172,18 @@ public class SimFileTests
     [Fact]
     public void PrivateMappingSeesDirectWritesOnlyUntilItCopiesThePage()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var file = new SimFile(memory, "f", Page);
         var mm = new Mm(memory);
         ulong a = mm.Mmap(0, Page, Protection.ReadWrite, MapFlags.Private, file);
-        FaultTestKit.ReadBytes(mm, a, 1).Should().Equal(0);
+        TestKit.ReadBytes(mm, a, 1).Should().Equal(0);
 
         file.Write(0, [1]);
-        FaultTestKit.ReadBytes(mm, a, 1).Should().Equal([1], "the private mapping still maps the cached page");
+        TestKit.ReadBytes(mm, a, 1).Should().Equal([1], "the private mapping still maps the cached page");
         mm.Write(a + 1, [2]);
         file.Write(0, [3]);
 
-        FaultTestKit.ReadBytes(mm, a, 2).Should().Equal(1, 2);
+        TestKit.ReadBytes(mm, a, 2).Should().Equal(1, 2);
         var direct = new byte[2];
         file.Read(0, direct);
         direct.Should().Equal(3, 0);
@@ -192,7 +192,7 @@ public class SimFileTests
     [Fact]
     public void TwoSharedMappingsOfDifferentProcessesAndOffsetsSeeTheSameBytes()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var file = new SimFile(memory, "f", 4 * Page);
         var one = new Mm(memory, "one");
         var two = new Mm(memory, "two");
@@ -201,33 +201,33 @@ public class SimFileTests
 
         two.Write(b + 7, [8]);
 
-        FaultTestKit.ReadBytes(one, a + (3 * Page) + 7, 1).Should().Equal(8);
+        TestKit.ReadBytes(one, a + (3 * Page) + 7, 1).Should().Equal(8);
         one.ReadPte(a + (3 * Page)).Pfn.Should().Be(two.ReadPte(b).Pfn);
     }
 
     [Fact]
     public void SharedAnonymousMemoryOutlivesOneMappingWhileAnotherRemains()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var parent = new Mm(memory, "parent");
-        ulong a = FaultTestKit.MapAnonymous(parent, 2, shared: true);
+        ulong a = TestKit.MapAnonymous(parent, 2, shared: true);
         parent.Write(a, [1]);
         Mm child = parent.Fork("child");
 
         parent.Munmap(a, 2 * Page);
 
-        FaultTestKit.ReadBytes(child, a, 1).Should().Equal(1);
+        TestKit.ReadBytes(child, a, 1).Should().Equal(1);
         child.Write(a + Page, [2]);
-        FaultTestKit.ReadBytes(child, a + Page, 1).Should().Equal(2);
+        TestKit.ReadBytes(child, a + Page, 1).Should().Equal(2);
     }
 
     [Fact]
     public void SharedAnonymousMemoryIsFreedWithItsLastMapping()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         ulong free = memory.FreeRamPages;
         var parent = new Mm(memory, "parent");
-        ulong a = FaultTestKit.MapAnonymous(parent, 4, shared: true);
+        ulong a = TestKit.MapAnonymous(parent, 4, shared: true);
         parent.Write(a, new byte[4 * Page]);
         Mm child = parent.Fork("child");
 
@@ -240,7 +240,7 @@ public class SimFileTests
     [Fact]
     public void AnEmptyFileMappedIsABusErrorOnFirstTouch()
     {
-        PhysicalMemory memory = FaultTestKit.NewMemory();
+        PhysicalMemory memory = TestKit.NewMemory();
         var file = new SimFile(memory, "empty", 0);
         var mm = new Mm(memory);
         ulong a = mm.Mmap(0, Page, Protection.Read, MapFlags.Shared, file);

@@ -6,9 +6,9 @@ namespace Hmm.Tests.DeviceMemory;
 
 public class DevPagemapTests
 {
-    private readonly PhysicalMemory _memory = TestMemory.Create();
+    private readonly PhysicalMemory _memory = TestKit.NewMemory(ramMiB: 4);
     private readonly TestDriver _driver = new();
-    private readonly PhysicalRange _range = TestMemory.DeviceRange(0, lengthMiB: 4);
+    private readonly PhysicalRange _range = TestKit.DeviceRange(0, lengthMiB: 4);
     private readonly DevPagemap _pagemap;
 
     public DevPagemapTests()
@@ -45,7 +45,7 @@ public class DevPagemapTests
     [Fact]
     public void InitDevicePageOfAForeignFrameThrowsEINVALAndChangesNothing()
     {
-        PhysicalRange otherRange = TestMemory.DeviceRange(256);
+        PhysicalRange otherRange = TestKit.DeviceRange(256);
         DevPagemap other = Memremap.Map(_memory, _driver.PrivateOptions(otherRange));
         Pfn ramPage = _memory.AllocatePage();
         Pfn[] foreign = [otherRange.StartPfn, ramPage, _range.StartPfn + 1024, new Pfn(_range.StartPfn.Value - 1)];
@@ -95,7 +95,7 @@ public class DevPagemapTests
         _pagemap.ReferenceCount.Should().Be(1);
 
         _memory.PutPage(held);
-        await teardown.WaitAsync(TestMemory.Timeout);
+        await teardown.WaitAsync(TestKit.Timeout);
         init.Should().Throw<HmmException>().Which.Error.Should().Be(Errno.ENODEV, "a removed pagemap stays unusable");
     }
 
@@ -197,7 +197,7 @@ public class DevPagemapTests
 
         put.Should().Throw<InvalidOperationException>();
         _pagemap.ReferenceCount.Should().Be(1);
-        await Memremap.UnmapAsync(_pagemap).WaitAsync(TestMemory.Timeout);
+        await Memremap.UnmapAsync(_pagemap).WaitAsync(TestKit.Timeout);
         _pagemap.State.Should().Be(DevPagemapState.Removed);
     }
 
@@ -230,7 +230,7 @@ public class DevPagemapTests
         _memory.PutPage(a);
         _memory.PutPage(b);
         _pagemap.ReferencedPages().Should().BeEmpty();
-        await Memremap.UnmapAsync(_pagemap).WaitAsync(TestMemory.Timeout);
+        await Memremap.UnmapAsync(_pagemap).WaitAsync(TestKit.Timeout);
         _pagemap.ReferencedPages().Should().BeEmpty("a removed pagemap has no pages");
     }
 
@@ -241,7 +241,7 @@ public class DevPagemapTests
         // frame that has gone.
         for (int round = 0; round < 50; round++)
         {
-            PhysicalRange range = TestMemory.DeviceRange(256);
+            PhysicalRange range = TestKit.DeviceRange(256);
             DevPagemap pagemap = Memremap.Map(_memory, _driver.PrivateOptions(range));
             pagemap.InitDevicePage(range.StartPfn + 511);
             Task teardown = Memremap.UnmapAsync(pagemap);
@@ -259,12 +259,12 @@ public class DevPagemapTests
                 CancellationToken.None,
                 TaskCreationOptions.LongRunning,
                 TaskScheduler.Default);
-            started.Wait(TestMemory.Timeout);
+            started.Wait(TestKit.Timeout);
 
             _memory.PutPage(range.StartPfn + 511);
 
-            await teardown.WaitAsync(TestMemory.Timeout);
-            Func<Task> sample = () => sampler.WaitAsync(TestMemory.Timeout);
+            await teardown.WaitAsync(TestKit.Timeout);
+            Func<Task> sample = () => sampler.WaitAsync(TestKit.Timeout);
             await sample.Should().NotThrowAsync($"round {round}");
         }
     }

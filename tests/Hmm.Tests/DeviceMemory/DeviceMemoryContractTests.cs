@@ -8,7 +8,7 @@ namespace Hmm.Tests.DeviceMemory;
 /// <summary>The public contract of the device-memory layer: what a driver may observe and call, and how each misuse is refused.</summary>
 public class DeviceMemoryContractTests
 {
-    private readonly PhysicalMemory _memory = TestMemory.Create();
+    private readonly PhysicalMemory _memory = TestKit.NewMemory(ramMiB: 4);
     private readonly TestDriver _driver = new();
 
     // ---- Lifetime: observable, not drivable ------------------------------------------------------------
@@ -25,7 +25,7 @@ public class DeviceMemoryContractTests
     [Fact]
     public void StateIsDerivedFromTheLifetimeReferenceSoItNeverDisagreesWithLookups()
     {
-        PhysicalRange range = TestMemory.DeviceRange(0);
+        PhysicalRange range = TestKit.DeviceRange(0);
         DevPagemap pagemap = Memremap.Map(_memory, _driver.PrivateOptions(range));
         pagemap.State.Should().Be(DevPagemapState.Live);
         using (DevPagemapReference live = DevPagemap.Get(_memory, range.StartPfn))
@@ -43,7 +43,7 @@ public class DeviceMemoryContractTests
     [Fact]
     public void ReferenceCountObservesPagesAndLookups()
     {
-        PhysicalRange range = TestMemory.DeviceRange(0);
+        PhysicalRange range = TestKit.DeviceRange(0);
         DevPagemap pagemap = Memremap.Map(_memory, _driver.PrivateOptions(range));
 
         pagemap.ReferenceCount.Should().Be(1, "the initial reference");
@@ -64,11 +64,11 @@ public class DeviceMemoryContractTests
     [Fact]
     public void RangesCannotBeWrittenThroughACast()
     {
-        PhysicalRange range = TestMemory.DeviceRange(0);
+        PhysicalRange range = TestKit.DeviceRange(0);
         DevPagemap pagemap = Memremap.Map(_memory, _driver.PrivateOptions(range));
 
         (pagemap.Ranges is PhysicalRange[]).Should().BeFalse("the internal array is not handed out");
-        Action write = () => ((IList<PhysicalRange>)pagemap.Ranges)[0] = new PhysicalRange(0, TestMemory.MiB * 2);
+        Action write = () => ((IList<PhysicalRange>)pagemap.Ranges)[0] = new PhysicalRange(0, TestKit.MiB * 2);
 
         write.Should().Throw<NotSupportedException>();
         pagemap.Ranges.Should().Equal(range);
@@ -78,7 +78,7 @@ public class DeviceMemoryContractTests
     [Fact]
     public async Task MutatingTheOptionsRangesAfterRegistrationChangesNothing()
     {
-        PhysicalRange range = TestMemory.DeviceRange(0);
+        PhysicalRange range = TestKit.DeviceRange(0);
         var ranges = new List<PhysicalRange> { range };
         DevPagemap pagemap = Memremap.Map(_memory, new DevPagemapOptions
         {
@@ -89,9 +89,9 @@ public class DeviceMemoryContractTests
         });
         Pfn ramPage = _memory.AllocatePage();
 
-        ranges[0] = new PhysicalRange(0, 2 * TestMemory.MiB);
-        ranges.Add(TestMemory.DeviceRange(4));
-        await Memremap.UnmapAsync(pagemap).WaitAsync(TestMemory.Timeout);
+        ranges[0] = new PhysicalRange(0, 2 * TestKit.MiB);
+        ranges.Add(TestKit.DeviceRange(4));
+        await Memremap.UnmapAsync(pagemap).WaitAsync(TestKit.Timeout);
 
         pagemap.Ranges.Should().Equal(range);
         _memory.IsPresent(range.StartPfn).Should().BeFalse("teardown removed the registered range");
@@ -104,7 +104,7 @@ public class DeviceMemoryContractTests
     [Fact]
     public void OfPageReadsTheOwnerOfADevicePageWithoutAReference()
     {
-        PhysicalRange range = TestMemory.DeviceRange(0);
+        PhysicalRange range = TestKit.DeviceRange(0);
         DevPagemap pagemap = Memremap.Map(_memory, _driver.PrivateOptions(range));
         pagemap.InitDevicePage(range.StartPfn);
         long refs = pagemap.ReferenceCount;
@@ -126,7 +126,7 @@ public class DeviceMemoryContractTests
 
         DevPagemap.OfPage(_memory, ram).Should().BeNull();
         DevPagemap.OfPage(_memory, PhysicalMemory.ZeroPage).Should().BeNull();
-        Action absent = () => DevPagemap.OfPage(_memory, Pfn.FromPhysicalAddress(TestMemory.DeviceBase));
+        Action absent = () => DevPagemap.OfPage(_memory, Pfn.FromPhysicalAddress(TestKit.DeviceBase));
         Action noMemory = () => DevPagemap.OfPage(null!, ram);
 
         absent.Should().Throw<HmmException>().Which.Error.Should().Be(Errno.EFAULT);
@@ -136,7 +136,7 @@ public class DeviceMemoryContractTests
     [Fact]
     public async Task OfPageStillAnswersWhileThePagemapIsDying()
     {
-        PhysicalRange range = TestMemory.DeviceRange(0);
+        PhysicalRange range = TestKit.DeviceRange(0);
         DevPagemap pagemap = Memremap.Map(_memory, _driver.PrivateOptions(range));
         pagemap.InitDevicePage(range.StartPfn);
         Task teardown = Memremap.UnmapAsync(pagemap);
@@ -145,13 +145,13 @@ public class DeviceMemoryContractTests
         DevPagemap.Get(_memory, range.StartPfn).HasValue.Should().BeFalse("get_dev_pagemap refuses a dying pagemap");
 
         _memory.PutPage(range.StartPfn);
-        await teardown.WaitAsync(TestMemory.Timeout);
+        await teardown.WaitAsync(TestKit.Timeout);
     }
 
     [Fact]
     public void OfPageAndGetAllocateNothing()
     {
-        PhysicalRange range = TestMemory.DeviceRange(0);
+        PhysicalRange range = TestKit.DeviceRange(0);
         DevPagemap pagemap = Memremap.Map(_memory, _driver.PrivateOptions(range));
         Pfn pfn = range.StartPfn + 7;
         int sum = 0;
@@ -187,7 +187,7 @@ public class DeviceMemoryContractTests
     [Fact]
     public void ASecondDisposeOfTheSameHandleIsASecondPutCaughtWhenItWouldDropTheInitialReference()
     {
-        PhysicalRange range = TestMemory.DeviceRange(0);
+        PhysicalRange range = TestKit.DeviceRange(0);
         DevPagemap pagemap = Memremap.Map(_memory, _driver.PrivateOptions(range));
         DevPagemapReference lookup = DevPagemap.Get(_memory, range.StartPfn);
         lookup.Dispose();
@@ -214,7 +214,7 @@ public class DeviceMemoryContractTests
     public void UnbindWithoutALimitWaitsForTheTeardown(TimeSpan timeout)
     {
         var device = new ManagedDevice(_memory, "gpu0");
-        PhysicalRange range = TestMemory.DeviceRange(0);
+        PhysicalRange range = TestKit.DeviceRange(0);
         DevPagemap pagemap = Devm.Map(device, _driver.PrivateOptions(range));
 
         device.Unbind(timeout);
@@ -230,7 +230,7 @@ public class DeviceMemoryContractTests
     public void UnbindWithANegativeTimeoutIsEinvalBeforeAnythingStarts(long ticks)
     {
         var device = new ManagedDevice(_memory, "gpu0");
-        PhysicalRange range = TestMemory.DeviceRange(0);
+        PhysicalRange range = TestKit.DeviceRange(0);
         DevPagemap pagemap = Devm.Map(device, _driver.PrivateOptions(range));
         int released = 0;
         device.AddAction(() =>
@@ -238,7 +238,7 @@ public class DeviceMemoryContractTests
             released++;
             return Task.CompletedTask;
         });
-        MemorySnapshot before = MemorySnapshot.Take(_memory, TestMemory.Probes(range));
+        MemorySnapshot before = MemorySnapshot.Take(_memory, TestKit.Probes(range));
 
         Action unbind = () => device.Unbind(TimeSpan.FromTicks(ticks));
 
@@ -246,8 +246,8 @@ public class DeviceMemoryContractTests
         device.IsBound.Should().BeTrue();
         released.Should().Be(0);
         pagemap.State.Should().Be(DevPagemapState.Live);
-        MemorySnapshot.Take(_memory, TestMemory.Probes(range)).Should().Be(before);
-        device.Unbind(TestMemory.Timeout);
+        MemorySnapshot.Take(_memory, TestKit.Probes(range)).Should().Be(before);
+        device.Unbind(TestKit.Timeout);
         released.Should().Be(1);
     }
 
@@ -255,7 +255,7 @@ public class DeviceMemoryContractTests
     public async Task ASecondUnbindJoinsTheFirstAndRunsNoActionTwice()
     {
         var device = new ManagedDevice(_memory, "gpu0");
-        PhysicalRange range = TestMemory.DeviceRange(0);
+        PhysicalRange range = TestKit.DeviceRange(0);
         DevPagemap pagemap = Devm.Map(device, _driver.PrivateOptions(range));
         pagemap.InitDevicePage(range.StartPfn);
         int released = 0;
@@ -270,9 +270,9 @@ public class DeviceMemoryContractTests
         second.IsCompleted.Should().BeFalse("the second unbind waits for the first's teardown");
 
         _memory.PutPage(range.StartPfn);
-        await Task.WhenAll(first, second).WaitAsync(TestMemory.Timeout);
-        device.Unbind(TestMemory.Timeout);
-        await device.UnbindAsync().WaitAsync(TestMemory.Timeout);
+        await Task.WhenAll(first, second).WaitAsync(TestKit.Timeout);
+        device.Unbind(TestKit.Timeout);
+        await device.UnbindAsync().WaitAsync(TestKit.Timeout);
 
         released.Should().Be(1);
         pagemap.State.Should().Be(DevPagemapState.Removed);
@@ -282,7 +282,7 @@ public class DeviceMemoryContractTests
     public async Task TheTeardownTimeoutNamesAnOutstandingLookup()
     {
         var device = new ManagedDevice(_memory, "gpu0");
-        PhysicalRange range = TestMemory.DeviceRange(0);
+        PhysicalRange range = TestKit.DeviceRange(0);
         DevPagemap pagemap = Devm.Map(device, _driver.PrivateOptions(range));
         DevPagemapReference lookup = DevPagemap.Get(_memory, range.StartPfn);
 
@@ -296,7 +296,7 @@ public class DeviceMemoryContractTests
             .And.Contain($"pagemap {pagemap.Id} '{pagemap.Name}' holds 1");
 
         lookup.Dispose();
-        await device.UnbindAsync().WaitAsync(TestMemory.Timeout);
+        await device.UnbindAsync().WaitAsync(TestKit.Timeout);
         pagemap.State.Should().Be(DevPagemapState.Removed);
     }
 
@@ -304,7 +304,7 @@ public class DeviceMemoryContractTests
     public async Task TheTeardownTimeoutCountsPagesAndLookupsApartOnGenericMemory()
     {
         var device = new ManagedDevice(_memory, "gpu0");
-        PhysicalRange range = TestMemory.DeviceRange(0);
+        PhysicalRange range = TestKit.DeviceRange(0);
         DevPagemap pagemap = Devm.Map(device, _driver.Options(MemoryType.Generic, range));
         pagemap.InitDevicePage(range.StartPfn);
         DevPagemapReference first = DevPagemap.Get(_memory, range.StartPfn);
@@ -319,31 +319,31 @@ public class DeviceMemoryContractTests
         first.Dispose();
         second.Dispose();
         _memory.PutPage(range.StartPfn);
-        await device.UnbindAsync().WaitAsync(TestMemory.Timeout);
+        await device.UnbindAsync().WaitAsync(TestKit.Timeout);
     }
 
     [Fact]
     public async Task DevmCallsOnAnUnbindingDeviceAreEnodevBeforeAnythingIsRegistered()
     {
         var device = new ManagedDevice(_memory, "gpu0");
-        PhysicalRange held = TestMemory.DeviceRange(0);
+        PhysicalRange held = TestKit.DeviceRange(0);
         DevPagemap pagemap = Devm.Map(device, _driver.PrivateOptions(held));
         pagemap.InitDevicePage(held.StartPfn);
         Task unbinding = device.UnbindAsync();
-        PhysicalRange range = TestMemory.DeviceRange(4);
-        MemorySnapshot before = MemorySnapshot.Take(_memory, TestMemory.Probes(range));
+        PhysicalRange range = TestKit.DeviceRange(4);
+        MemorySnapshot before = MemorySnapshot.Take(_memory, TestKit.Probes(range));
 
         Action map = () => Devm.Map(device, _driver.PrivateOptions(range));
-        Action claim = () => Devm.RequestFreeRegion(device, 2 * TestMemory.MiB);
+        Action claim = () => Devm.RequestFreeRegion(device, 2 * TestKit.MiB);
 
         map.Should().Throw<HmmException>().Which.Error.Should().Be(Errno.ENODEV);
         claim.Should().Throw<HmmException>().Which.Error.Should().Be(Errno.ENODEV);
-        MemorySnapshot.Take(_memory, TestMemory.Probes(range)).Should().Be(before);
+        MemorySnapshot.Take(_memory, TestKit.Probes(range)).Should().Be(before);
         _memory.FindZoneDeviceOwner(pagemap.Id + 1).Should().BeNull();
         device.Pagemaps().Should().ContainSingle().Which.Should().BeSameAs(pagemap);
 
         _memory.PutPage(held.StartPfn);
-        await unbinding.WaitAsync(TestMemory.Timeout);
+        await unbinding.WaitAsync(TestKit.Timeout);
     }
 
     // ---- Objects from another machine ---------------------------------------------------------------------
@@ -351,26 +351,26 @@ public class DeviceMemoryContractTests
     [Fact]
     public async Task DevmUnmapOfAPagemapOfAnotherMachineIsEinvalAndChangesNothing()
     {
-        PhysicalMemory other = TestMemory.Create();
+        PhysicalMemory other = TestKit.NewMemory(ramMiB: 4);
         var device = new ManagedDevice(_memory, "gpu0");
         var foreignDevice = new ManagedDevice(other, "gpu1");
-        PhysicalRange range = TestMemory.DeviceRange(0);
+        PhysicalRange range = TestKit.DeviceRange(0);
         DevPagemap mine = Devm.Map(device, _driver.PrivateOptions(range));
         DevPagemap foreign = Devm.Map(foreignDevice, _driver.PrivateOptions(range));
-        MemorySnapshot before = MemorySnapshot.Take(_memory, TestMemory.Probes(range));
-        MemorySnapshot otherBefore = MemorySnapshot.Take(other, TestMemory.Probes(range));
+        MemorySnapshot before = MemorySnapshot.Take(_memory, TestKit.Probes(range));
+        MemorySnapshot otherBefore = MemorySnapshot.Take(other, TestKit.Probes(range));
 
         Action unmap = () => Devm.UnmapAsync(device, foreign);
 
         unmap.Should().Throw<HmmException>().Which.Error.Should().Be(Errno.EINVAL);
         unmap.Should().Throw<HmmException>().WithMessage("*another machine*gpu0*");
-        MemorySnapshot.Take(_memory, TestMemory.Probes(range)).Should().Be(before);
-        MemorySnapshot.Take(other, TestMemory.Probes(range)).Should().Be(otherBefore);
+        MemorySnapshot.Take(_memory, TestKit.Probes(range)).Should().Be(before);
+        MemorySnapshot.Take(other, TestKit.Probes(range)).Should().Be(otherBefore);
         mine.State.Should().Be(DevPagemapState.Live);
         foreign.State.Should().Be(DevPagemapState.Live);
 
-        await Devm.UnmapAsync(foreignDevice, foreign).WaitAsync(TestMemory.Timeout);
-        await device.UnbindAsync().WaitAsync(TestMemory.Timeout);
+        await Devm.UnmapAsync(foreignDevice, foreign).WaitAsync(TestKit.Timeout);
+        await device.UnbindAsync().WaitAsync(TestKit.Timeout);
         mine.State.Should().Be(DevPagemapState.Removed);
         foreign.State.Should().Be(DevPagemapState.Removed);
     }

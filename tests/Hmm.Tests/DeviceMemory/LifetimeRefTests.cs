@@ -216,7 +216,7 @@ public class LifetimeRefTests
             TaskCreationOptions.LongRunning,
             TaskScheduler.Default);
 
-        Func<Task> run = () => Task.WhenAll([.. getters, killer]).WaitAsync(TestMemory.Timeout);
+        Func<Task> run = () => Task.WhenAll([.. getters, killer]).WaitAsync(TestKit.Timeout);
 
         await run.Should().NotThrowAsync($"seed {seed}: the getters must finish once the ref is idle");
         lateGets.Should().Be(0, $"seed {seed}: a get succeeded after Idle completed");

@@ -7,7 +7,7 @@ namespace Hmm.Tests.DeviceMemory;
 
 public class ManagedDeviceTests
 {
-    private readonly PhysicalMemory _memory = TestMemory.Create();
+    private readonly PhysicalMemory _memory = TestKit.NewMemory(ramMiB: 4);
     private readonly TestDriver _driver = new();
 
     [Fact]
@@ -47,7 +47,7 @@ public class ManagedDeviceTests
         }
 
         order.Should().BeEmpty("nothing runs before unbind");
-        await device.UnbindAsync().WaitAsync(TestMemory.Timeout);
+        await device.UnbindAsync().WaitAsync(TestKit.Timeout);
 
         order.Should().Equal(4, 3, 2, 1);
         device.IsBound.Should().BeFalse();
@@ -72,13 +72,13 @@ public class ManagedDeviceTests
         });
 
         Task unbind = device.UnbindAsync();
-        secondStarted.Wait(TestMemory.Timeout).Should().BeTrue();
+        secondStarted.Wait(TestKit.Timeout).Should().BeTrue();
         await Task.Delay(20);
 
         Volatile.Read(ref firstRan).Should().BeFalse("the later action has not completed");
         unbind.IsCompleted.Should().BeFalse();
         gate.SetResult();
-        await unbind.WaitAsync(TestMemory.Timeout);
+        await unbind.WaitAsync(TestKit.Timeout);
         firstRan.Should().BeTrue();
     }
 
@@ -100,8 +100,8 @@ public class ManagedDeviceTests
         add.Should().Throw<HmmException>().Which.Error.Should().Be(Errno.ENODEV);
         device.IsBound.Should().BeFalse();
         gate.SetResult();
-        await unbind.WaitAsync(TestMemory.Timeout);
-        await device.UnbindAsync().WaitAsync(TestMemory.Timeout);
+        await unbind.WaitAsync(TestKit.Timeout);
+        await device.UnbindAsync().WaitAsync(TestKit.Timeout);
         lateRuns.Should().Be(0);
     }
 
@@ -109,7 +109,7 @@ public class ManagedDeviceTests
     public async Task AddActionOrResetAfterUnbindStartedRunsTheActionAndThrowsENODEV()
     {
         var device = new ManagedDevice(_memory, "gpu0");
-        await device.UnbindAsync().WaitAsync(TestMemory.Timeout);
+        await device.UnbindAsync().WaitAsync(TestKit.Timeout);
         int runs = 0;
 
         Action add = () => device.AddActionOrReset(() =>
@@ -137,7 +137,7 @@ public class ManagedDeviceTests
 
         add.Should().Throw<HmmException>().Which.Error.Should().Be(Errno.ENOMEM);
         runs.Should().Be(0);
-        await device.UnbindAsync().WaitAsync(TestMemory.Timeout);
+        await device.UnbindAsync().WaitAsync(TestKit.Timeout);
         runs.Should().Be(0, "an action that was not attached does not run at unbind");
     }
 
@@ -157,7 +157,7 @@ public class ManagedDeviceTests
         add.Should().Throw<HmmException>().Which.Error.Should().Be(Errno.ENOMEM);
         runs.Should().Be(1);
         device.IsBound.Should().BeTrue();
-        await device.UnbindAsync().WaitAsync(TestMemory.Timeout);
+        await device.UnbindAsync().WaitAsync(TestKit.Timeout);
         runs.Should().Be(1, "the action is not attached, so unbind does not run it again");
     }
 
@@ -186,9 +186,9 @@ public class ManagedDeviceTests
 
         Task first = device.UnbindAsync();
         Task second = device.UnbindAsync();
-        await Task.WhenAll(first, second).WaitAsync(TestMemory.Timeout);
-        await device.UnbindAsync().WaitAsync(TestMemory.Timeout);
-        device.Unbind(TestMemory.Timeout);
+        await Task.WhenAll(first, second).WaitAsync(TestKit.Timeout);
+        await device.UnbindAsync().WaitAsync(TestKit.Timeout);
+        device.Unbind(TestKit.Timeout);
 
         runs.Should().Be(1);
     }
@@ -205,7 +205,7 @@ public class ManagedDeviceTests
         });
         device.AddAction(() => throw new InvalidOperationException("release failed"));
 
-        Func<Task> unbind = () => device.UnbindAsync().WaitAsync(TestMemory.Timeout);
+        Func<Task> unbind = () => device.UnbindAsync().WaitAsync(TestKit.Timeout);
 
         (await unbind.Should().ThrowAsync<AggregateException>())
             .Which.InnerExceptions.Should().ContainSingle().Which.Should().BeOfType<InvalidOperationException>();
@@ -227,7 +227,7 @@ public class ManagedDeviceTests
     public async Task UnbindWithATimeoutNamesTheReferencedPageAndTheTeardownStillCompletes()
     {
         var device = new ManagedDevice(_memory, "gpu0");
-        PhysicalRange range = TestMemory.DeviceRange(0);
+        PhysicalRange range = TestKit.DeviceRange(0);
         DevPagemap pagemap = Devm.Map(device, _driver.PrivateOptions(range));
         Pfn held = range.StartPfn + 42;
         pagemap.InitDevicePage(held);
@@ -247,7 +247,7 @@ public class ManagedDeviceTests
 
         _memory.PutPage(held);
         _memory.PutPage(held);
-        await device.UnbindAsync().WaitAsync(TestMemory.Timeout);
+        await device.UnbindAsync().WaitAsync(TestKit.Timeout);
 
         pagemap.State.Should().Be(DevPagemapState.Removed);
         _memory.IsPresent(held).Should().BeFalse();
@@ -258,15 +258,15 @@ public class ManagedDeviceTests
     public async Task UnbindWithATimeoutReturnsWhenNothingIsReferenced()
     {
         var device = new ManagedDevice(_memory, "gpu0");
-        PhysicalRange range = TestMemory.DeviceRange(0);
+        PhysicalRange range = TestKit.DeviceRange(0);
         DevPagemap pagemap = Devm.Map(device, _driver.PrivateOptions(range));
         pagemap.InitDevicePage(range.StartPfn);
         _memory.PutPage(range.StartPfn);
 
-        device.Unbind(TestMemory.Timeout);
+        device.Unbind(TestKit.Timeout);
 
         pagemap.State.Should().Be(DevPagemapState.Removed);
-        await device.UnbindAsync().WaitAsync(TestMemory.Timeout);
+        await device.UnbindAsync().WaitAsync(TestKit.Timeout);
     }
 
     [Theory]
@@ -275,8 +275,8 @@ public class ManagedDeviceTests
     public async Task TwoPagemapsWithPagesHeldInBothTearDownInEitherReleaseOrder(bool releaseFirstPagemapFirst)
     {
         var device = new ManagedDevice(_memory, "gpu0");
-        PhysicalRange rangeA = TestMemory.DeviceRange(0);
-        PhysicalRange rangeB = TestMemory.DeviceRange(2);
+        PhysicalRange rangeA = TestKit.DeviceRange(0);
+        PhysicalRange rangeB = TestKit.DeviceRange(2);
         DevPagemap a = Devm.Map(device, _driver.PrivateOptions(rangeA));
         DevPagemap b = Devm.Map(device, _driver.PrivateOptions(rangeB));
         Pfn pageA = rangeA.StartPfn + 1;
@@ -301,7 +301,7 @@ public class ManagedDeviceTests
         _memory.Page(second).RefCount.Should().Be(1);
         _memory.PutPage(second);
 
-        await unbind.WaitAsync(TestMemory.Timeout);
+        await unbind.WaitAsync(TestKit.Timeout);
         a.State.Should().Be(DevPagemapState.Removed);
         b.State.Should().Be(DevPagemapState.Removed);
         _memory.IsPresent(pageA).Should().BeFalse();
@@ -320,7 +320,7 @@ public class ManagedDeviceTests
         const int AllocationsBeforeUnbind = 300;
         const int MaxHeldPerWorker = 4;
         var device = new ManagedDevice(_memory, "gpu0");
-        PhysicalRange region = Devm.RequestFreeRegion(device, 4 * TestMemory.MiB);
+        PhysicalRange region = Devm.RequestFreeRegion(device, 4 * TestKit.MiB);
         DevPagemap pagemap = Devm.Map(device, _driver.PrivateOptions(region));
         _driver.AddFreePages(pagemap);
         var violations = new ConcurrentQueue<string>();
@@ -442,7 +442,7 @@ public class ManagedDeviceTests
         int heldWhenRemoved = -1;
         Task unbind = Task.Run(async () =>
         {
-            await enoughAllocations.Task.WaitAsync(TestMemory.Timeout);
+            await enoughAllocations.Task.WaitAsync(TestKit.Timeout);
             Task unbinding = device.UnbindAsync();
             // Joins the unbind's own teardown of the pagemap (the internal, idempotent form) to see when it ends.
             Task teardown = pagemap.StartTeardown().ContinueWith(
@@ -454,7 +454,7 @@ public class ManagedDeviceTests
             await Task.WhenAll(unbinding, teardown);
         });
 
-        Func<Task> run = () => Task.WhenAll([.. workers, unbind]).WaitAsync(TestMemory.Timeout);
+        Func<Task> run = () => Task.WhenAll([.. workers, unbind]).WaitAsync(TestKit.Timeout);
 
         await run.Should().NotThrowAsync($"seed {seed}: workers and unbind must finish without error or hang");
         violations.Should().BeEmpty($"seed {seed}: no page may be torn down while referenced");

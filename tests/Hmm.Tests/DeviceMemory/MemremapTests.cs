@@ -6,9 +6,9 @@ namespace Hmm.Tests.DeviceMemory;
 
 public class MemremapTests
 {
-    private const ulong MiB = TestMemory.MiB;
+    private const ulong MiB = TestKit.MiB;
 
-    private readonly PhysicalMemory _memory = TestMemory.Create();
+    private readonly PhysicalMemory _memory = TestKit.NewMemory(ramMiB: 4);
     private readonly TestDriver _driver = new();
 
     public static TheoryData<MemoryType> AllTypes => [MemoryType.DevicePrivate, MemoryType.DeviceCoherent, MemoryType.Generic, MemoryType.PciP2PDma];
@@ -36,7 +36,7 @@ public class MemremapTests
     [MemberData(nameof(AllTypes))]
     public void NewPagemapPagesArePresentFreeAndOwnedByIt(MemoryType type)
     {
-        PhysicalRange[] ranges = [TestMemory.DeviceRange(0), TestMemory.DeviceRange(256, lengthMiB: 4)];
+        PhysicalRange[] ranges = [TestKit.DeviceRange(0), TestKit.DeviceRange(256, lengthMiB: 4)];
 
         DevPagemap pagemap = Memremap.Map(_memory, _driver.Options(type, ranges));
 
@@ -48,7 +48,7 @@ public class MemremapTests
         pagemap.Owner.Should().BeSameAs(_driver.Owner);
         pagemap.Ops.Should().BeSameAs(_driver);
         pagemap.Memory.Should().BeSameAs(_memory);
-        foreach (Pfn pfn in ranges.SelectMany(TestMemory.Pfns))
+        foreach (Pfn pfn in ranges.SelectMany(TestKit.Pfns))
         {
             _memory.IsPresent(pfn).Should().BeTrue();
             ref readonly PageFrame page = ref _memory.Page(pfn);
@@ -65,7 +65,7 @@ public class MemremapTests
     [Fact]
     public void DevicePageDataStartsZeroedAndPersists()
     {
-        PhysicalRange range = TestMemory.DeviceRange(0);
+        PhysicalRange range = TestKit.DeviceRange(0);
         Memremap.Map(_memory, _driver.PrivateOptions(range));
 
         _memory.PageData(range.StartPfn).ToArray().Should().OnlyContain(b => b == 0);
@@ -80,7 +80,7 @@ public class MemremapTests
     {
         DevPagemap pagemap = Memremap.Map(
             _memory,
-            new DevPagemapOptions { Type = MemoryType.Generic, Ranges = [TestMemory.DeviceRange(0)] });
+            new DevPagemapOptions { Type = MemoryType.Generic, Ranges = [TestKit.DeviceRange(0)] });
 
         pagemap.State.Should().Be(DevPagemapState.Live);
     }
@@ -88,7 +88,7 @@ public class MemremapTests
     [Fact]
     public void RegistrationWithoutRangesThrowsEINVALAndChangesNothing()
     {
-        AssertRegistrationFailsAndLeavesNothing(_driver.PrivateOptions(), Errno.EINVAL, TestMemory.DeviceRange(0));
+        AssertRegistrationFailsAndLeavesNothing(_driver.PrivateOptions(), Errno.EINVAL, TestKit.DeviceRange(0));
     }
 
     [Theory]
@@ -97,7 +97,7 @@ public class MemremapTests
     [InlineData(99)]
     public void RegistrationOfAnUnknownTypeThrowsEINVALAndChangesNothing(int type)
     {
-        AssertRegistrationFailsAndLeavesNothing(_driver.Options((MemoryType)type, TestMemory.DeviceRange(0)), Errno.EINVAL, TestMemory.DeviceRange(0));
+        AssertRegistrationFailsAndLeavesNothing(_driver.Options((MemoryType)type, TestKit.DeviceRange(0)), Errno.EINVAL, TestKit.DeviceRange(0));
     }
 
     [Theory]
@@ -108,7 +108,7 @@ public class MemremapTests
     [InlineData(MemoryType.DeviceCoherent, true, false)]
     public void PrivateOrCoherentMemoryWithoutOpsOrOwnerThrowsEINVALAndChangesNothing(MemoryType type, bool withOps, bool withOwner)
     {
-        PhysicalRange range = TestMemory.DeviceRange(0);
+        PhysicalRange range = TestKit.DeviceRange(0);
         var options = new DevPagemapOptions
         {
             Type = type,
@@ -121,11 +121,11 @@ public class MemremapTests
     }
 
     [Theory]
-    [InlineData(TestMemory.DeviceBase + (1UL << 20), 2UL << 20)]
-    [InlineData(TestMemory.DeviceBase + 4096, 2UL << 20)]
-    [InlineData(TestMemory.DeviceBase, 1UL << 20)]
-    [InlineData(TestMemory.DeviceBase, (2UL << 20) + 4096)]
-    [InlineData(TestMemory.DeviceBase, 0UL)]
+    [InlineData(TestKit.DeviceBase + (1UL << 20), 2UL << 20)]
+    [InlineData(TestKit.DeviceBase + 4096, 2UL << 20)]
+    [InlineData(TestKit.DeviceBase, 1UL << 20)]
+    [InlineData(TestKit.DeviceBase, (2UL << 20) + 4096)]
+    [InlineData(TestKit.DeviceBase, 0UL)]
     [InlineData((1UL << 46) - (2UL << 20), 4UL << 20)]
     [InlineData(1UL << 46, 2UL << 20)]
     [InlineData(ulong.MaxValue - (2UL << 20) + 1, 4UL << 20)]
@@ -133,14 +133,14 @@ public class MemremapTests
     {
         var bad = new PhysicalRange(start, length);
 
-        AssertRegistrationFailsAndLeavesNothing(_driver.PrivateOptions(bad), Errno.EINVAL, TestMemory.DeviceRange(0));
+        AssertRegistrationFailsAndLeavesNothing(_driver.PrivateOptions(bad), Errno.EINVAL, TestKit.DeviceRange(0));
     }
 
     [Fact]
     public void ABadSecondRangeThrowsEINVALBeforeTheFirstIsRegistered()
     {
-        PhysicalRange good = TestMemory.DeviceRange(0);
-        var bad = new PhysicalRange(TestMemory.DeviceBase + (5 * MiB), 2 * MiB);
+        PhysicalRange good = TestKit.DeviceRange(0);
+        var bad = new PhysicalRange(TestKit.DeviceBase + (5 * MiB), 2 * MiB);
 
         AssertRegistrationFailsAndLeavesNothing(_driver.PrivateOptions(good, bad), Errno.EINVAL, good);
     }
@@ -154,12 +154,12 @@ public class MemremapTests
         Pfn ramPage = _memory.AllocatePage();
         _memory.PageData(ramPage).Fill(0x11);
         var range = new PhysicalRange(startMiB * MiB, lengthMiB * MiB);
-        MemorySnapshot before = MemorySnapshot.Take(_memory, [ramPage, new Pfn(0), new Pfn(1023), .. TestMemory.Probes(range)]);
+        MemorySnapshot before = MemorySnapshot.Take(_memory, [ramPage, new Pfn(0), new Pfn(1023), .. TestKit.Probes(range)]);
 
         Action register = () => Memremap.Map(_memory, _driver.PrivateOptions(range));
 
         register.Should().Throw<HmmException>().Which.Error.Should().Be(Errno.ENXIO);
-        MemorySnapshot.Take(_memory, [ramPage, new Pfn(0), new Pfn(1023), .. TestMemory.Probes(range)]).Should().Be(before);
+        MemorySnapshot.Take(_memory, [ramPage, new Pfn(0), new Pfn(1023), .. TestKit.Probes(range)]).Should().Be(before);
         _memory.PageData(ramPage).ToArray().Should().OnlyContain(b => b == 0x11, "RAM contents are untouched");
         _memory.FindZoneDeviceOwner(1).Should().BeNull("the failed pagemap's id was given back");
     }
@@ -167,13 +167,13 @@ public class MemremapTests
     [Fact]
     public void RangeOverlappingAnotherPagemapThrowsENOMEMAndLeavesTheOtherIntact()
     {
-        PhysicalRange existingRange = TestMemory.DeviceRange(0, lengthMiB: 4);
+        PhysicalRange existingRange = TestKit.DeviceRange(0, lengthMiB: 4);
         DevPagemap existing = Memremap.Map(_memory, _driver.PrivateOptions(existingRange));
         Pfn held = existingRange.StartPfn + 600;
         existing.InitDevicePage(held);
         _memory.PageData(held).Fill(0x22);
         var overlapping = new PhysicalRange(existingRange.Start + (2 * MiB), 4 * MiB);
-        Pfn[] probes = [held, .. TestMemory.Probes(existingRange), .. TestMemory.Probes(overlapping)];
+        Pfn[] probes = [held, .. TestKit.Probes(existingRange), .. TestKit.Probes(overlapping)];
         MemorySnapshot before = MemorySnapshot.Take(_memory, probes);
         long refCount = existing.ReferenceCount;
 
@@ -207,7 +207,7 @@ public class MemremapTests
         _memory.PageData(range.StartPfn).Fill(0x66);
 
         _memory.PutPage(range.StartPfn);
-        await Memremap.UnmapAsync(pagemap).WaitAsync(TestMemory.Timeout);
+        await Memremap.UnmapAsync(pagemap).WaitAsync(TestKit.Timeout);
 
         MemorySnapshot.Take(_memory, ramPage, new Pfn(1), new Pfn(1023)).Should().Be(ramBefore);
         _memory.PageData(ramPage).ToArray().Should().OnlyContain(b => b == 0x55);
@@ -222,7 +222,7 @@ public class MemremapTests
         var pagemaps = new List<DevPagemap>();
         for (ulong i = 0; i < 20; i++)
         {
-            pagemaps.Add(Memremap.Map(_memory, _driver.PrivateOptions(TestMemory.DeviceRange(i * 2))));
+            pagemaps.Add(Memremap.Map(_memory, _driver.PrivateOptions(TestKit.DeviceRange(i * 2))));
         }
 
         pagemaps.Select(p => p.Id).Should().OnlyHaveUniqueItems();
@@ -234,7 +234,7 @@ public class MemremapTests
 
         int freedId = pagemaps[3].Id;
         Memremap.Unmap(pagemaps[3]);
-        Memremap.Map(_memory, _driver.PrivateOptions(TestMemory.DeviceRange(256))).Id.Should().Be(freedId);
+        Memremap.Map(_memory, _driver.PrivateOptions(TestKit.DeviceRange(256))).Id.Should().Be(freedId);
     }
 
     [Fact]
@@ -251,8 +251,8 @@ public class MemremapTests
     [Fact]
     public void TwoOverlappingRangesOfOneRegistrationThrowENOMEMAndUnwindTheFirst()
     {
-        PhysicalRange first = TestMemory.DeviceRange(0, lengthMiB: 4);
-        PhysicalRange second = TestMemory.DeviceRange(2, lengthMiB: 4);
+        PhysicalRange first = TestKit.DeviceRange(0, lengthMiB: 4);
+        PhysicalRange second = TestKit.DeviceRange(2, lengthMiB: 4);
 
         AssertRegistrationFailsAndLeavesNothing(_driver.PrivateOptions(first, second), Errno.ENOMEM, first, second);
     }
@@ -260,7 +260,7 @@ public class MemremapTests
     [Fact]
     public void SecondRangeOverlappingRamThrowsENXIOAndUnwindsTheFirst()
     {
-        PhysicalRange first = TestMemory.DeviceRange(0);
+        PhysicalRange first = TestKit.DeviceRange(0);
         var second = new PhysicalRange(2 * MiB, 2 * MiB);
         Pfn ramPage = _memory.AllocatePage();
         MemorySnapshot ramBefore = MemorySnapshot.Take(_memory, ramPage, second.StartPfn);
@@ -276,12 +276,12 @@ public class MemremapTests
     {
         // Ranges 0 and 1 share a section with a neighbouring pagemap that must survive the unwind; range 2 has a
         // section of its own.
-        PhysicalRange neighbourRange = TestMemory.DeviceRange(2);
+        PhysicalRange neighbourRange = TestKit.DeviceRange(2);
         DevPagemap neighbour = Memremap.Map(_memory, _driver.PrivateOptions(neighbourRange));
         Pfn neighbourPage = neighbourRange.StartPfn + 3;
         neighbour.InitDevicePage(neighbourPage);
-        PhysicalRange[] ranges = [TestMemory.DeviceRange(0), TestMemory.DeviceRange(4, lengthMiB: 4), TestMemory.DeviceRange(256)];
-        Pfn[] probes = [.. ranges.SelectMany(TestMemory.Probes), .. TestMemory.Probes(neighbourRange)];
+        PhysicalRange[] ranges = [TestKit.DeviceRange(0), TestKit.DeviceRange(4, lengthMiB: 4), TestKit.DeviceRange(256)];
+        Pfn[] probes = [.. ranges.SelectMany(TestKit.Probes), .. TestKit.Probes(neighbourRange)];
         MemorySnapshot before = MemorySnapshot.Take(_memory, probes);
         long neighbourRefs = neighbour.ReferenceCount;
         _memory.FaultInjection.FailNext(point, skip: failingRange);
@@ -290,7 +290,7 @@ public class MemremapTests
 
         register.Should().Throw<HmmException>().Which.Error.Should().Be(Errno.ENOMEM);
         MemorySnapshot.Take(_memory, probes).Should().Be(before, $"a failure in range {failingRange} at {point} must leave nothing behind");
-        foreach (Pfn pfn in ranges.SelectMany(TestMemory.Probes))
+        foreach (Pfn pfn in ranges.SelectMany(TestKit.Probes))
         {
             DevPagemap.Get(_memory, pfn).HasValue.Should().BeFalse();
         }
@@ -302,7 +302,7 @@ public class MemremapTests
         DevPagemap again = Memremap.Map(_memory, _driver.PrivateOptions(ranges));
 
         again.Id.Should().Be(neighbour.Id + 1);
-        foreach (Pfn pfn in ranges.SelectMany(TestMemory.Probes))
+        foreach (Pfn pfn in ranges.SelectMany(TestKit.Probes))
         {
             _memory.Page(pfn).PagemapId.Should().Be(again.Id);
             _memory.Page(pfn).RefCount.Should().Be(0);
@@ -313,7 +313,7 @@ public class MemremapTests
     [MemberData(nameof(RegistrationFaults))]
     public void InjectedFailureAfterRangesWithPageDataLeavesNoStaleData(FaultPoint point, int failingRange)
     {
-        PhysicalRange[] ranges = [TestMemory.DeviceRange(0), TestMemory.DeviceRange(4), TestMemory.DeviceRange(256)];
+        PhysicalRange[] ranges = [TestKit.DeviceRange(0), TestKit.DeviceRange(4), TestKit.DeviceRange(256)];
         DevPagemap first = Memremap.Map(_memory, _driver.PrivateOptions(ranges));
         foreach (PhysicalRange range in ranges)
         {
@@ -338,11 +338,11 @@ public class MemremapTests
     [Fact]
     public void GetReturnsTheOwnerWithAReferenceThatDisposePuts()
     {
-        PhysicalRange[] ranges = [TestMemory.DeviceRange(0), TestMemory.DeviceRange(256)];
+        PhysicalRange[] ranges = [TestKit.DeviceRange(0), TestKit.DeviceRange(256)];
         DevPagemap pagemap = Memremap.Map(_memory, _driver.PrivateOptions(ranges));
         pagemap.ReferenceCount.Should().Be(1);
 
-        foreach (Pfn pfn in ranges.SelectMany(TestMemory.Probes))
+        foreach (Pfn pfn in ranges.SelectMany(TestKit.Probes))
         {
             DevPagemapReference found = DevPagemap.Get(_memory, pfn);
 
@@ -357,14 +357,14 @@ public class MemremapTests
     [Fact]
     public void GetReturnsAnEmptyHandleForAFrameThatIsNotDeviceMemoryAndTakesNoReference()
     {
-        PhysicalRange[] ranges = [TestMemory.DeviceRange(0), TestMemory.DeviceRange(4)];
+        PhysicalRange[] ranges = [TestKit.DeviceRange(0), TestKit.DeviceRange(4)];
         DevPagemap pagemap = Memremap.Map(_memory, _driver.PrivateOptions(ranges));
         Pfn ramPage = _memory.AllocatePage();
         Pfn[] notDevice =
         [
             new Pfn(0), ramPage, new Pfn(1023),
             new Pfn(ranges[0].StartPfn.Value - 1), ranges[0].StartPfn + 512, new Pfn(ranges[1].StartPfn.Value - 1), ranges[1].StartPfn + 512,
-            Pfn.FromPhysicalAddress(TestMemory.DeviceBase + TestMemory.SectionBytes),
+            Pfn.FromPhysicalAddress(TestKit.DeviceBase + TestKit.SectionBytes),
             new Pfn(Pfn.Limit), new Pfn(ulong.MaxValue),
         ];
 
@@ -379,7 +379,7 @@ public class MemremapTests
     [Fact]
     public void GetReturnsAnEmptyHandleForADyingPagemapAndTakesNoReference()
     {
-        PhysicalRange range = TestMemory.DeviceRange(0);
+        PhysicalRange range = TestKit.DeviceRange(0);
         DevPagemap pagemap = Memremap.Map(_memory, _driver.PrivateOptions(range));
         pagemap.InitDevicePage(range.StartPfn);
         Task teardown = Memremap.UnmapAsync(pagemap);
@@ -396,7 +396,7 @@ public class MemremapTests
     [Fact]
     public async Task ALookupReferenceKeepsTheTeardownWaiting()
     {
-        PhysicalRange range = TestMemory.DeviceRange(0);
+        PhysicalRange range = TestKit.DeviceRange(0);
         DevPagemap pagemap = Memremap.Map(_memory, _driver.PrivateOptions(range));
         DevPagemapReference found = DevPagemap.Get(_memory, range.StartPfn);
 
@@ -405,7 +405,7 @@ public class MemremapTests
         teardown.IsCompleted.Should().BeFalse("get_dev_pagemap's reference is still out");
         _memory.IsPresent(range.StartPfn).Should().BeTrue();
         found.Dispose();
-        await teardown.WaitAsync(TestMemory.Timeout);
+        await teardown.WaitAsync(TestKit.Timeout);
         _memory.IsPresent(range.StartPfn).Should().BeFalse();
     }
 
@@ -423,7 +423,7 @@ public class MemremapTests
     [MemberData(nameof(AllTypes))]
     public async Task TeardownWaitsForTheLastPageReferenceAndKeepsItsFrameValidMeanwhile(MemoryType type)
     {
-        PhysicalRange[] ranges = [TestMemory.DeviceRange(0), TestMemory.DeviceRange(256)];
+        PhysicalRange[] ranges = [TestKit.DeviceRange(0), TestKit.DeviceRange(256)];
         DevPagemap pagemap = Memremap.Map(_memory, _driver.Options(type, ranges));
         Pfn held = ranges[1].StartPfn + 7;
         Pfn other = ranges[0].StartPfn + 1;
@@ -454,11 +454,11 @@ public class MemremapTests
         teardown.IsCompleted.Should().BeFalse();
 
         _memory.PutPage(held);
-        await teardown.WaitAsync(TestMemory.Timeout);
+        await teardown.WaitAsync(TestKit.Timeout);
 
         pagemap.State.Should().Be(DevPagemapState.Removed);
         pagemap.ReferenceCount.Should().Be(0);
-        foreach (Pfn pfn in ranges.SelectMany(TestMemory.Probes))
+        foreach (Pfn pfn in ranges.SelectMany(TestKit.Probes))
         {
             _memory.IsPresent(pfn).Should().BeFalse();
             DevPagemap.Get(_memory, pfn).HasValue.Should().BeFalse();
@@ -479,7 +479,7 @@ public class MemremapTests
     [InlineData(MemoryType.PciP2PDma)]
     public async Task GenericAndP2PMemoryHoldOneReferencePerPageUntilTeardown(MemoryType type)
     {
-        PhysicalRange range = TestMemory.DeviceRange(0, lengthMiB: 4);
+        PhysicalRange range = TestKit.DeviceRange(0, lengthMiB: 4);
         DevPagemap pagemap = Memremap.Map(_memory, _driver.Options(type, range));
 
         pagemap.ReferenceCount.Should().Be(1 + 1024);
@@ -491,7 +491,7 @@ public class MemremapTests
         pagemap.ReferenceCount.Should().Be(1, "the kill dropped the initial reference and the per-page ones");
         teardown.IsCompleted.Should().BeFalse();
         _memory.PutPage(range.StartPfn);
-        await teardown.WaitAsync(TestMemory.Timeout);
+        await teardown.WaitAsync(TestKit.Timeout);
         pagemap.State.Should().Be(DevPagemapState.Removed);
         pagemap.ReferenceCount.Should().Be(0);
     }
@@ -500,10 +500,10 @@ public class MemremapTests
     [MemberData(nameof(AllTypes))]
     public async Task TeardownOfAnUnusedPagemapCompletesAtOnce(MemoryType type)
     {
-        PhysicalRange range = TestMemory.DeviceRange(0);
+        PhysicalRange range = TestKit.DeviceRange(0);
         DevPagemap pagemap = Memremap.Map(_memory, _driver.Options(type, range));
 
-        await Memremap.UnmapAsync(pagemap).WaitAsync(TestMemory.Timeout);
+        await Memremap.UnmapAsync(pagemap).WaitAsync(TestKit.Timeout);
 
         pagemap.State.Should().Be(DevPagemapState.Removed);
         _memory.IsPresent(range.StartPfn).Should().BeFalse();
@@ -513,13 +513,13 @@ public class MemremapTests
     [MemberData(nameof(AllTypes))]
     public async Task UnmapTwiceIsAKernelBugThrownAtOnceAndChangesNothing(MemoryType type)
     {
-        PhysicalRange range = TestMemory.DeviceRange(0);
+        PhysicalRange range = TestKit.DeviceRange(0);
         DevPagemap pagemap = Memremap.Map(_memory, _driver.Options(type, range));
         pagemap.InitDevicePage(range.StartPfn);
 
         Task first = Memremap.UnmapAsync(pagemap);
         long refs = pagemap.ReferenceCount;
-        MemorySnapshot before = MemorySnapshot.Take(_memory, TestMemory.Probes(range));
+        MemorySnapshot before = MemorySnapshot.Take(_memory, TestKit.Probes(range));
 
         Action second = () => Memremap.UnmapAsync(pagemap);
         Action secondBlocking = () => Memremap.Unmap(pagemap);
@@ -529,9 +529,9 @@ public class MemremapTests
         first.IsCompleted.Should().BeFalse();
         pagemap.ReferenceCount.Should().Be(refs, "the refused calls neither kill nor drop references again");
         pagemap.State.Should().Be(DevPagemapState.Dying);
-        MemorySnapshot.Take(_memory, TestMemory.Probes(range)).Should().Be(before);
+        MemorySnapshot.Take(_memory, TestKit.Probes(range)).Should().Be(before);
         _memory.PutPage(range.StartPfn);
-        await first.WaitAsync(TestMemory.Timeout);
+        await first.WaitAsync(TestKit.Timeout);
         pagemap.State.Should().Be(DevPagemapState.Removed);
         second.Should().Throw<KernelBugException>("a removed pagemap is not unmapped again either");
         pagemap.ReferenceCount.Should().Be(0);
@@ -541,9 +541,9 @@ public class MemremapTests
     public async Task UnmapOfADeviceManagedPagemapIsAKernelBugAndUnbindStillTearsItDownOnce()
     {
         var device = new ManagedDevice(_memory, "gpu0");
-        PhysicalRange range = TestMemory.DeviceRange(0);
+        PhysicalRange range = TestKit.DeviceRange(0);
         DevPagemap pagemap = Devm.Map(device, _driver.PrivateOptions(range));
-        MemorySnapshot before = MemorySnapshot.Take(_memory, TestMemory.Probes(range));
+        MemorySnapshot before = MemorySnapshot.Take(_memory, TestKit.Probes(range));
 
         Action unmap = () => Memremap.Unmap(pagemap);
         Action unmapAsync = () => Memremap.UnmapAsync(pagemap);
@@ -552,15 +552,15 @@ public class MemremapTests
         unmapAsync.Should().Throw<KernelBugException>();
         pagemap.State.Should().Be(DevPagemapState.Live);
         pagemap.ReferenceCount.Should().Be(1);
-        MemorySnapshot.Take(_memory, TestMemory.Probes(range)).Should().Be(before);
-        await device.UnbindAsync().WaitAsync(TestMemory.Timeout);
+        MemorySnapshot.Take(_memory, TestKit.Probes(range)).Should().Be(before);
+        await device.UnbindAsync().WaitAsync(TestKit.Timeout);
         pagemap.State.Should().Be(DevPagemapState.Removed);
     }
 
     [Fact]
     public async Task CancellingTheWaitDoesNotStopTheTeardown()
     {
-        PhysicalRange range = TestMemory.DeviceRange(0);
+        PhysicalRange range = TestKit.DeviceRange(0);
         DevPagemap pagemap = Memremap.Map(_memory, _driver.PrivateOptions(range));
         pagemap.InitDevicePage(range.StartPfn);
         using var cancel = new CancellationTokenSource();
@@ -572,14 +572,14 @@ public class MemremapTests
         await wait.Should().ThrowAsync<OperationCanceledException>();
         pagemap.State.Should().Be(DevPagemapState.Dying);
         _memory.PutPage(range.StartPfn);
-        await pagemap.StartTeardown().WaitAsync(TestMemory.Timeout);
+        await pagemap.StartTeardown().WaitAsync(TestKit.Timeout);
         pagemap.State.Should().Be(DevPagemapState.Removed);
     }
 
     [Fact]
     public async Task AnExtraLookupPutIsCaughtAndTeardownStillWaitsForPages()
     {
-        PhysicalRange range = TestMemory.DeviceRange(0);
+        PhysicalRange range = TestKit.DeviceRange(0);
         DevPagemap pagemap = Memremap.Map(_memory, _driver.PrivateOptions(range));
         DevPagemapReference found = DevPagemap.Get(_memory, range.StartPfn);
         found.Dispose();
@@ -594,12 +594,12 @@ public class MemremapTests
         teardown.IsCompleted.Should().BeFalse("the page is still referenced");
         _memory.IsPresent(range.StartPfn).Should().BeTrue();
         _memory.PutPage(range.StartPfn);
-        await teardown.WaitAsync(TestMemory.Timeout);
+        await teardown.WaitAsync(TestKit.Timeout);
     }
 
     private void AssertRegistrationFailsAndLeavesNothing(DevPagemapOptions options, Errno expected, params PhysicalRange[] ranges)
     {
-        Pfn[] probes = [.. ranges.SelectMany(TestMemory.Probes)];
+        Pfn[] probes = [.. ranges.SelectMany(TestKit.Probes)];
         MemorySnapshot before = MemorySnapshot.Take(_memory, probes);
 
         Action register = () => Memremap.Map(_memory, options);

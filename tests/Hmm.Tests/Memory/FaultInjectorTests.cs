@@ -89,7 +89,7 @@ public class FaultInjectorTests
     [Fact]
     public void PageAllocationFailureHitsTheAllocationAfterTheSkippedOnes()
     {
-        PhysicalMemory memory = TestMemory.Create();
+        PhysicalMemory memory = TestKit.NewMemory(ramMiB: 4);
         memory.FaultInjection.FailNext(FaultPoint.PageAllocation, skip: 2);
 
         memory.TryAllocatePage(out _).Should().BeTrue();
@@ -106,7 +106,7 @@ public class FaultInjectorTests
     [Fact]
     public void InjectedAllocationFailureMakesAllocatePageThrowENOMEMAndChangesNothing()
     {
-        PhysicalMemory memory = TestMemory.Create();
+        PhysicalMemory memory = TestKit.NewMemory(ramMiB: 4);
         Pfn held = memory.AllocatePage();
         MemorySnapshot before = MemorySnapshot.Take(memory, held, held + 1);
         memory.FaultInjection.FailNext(FaultPoint.PageAllocation);

@@ -28,7 +28,7 @@ public class PageFrameTests
     [Fact]
     public void FrameReadsTheLockAndZoneDeviceBitsFromItsFlags()
     {
-        PhysicalMemory memory = TestMemory.Create();
+        PhysicalMemory memory = TestKit.NewMemory(ramMiB: 4);
         Pfn pfn = memory.AllocatePage();
 
         memory.LockPage(pfn);

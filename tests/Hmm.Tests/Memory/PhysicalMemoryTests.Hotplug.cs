@@ -11,19 +11,19 @@ public partial class PhysicalMemoryTests
     [Fact]
     public void RequestFreeRegionClaimsSectionAlignedRegionsFromTheTopDown()
     {
-        PhysicalMemory memory = TestMemory.Create();
+        PhysicalMemory memory = TestKit.NewMemory(ramMiB: 4);
 
         PhysicalRange first = memory.RequestFreeRegion(2 * MiB, "gpu0");
         PhysicalRange second = memory.RequestFreeRegion(4 * MiB, "gpu1");
-        PhysicalRange large = memory.RequestFreeRegion(3 * TestMemory.SectionBytes, "gpu2");
+        PhysicalRange large = memory.RequestFreeRegion(3 * TestKit.SectionBytes, "gpu2");
 
-        first.Should().Be(new PhysicalRange(Top - TestMemory.SectionBytes, 2 * MiB));
-        second.Should().Be(new PhysicalRange(first.Start - TestMemory.SectionBytes, 4 * MiB));
-        large.Length.Should().Be(3 * TestMemory.SectionBytes);
+        first.Should().Be(new PhysicalRange(Top - TestKit.SectionBytes, 2 * MiB));
+        second.Should().Be(new PhysicalRange(first.Start - TestKit.SectionBytes, 4 * MiB));
+        large.Length.Should().Be(3 * TestKit.SectionBytes);
         large.End.Should().BeLessThanOrEqualTo(second.Start);
         foreach (PhysicalRange range in new[] { first, second, large })
         {
-            (range.Start % TestMemory.SectionBytes).Should().Be(0);
+            (range.Start % TestKit.SectionBytes).Should().Be(0);
             range.End.Should().BeLessThanOrEqualTo(Top);
             range.Overlaps(new PhysicalRange(0, memory.RamBytes)).Should().BeFalse();
         }
@@ -40,15 +40,15 @@ public partial class PhysicalMemoryTests
     [Fact]
     public void RequestFreeRegionSkipsDeviceMemoryThatIsOnlineWithoutAClaim()
     {
-        PhysicalMemory memory = TestMemory.Create();
+        PhysicalMemory memory = TestKit.NewMemory(ramMiB: 4);
         var driver = new TestDriver();
-        var unclaimed = new PhysicalRange(Top - TestMemory.SectionBytes, 2 * MiB);
+        var unclaimed = new PhysicalRange(Top - TestKit.SectionBytes, 2 * MiB);
         Memremap.Map(memory, driver.PrivateOptions(unclaimed));
 
         PhysicalRange region = memory.RequestFreeRegion(2 * MiB, "gpu0");
 
         region.Overlaps(unclaimed).Should().BeFalse("the region must be free, and online device pages are not");
-        (region.Start % TestMemory.SectionBytes).Should().Be(0);
+        (region.Start % TestKit.SectionBytes).Should().Be(0);
         region.End.Should().BeLessThanOrEqualTo(unclaimed.Start);
         Memremap.Map(memory, driver.PrivateOptions(region)).State.Should().Be(DevPagemapState.Live);
     }
@@ -56,7 +56,7 @@ public partial class PhysicalMemoryTests
     [Fact]
     public void RequestFreeRegionDoesNotOnlineMemory()
     {
-        PhysicalMemory memory = TestMemory.Create();
+        PhysicalMemory memory = TestKit.NewMemory(ramMiB: 4);
 
         PhysicalRange region = memory.RequestFreeRegion(2 * MiB, "gpu0");
 
@@ -70,7 +70,7 @@ public partial class PhysicalMemoryTests
     [InlineData((1UL << 46) + (2UL * MiB))]
     public void RequestFreeRegionRejectsABadLengthWithEINVALAndClaimsNothing(ulong length)
     {
-        PhysicalMemory memory = TestMemory.Create();
+        PhysicalMemory memory = TestKit.NewMemory(ramMiB: 4);
         memory.RequestFreeRegion(2 * MiB, "gpu0");
         MemorySnapshot before = MemorySnapshot.Take(memory);
 
@@ -83,12 +83,12 @@ public partial class PhysicalMemoryTests
     [Fact]
     public void RequestFreeRegionThatCannotFitThrowsENOMEMAndClaimsNothing()
     {
-        PhysicalMemory memory = TestMemory.Create();
+        PhysicalMemory memory = TestKit.NewMemory(ramMiB: 4);
         memory.RequestFreeRegion(2 * MiB, "gpu0");
         MemorySnapshot before = MemorySnapshot.Take(memory);
 
         Action whole = () => memory.RequestFreeRegion(Top, "gpu1");
-        Action almostWhole = () => memory.RequestFreeRegion(Top - TestMemory.SectionBytes, "gpu1");
+        Action almostWhole = () => memory.RequestFreeRegion(Top - TestKit.SectionBytes, "gpu1");
 
         whole.Should().Throw<HmmException>().Which.Error.Should().Be(Errno.ENOMEM);
         almostWhole.Should().Throw<HmmException>().Which.Error.Should().Be(Errno.ENOMEM);
@@ -98,7 +98,7 @@ public partial class PhysicalMemoryTests
     [Fact]
     public void RequestFreeRegionRejectsANullName()
     {
-        PhysicalMemory memory = TestMemory.Create();
+        PhysicalMemory memory = TestKit.NewMemory(ramMiB: 4);
 
         Action request = () => memory.RequestFreeRegion(2 * MiB, null!);
 
@@ -109,7 +109,7 @@ public partial class PhysicalMemoryTests
     [Fact]
     public void ReleaseRegionGivesTheRegionBack()
     {
-        PhysicalMemory memory = TestMemory.Create();
+        PhysicalMemory memory = TestKit.NewMemory(ramMiB: 4);
         PhysicalRange region = memory.RequestFreeRegion(2 * MiB, "gpu0");
 
         memory.ReleaseRegion(region);
@@ -121,11 +121,11 @@ public partial class PhysicalMemoryTests
     [Fact]
     public void ReleaseRegionOfAnUnknownRangeThrowsEINVALAndChangesNothing()
     {
-        PhysicalMemory memory = TestMemory.Create();
+        PhysicalMemory memory = TestKit.NewMemory(ramMiB: 4);
         PhysicalRange region = memory.RequestFreeRegion(4 * MiB, "gpu0");
         MemorySnapshot before = MemorySnapshot.Take(memory);
 
-        Action unknown = () => memory.ReleaseRegion(TestMemory.DeviceRange(0));
+        Action unknown = () => memory.ReleaseRegion(TestKit.DeviceRange(0));
         Action partOfAClaim = () => memory.ReleaseRegion(new PhysicalRange(region.Start, 2 * MiB));
         Action systemRam = () => memory.ReleaseRegion(new PhysicalRange(0, memory.RamBytes));
 
@@ -138,19 +138,19 @@ public partial class PhysicalMemoryTests
     [Fact]
     public async Task ReleaseRegionThrowsEBUSYWhileAPagemapIsOnlineInIt()
     {
-        PhysicalMemory memory = TestMemory.Create();
+        PhysicalMemory memory = TestKit.NewMemory(ramMiB: 4);
         var driver = new TestDriver();
         PhysicalRange region = memory.RequestFreeRegion(4 * MiB, "gpu0");
         DevPagemap pagemap = Memremap.Map(memory, driver.PrivateOptions(new PhysicalRange(region.Start + (2 * MiB), 2 * MiB)));
-        MemorySnapshot before = MemorySnapshot.Take(memory, TestMemory.Probes(region));
+        MemorySnapshot before = MemorySnapshot.Take(memory, TestKit.Probes(region));
 
         Action release = () => memory.ReleaseRegion(region);
 
         release.Should().Throw<HmmException>().Which.Error.Should().Be(Errno.EBUSY);
-        MemorySnapshot.Take(memory, TestMemory.Probes(region)).Should().Be(before);
+        MemorySnapshot.Take(memory, TestKit.Probes(region)).Should().Be(before);
         pagemap.State.Should().Be(DevPagemapState.Live);
 
-        await Memremap.UnmapAsync(pagemap).WaitAsync(TestMemory.Timeout);
+        await Memremap.UnmapAsync(pagemap).WaitAsync(TestKit.Timeout);
         memory.ReleaseRegion(region);
         memory.Resources().Should().ContainSingle();
     }

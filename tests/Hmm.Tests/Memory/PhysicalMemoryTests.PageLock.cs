@@ -8,7 +8,7 @@ public partial class PhysicalMemoryTests
     [Fact]
     public void TryLockPageTakesAFreeLockAndRefusesAHeldOne()
     {
-        PhysicalMemory memory = TestMemory.Create();
+        PhysicalMemory memory = TestKit.NewMemory(ramMiB: 4);
         Pfn pfn = memory.AllocatePage();
 
         memory.TryLockPage(pfn).Should().BeTrue();
@@ -25,7 +25,7 @@ public partial class PhysicalMemoryTests
     [Fact]
     public void LockingLeavesTheOtherFlagsAlone()
     {
-        PhysicalMemory memory = TestMemory.Create();
+        PhysicalMemory memory = TestKit.NewMemory(ramMiB: 4);
         Pfn pfn = memory.AllocatePage();
         Interlocked.Or(ref memory.Frame(pfn)._flags, (ulong)(PageFlags.Dirty | PageFlags.Uptodate));
 
@@ -39,7 +39,7 @@ public partial class PhysicalMemoryTests
     [Fact]
     public void UnlockPageOnAnUnlockedPageThrowsKernelBugAndLeavesFlagsUnchanged()
     {
-        PhysicalMemory memory = TestMemory.Create();
+        PhysicalMemory memory = TestKit.NewMemory(ramMiB: 4);
         Pfn pfn = memory.AllocatePage();
         Interlocked.Or(ref memory.Frame(pfn)._flags, (ulong)PageFlags.Dirty);
         MemorySnapshot before = MemorySnapshot.Take(memory, pfn);
@@ -54,7 +54,7 @@ public partial class PhysicalMemoryTests
     [Fact]
     public void UnlockPageOnAnUnlockedPageKeepsAWaitersBitItDidNotOwn()
     {
-        PhysicalMemory memory = TestMemory.Create();
+        PhysicalMemory memory = TestKit.NewMemory(ramMiB: 4);
         Pfn pfn = memory.AllocatePage();
         Interlocked.Or(ref memory.Frame(pfn)._flags, (ulong)PageFlags.Waiters);
 
@@ -67,8 +67,8 @@ public partial class PhysicalMemoryTests
     [Fact]
     public void PageLockCallsOnAnAbsentFrameThrowEFAULT()
     {
-        PhysicalMemory memory = TestMemory.Create();
-        Pfn absent = Pfn.FromPhysicalAddress(TestMemory.DeviceBase);
+        PhysicalMemory memory = TestKit.NewMemory(ramMiB: 4);
+        Pfn absent = Pfn.FromPhysicalAddress(TestKit.DeviceBase);
 
         Action tryLock = () => memory.TryLockPage(absent);
         Action lockPage = () => memory.LockPage(absent);
@@ -82,7 +82,7 @@ public partial class PhysicalMemoryTests
     [Fact]
     public async Task LockPageSleepsUntilAnotherThreadUnlocks()
     {
-        PhysicalMemory memory = TestMemory.Create();
+        PhysicalMemory memory = TestKit.NewMemory(ramMiB: 4);
         Pfn pfn = memory.AllocatePage();
         memory.LockPage(pfn);
         using var acquired = new ManualResetEventSlim();
@@ -103,7 +103,7 @@ public partial class PhysicalMemoryTests
 
         memory.UnlockPage(pfn);
 
-        await locker.WaitAsync(TestMemory.Timeout);
+        await locker.WaitAsync(TestKit.Timeout);
         acquired.IsSet.Should().BeTrue();
         memory.IsPageLocked(pfn).Should().BeTrue("the woken thread now holds the lock");
         memory.UnlockPage(pfn);
@@ -118,7 +118,7 @@ public partial class PhysicalMemoryTests
     {
         const int Threads = 4;
         const int Rounds = 400;
-        PhysicalMemory memory = TestMemory.Create();
+        PhysicalMemory memory = TestKit.NewMemory(ramMiB: 4);
         Pfn pfn = memory.AllocatePage();
         int holders = 0;
         int violations = 0;
@@ -168,7 +168,7 @@ public partial class PhysicalMemoryTests
                 TaskScheduler.Default);
         }
 
-        Func<Task> run = () => Task.WhenAll(workers).WaitAsync(TestMemory.Timeout);
+        Func<Task> run = () => Task.WhenAll(workers).WaitAsync(TestKit.Timeout);
 
         await run.Should().NotThrowAsync($"seed {seed}: the lock must not hang or fault");
         violations.Should().Be(0, $"seed {seed}: two threads held the page lock at once");

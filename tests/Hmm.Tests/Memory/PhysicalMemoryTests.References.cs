@@ -8,7 +8,7 @@ public partial class PhysicalMemoryTests
     [Fact]
     public void GetPageAndPutPageCountReferences()
     {
-        PhysicalMemory memory = TestMemory.Create();
+        PhysicalMemory memory = TestKit.NewMemory(ramMiB: 4);
         Pfn pfn = memory.AllocatePage();
         ulong free = memory.FreeRamPages;
 
@@ -25,7 +25,7 @@ public partial class PhysicalMemoryTests
     [Fact]
     public void PutPageOfTheLastReferenceFreesTheRamPage()
     {
-        PhysicalMemory memory = TestMemory.Create();
+        PhysicalMemory memory = TestKit.NewMemory(ramMiB: 4);
         Pfn pfn = memory.AllocatePage();
         ulong free = memory.FreeRamPages;
 
@@ -39,7 +39,7 @@ public partial class PhysicalMemoryTests
     [Fact]
     public void FreedRamPagesAreReusedLastInFirstOut()
     {
-        PhysicalMemory memory = TestMemory.Create();
+        PhysicalMemory memory = TestKit.NewMemory(ramMiB: 4);
         Pfn a = memory.AllocatePage();
         Pfn b = memory.AllocatePage();
         memory.AllocatePage();
@@ -54,7 +54,7 @@ public partial class PhysicalMemoryTests
     [Fact]
     public void PutPageBelowZeroThrowsKernelBugAndLeavesThePageFree()
     {
-        PhysicalMemory memory = TestMemory.Create();
+        PhysicalMemory memory = TestKit.NewMemory(ramMiB: 4);
         Pfn pfn = memory.AllocatePage();
         memory.PutPage(pfn);
         MemorySnapshot before = MemorySnapshot.Take(memory, pfn);
@@ -71,7 +71,7 @@ public partial class PhysicalMemoryTests
     [Fact]
     public void PutPageOnReservedFrameZeroThrowsKernelBug()
     {
-        PhysicalMemory memory = TestMemory.Create();
+        PhysicalMemory memory = TestKit.NewMemory(ramMiB: 4);
         MemorySnapshot before = MemorySnapshot.Take(memory, new Pfn(0));
 
         Action put = () => memory.PutPage(new Pfn(0));
@@ -83,7 +83,7 @@ public partial class PhysicalMemoryTests
     [Fact]
     public void PuttingTheLastReferenceOfALockedRamPageThrowsKernelBugAndKeepsThePage()
     {
-        PhysicalMemory memory = TestMemory.Create();
+        PhysicalMemory memory = TestKit.NewMemory(ramMiB: 4);
         Pfn pfn = memory.AllocatePage();
         memory.LockPage(pfn);
         MemorySnapshot before = MemorySnapshot.Take(memory, pfn);
@@ -99,7 +99,7 @@ public partial class PhysicalMemoryTests
     [Fact]
     public void GetPageOnAFreePageThrowsKernelBugAndLeavesItFree()
     {
-        PhysicalMemory memory = TestMemory.Create();
+        PhysicalMemory memory = TestKit.NewMemory(ramMiB: 4);
         Pfn pfn = memory.AllocatePage();
         memory.PutPage(pfn);
         MemorySnapshot before = MemorySnapshot.Take(memory, pfn);
@@ -114,7 +114,7 @@ public partial class PhysicalMemoryTests
     [Fact]
     public void TryGetPageTakesAReferenceOnlyOnAPageInUse()
     {
-        PhysicalMemory memory = TestMemory.Create();
+        PhysicalMemory memory = TestKit.NewMemory(ramMiB: 4);
         Pfn used = memory.AllocatePage();
         Pfn free = memory.AllocatePage();
         memory.PutPage(free);
@@ -130,8 +130,8 @@ public partial class PhysicalMemoryTests
     [Fact]
     public void ReferenceCallsOnAnAbsentFrameThrowEFAULT()
     {
-        PhysicalMemory memory = TestMemory.Create();
-        Pfn absent = Pfn.FromPhysicalAddress(TestMemory.DeviceBase);
+        PhysicalMemory memory = TestKit.NewMemory(ramMiB: 4);
+        Pfn absent = Pfn.FromPhysicalAddress(TestKit.DeviceBase);
 
         Action get = () => memory.GetPage(absent);
         Action tryGet = () => memory.TryGetPage(absent);

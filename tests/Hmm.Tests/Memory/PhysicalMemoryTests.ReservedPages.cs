@@ -13,7 +13,7 @@ public partial class PhysicalMemoryTests
     [Fact]
     public void PutOfTheZeroPageIsAKernelBugAndLeavesItsRefcount()
     {
-        PhysicalMemory memory = TestMemory.Create();
+        PhysicalMemory memory = TestKit.NewMemory(ramMiB: 4);
         ulong free = memory.FreeRamPages;
         MemorySnapshot before = MemorySnapshot.Take(memory, new Pfn(0), PhysicalMemory.ZeroPage);
 
@@ -28,7 +28,7 @@ public partial class PhysicalMemoryTests
     [Fact]
     public void PutOfFrameZeroIsAKernelBugAndLeavesItsRefcount()
     {
-        PhysicalMemory memory = TestMemory.Create();
+        PhysicalMemory memory = TestKit.NewMemory(ramMiB: 4);
         ulong free = memory.FreeRamPages;
 
         Action put = () => memory.PutPage(new Pfn(0));
@@ -41,7 +41,7 @@ public partial class PhysicalMemoryTests
     [Fact]
     public void PutOfAZeroPageReferenceTakenWithGetPageIsFineButTheNextPutIsABug()
     {
-        PhysicalMemory memory = TestMemory.Create();
+        PhysicalMemory memory = TestKit.NewMemory(ramMiB: 4);
         ulong free = memory.FreeRamPages;
 
         memory.GetPage(PhysicalMemory.ZeroPage);
@@ -56,7 +56,7 @@ public partial class PhysicalMemoryTests
     [Fact]
     public void ABulkPutThatWouldFreeTheZeroPageIsAKernelBugAndGivesEveryReferenceBack()
     {
-        PhysicalMemory memory = TestMemory.Create();
+        PhysicalMemory memory = TestKit.NewMemory(ramMiB: 4);
         ulong free = memory.FreeRamPages;
         memory.GetPageRefs(PhysicalMemory.ZeroPage, 1024);
 
@@ -73,7 +73,7 @@ public partial class PhysicalMemoryTests
     [Fact]
     public void AllocatePageNeverHandsOutAReservedFrameEvenAfterRefusedPuts()
     {
-        PhysicalMemory memory = TestMemory.Create(ramMiB: 2);
+        PhysicalMemory memory = TestKit.NewMemory(ramMiB: 2);
         memory.Invoking(m => m.PutPage(PhysicalMemory.ZeroPage)).Should().Throw<KernelBugException>();
         memory.Invoking(m => m.PutPage(new Pfn(0))).Should().Throw<KernelBugException>();
 
@@ -106,7 +106,7 @@ public partial class PhysicalMemoryTests
     [MemberData(nameof(ReservedFrames))]
     public void PageDataOfAReservedPageIsRefusedWithEpermAndChangesNothing(ulong frame)
     {
-        PhysicalMemory memory = TestMemory.Create();
+        PhysicalMemory memory = TestKit.NewMemory(ramMiB: 4);
         MemorySnapshot before = MemorySnapshot.Take(memory, new Pfn(frame));
 
         Action write = () => memory.PageData(new Pfn(frame));
@@ -119,7 +119,7 @@ public partial class PhysicalMemoryTests
     [Fact]
     public void ReadPageDataReadsEveryPresentPageAndTheZeroPageAsZeros()
     {
-        PhysicalMemory memory = TestMemory.Create();
+        PhysicalMemory memory = TestKit.NewMemory(ramMiB: 4);
         Pfn pfn = memory.AllocatePage();
         memory.PageData(pfn).Fill(0x3C);
 
@@ -131,10 +131,10 @@ public partial class PhysicalMemoryTests
     [Fact]
     public void ReadPageDataOfAFrameWithoutStructPageIsEfaultAndInMetadataOnlyModeEopnotsupp()
     {
-        PhysicalMemory memory = TestMemory.Create();
-        PhysicalMemory metadataOnly = TestMemory.Create(storePageData: false);
+        PhysicalMemory memory = TestKit.NewMemory(ramMiB: 4);
+        PhysicalMemory metadataOnly = TestKit.NewMemory(storePageData: false);
 
-        Action absent = () => memory.ReadPageData(Pfn.FromPhysicalAddress(TestMemory.DeviceBase));
+        Action absent = () => memory.ReadPageData(Pfn.FromPhysicalAddress(TestKit.DeviceBase));
         Action noData = () => metadataOnly.ReadPageData(PhysicalMemory.ZeroPage);
 
         absent.Should().Throw<HmmException>().Which.Error.Should().Be(Errno.EFAULT);
@@ -144,7 +144,7 @@ public partial class PhysicalMemoryTests
     [Fact]
     public void UntouchedAnonymousMemoryStillReadsZerosAfterEveryRefusedWriteOfTheZeroPage()
     {
-        PhysicalMemory memory = TestMemory.Create();
+        PhysicalMemory memory = TestKit.NewMemory(ramMiB: 4);
         memory.Invoking(m => m.PageData(PhysicalMemory.ZeroPage)).Should().Throw<HmmException>();
         memory.Invoking(m => m.PutPage(PhysicalMemory.ZeroPage)).Should().Throw<KernelBugException>();
         var mm = new Mm(memory);

@@ -5,7 +5,7 @@ namespace Hmm.Tests.Memory;
 
 public partial class PhysicalMemoryTests
 {
-    private const ulong MiB = TestMemory.MiB;
+    private const ulong MiB = TestKit.MiB;
 
     [Theory]
     [InlineData(0UL)]
@@ -32,13 +32,13 @@ public partial class PhysicalMemoryTests
     [Fact]
     public void RamIsPresentAndOnlyRamIsPresentAtStart()
     {
-        PhysicalMemory memory = TestMemory.Create(ramMiB: 4);
+        PhysicalMemory memory = TestKit.NewMemory(ramMiB: 4);
         ulong ramFrames = 4 * MiB / 4096;
 
         memory.IsPresent(new Pfn(0)).Should().BeTrue();
         memory.IsPresent(new Pfn(ramFrames - 1)).Should().BeTrue();
         memory.IsPresent(new Pfn(ramFrames)).Should().BeFalse("the rest of RAM's section is a hole");
-        memory.IsPresent(Pfn.FromPhysicalAddress(TestMemory.DeviceBase)).Should().BeFalse();
+        memory.IsPresent(Pfn.FromPhysicalAddress(TestKit.DeviceBase)).Should().BeFalse();
         memory.IsPresent(new Pfn(Pfn.Limit)).Should().BeFalse();
         memory.IsPresent(new Pfn(ulong.MaxValue)).Should().BeFalse();
         memory.Resources().Should().ContainSingle()
@@ -48,7 +48,7 @@ public partial class PhysicalMemoryTests
     [Fact]
     public void FrameZeroAndTheZeroPageAreReservedAndNotCountedAsRam()
     {
-        PhysicalMemory memory = TestMemory.Create(ramMiB: 4);
+        PhysicalMemory memory = TestKit.NewMemory(ramMiB: 4);
 
         memory.RamPages.Should().Be((4 * MiB / 4096) - 2);
         memory.FreeRamPages.Should().Be(memory.RamPages);
@@ -62,7 +62,7 @@ public partial class PhysicalMemoryTests
     [Fact]
     public void AllocatePageReturnsAnUnlockedPageWithOneReference()
     {
-        PhysicalMemory memory = TestMemory.Create();
+        PhysicalMemory memory = TestKit.NewMemory(ramMiB: 4);
         ulong free = memory.FreeRamPages;
 
         Pfn pfn = memory.AllocatePage();
@@ -80,7 +80,7 @@ public partial class PhysicalMemoryTests
     [Fact]
     public void AllocatedPagesAreDistinctRamFramesAndNeverFrameZero()
     {
-        PhysicalMemory memory = TestMemory.Create(ramMiB: 2);
+        PhysicalMemory memory = TestKit.NewMemory(ramMiB: 2);
         var seen = new HashSet<Pfn>();
 
         for (ulong i = 0; i < memory.RamPages; i++)
@@ -98,7 +98,7 @@ public partial class PhysicalMemoryTests
     [Fact]
     public void ExhaustedRamMakesAllocatePageThrowENOMEMAndChangesNothing()
     {
-        PhysicalMemory memory = TestMemory.Create(ramMiB: 2);
+        PhysicalMemory memory = TestKit.NewMemory(ramMiB: 2);
         var pfns = new List<Pfn>();
         while (memory.TryAllocatePage(out Pfn pfn))
         {
@@ -116,7 +116,7 @@ public partial class PhysicalMemoryTests
     [Fact]
     public void ExhaustedRamMakesTryAllocatePageReturnFalseAndChangesNothing()
     {
-        PhysicalMemory memory = TestMemory.Create(ramMiB: 2);
+        PhysicalMemory memory = TestKit.NewMemory(ramMiB: 2);
         var pfns = new List<Pfn>();
         while (memory.TryAllocatePage(out Pfn pfn))
         {
@@ -136,7 +136,7 @@ public partial class PhysicalMemoryTests
     [Fact]
     public void PageDataIsOnePageOfZeroesAtFirst()
     {
-        PhysicalMemory memory = TestMemory.Create();
+        PhysicalMemory memory = TestKit.NewMemory(ramMiB: 4);
         Pfn pfn = memory.AllocatePage();
 
         Span<byte> data = memory.PageData(pfn);
@@ -148,7 +148,7 @@ public partial class PhysicalMemoryTests
     [Fact]
     public void PageDataWritesPersistAndStayInTheirOwnPage()
     {
-        PhysicalMemory memory = TestMemory.Create();
+        PhysicalMemory memory = TestKit.NewMemory(ramMiB: 4);
         Pfn a = memory.AllocatePage();
         Pfn b = memory.AllocatePage();
 
@@ -166,7 +166,7 @@ public partial class PhysicalMemoryTests
     [Fact]
     public void PageDataInMetadataOnlyModeThrowsEOPNOTSUPPAndChangesNothing()
     {
-        PhysicalMemory memory = TestMemory.Create(storePageData: false);
+        PhysicalMemory memory = TestKit.NewMemory(ramMiB: 4, storePageData: false);
         Pfn pfn = memory.AllocatePage();
         MemorySnapshot before = MemorySnapshot.Take(memory, pfn);
 
@@ -182,8 +182,8 @@ public partial class PhysicalMemoryTests
     [InlineData(false)]
     public void PageAndPageDataOfAnAbsentFrameThrowEFAULT(bool storePageData)
     {
-        PhysicalMemory memory = TestMemory.Create(ramMiB: 4, storePageData);
-        Pfn[] absent = [new Pfn(4 * MiB / 4096), Pfn.FromPhysicalAddress(TestMemory.DeviceBase), new Pfn(Pfn.Limit), new Pfn(ulong.MaxValue)];
+        PhysicalMemory memory = TestKit.NewMemory(ramMiB: 4, storePageData);
+        Pfn[] absent = [new Pfn(4 * MiB / 4096), Pfn.FromPhysicalAddress(TestKit.DeviceBase), new Pfn(Pfn.Limit), new Pfn(ulong.MaxValue)];
         MemorySnapshot before = MemorySnapshot.Take(memory, absent);
 
         foreach (Pfn pfn in absent)
@@ -203,7 +203,7 @@ public partial class PhysicalMemoryTests
     [Fact]
     public void SetZoneDeviceDataOnARamPageThrowsEINVALAndChangesNothing()
     {
-        PhysicalMemory memory = TestMemory.Create();
+        PhysicalMemory memory = TestKit.NewMemory(ramMiB: 4);
         Pfn pfn = memory.AllocatePage();
         MemorySnapshot before = MemorySnapshot.Take(memory, pfn);
 

@@ -5,7 +5,7 @@ namespace Hmm.Tests.Memory;
 
 public class PhysicalRangeTests
 {
-    private const ulong MiB = TestMemory.MiB;
+    private const ulong MiB = TestKit.MiB;
 
     [Fact]
     public void EndStartPfnAndPageCountFollowFromStartAndLength()

@@ -346,23 +346,31 @@ public class HmmRangeFaultTests
     [Fact]
     public void MixedMapAreaIsWalkedAndFaultedLikeAnyOther()
     {
-        ulong a = Map(4);
-        _mm.Write(a, [5]);
+        // The kernel's mixedmap selftest: a driver's private mapping of a page it inserted (vm_insert_page) is
+        // walked like any area; the page is read-only there (copy-on-write), and a write fault copies it.
+        ulong a = _mm.MmapSpecial(0, 2 * Page, Protection.ReadWrite, MapFlags.Private, VmFlags.MixedMap);
+        Pfn page = _memory.AllocatePage();
+        _memory.PageData(page)[0] = 0x5a;
         using (_mm.MmapWriteLock())
         {
-            _mm.FindVma(a)!.Flags |= VmFlags.MixedMap;
+            _mm.InsertPage(_mm.FindVma(a)!, a, page).Should().Be(Errno.None);
         }
 
-        MmuIntervalNotifier notifier = Watch(a, 4);
-        ulong[] pfns = Filled(4, Sentinel);
+        MmuIntervalNotifier notifier = Watch(a, 2);
+        ulong[] pfns = Filled(2, Sentinel);
 
-        FaultOnce(notifier, a, 4, pfns, defaultFlags: 0).Should().Be(Errno.None);
-        pfns[0].Should().Be(CpuPfns(a, 1)[0] | HmmPfn.Valid | HmmPfn.Write);
-        pfns[1..].Should().OnlyContain(p => p == 0);
+        FaultOnce(notifier, a, 2, pfns, defaultFlags: 0).Should().Be(Errno.None);
+        pfns[0].Should().Be(page.Value | HmmPfn.Valid, "an inserted page in a private mapping is mapped read-only");
+        pfns[1].Should().Be(0, "a hole with no fault requested is reported empty");
 
-        FaultOnce(notifier, a, 4, pfns, FaultWrite).Should().Be(Errno.None);
-        pfns.Should().OnlyContain(p => (p & (HmmPfn.Valid | HmmPfn.Write)) == (HmmPfn.Valid | HmmPfn.Write));
-        CpuPfns(a, 4).Should().NotContain(0UL);
+        ulong[] one = Filled(1, Sentinel);
+        FaultRetrying(notifier, a, 1, one, FaultWrite).Should().Be(Errno.None, "the copy invalidates the range once, so the walk retries");
+        HmmPfn.ToPfn(one[0]).Should().NotBe(page, "the write fault copied the driver's page");
+        (one[0] & (HmmPfn.Valid | HmmPfn.Write)).Should().Be(HmmPfn.Valid | HmmPfn.Write);
+        var bytes = new byte[1];
+        _mm.Read(a, bytes);
+        bytes[0].Should().Be(0x5a);
+        _memory.PutPage(page);
     }
 
     [Theory]
@@ -850,7 +858,7 @@ public class HmmRangeFaultTests
             _pagemap = Memremap.Map(memory, new DevPagemapOptions
             {
                 Type = MemoryType.DevicePrivate,
-                Ranges = [TestMemory.DeviceRange(0)],
+                Ranges = [TestKit.DeviceRange(0)],
                 Owner = Driver.Owner,
                 Ops = Driver,
                 Name = "hand-migrating",
