@@ -202,7 +202,21 @@ public ref struct HmmRange
                     return WalkResult.Fault(end, required);
                 }
 
-                output = pte.Pfn.Value | cpuFlags;
+                // A special entry (a driver's raw PFN) has no page a device may map: an error, or EFAULT when the
+                // caller asked for the page at all, as vm_normal_page() returning no page does in the kernel.
+                if (pte.IsSpecial && pte.Pfn != PhysicalMemory.ZeroPage)
+                {
+                    if (NeedFault(entry, cpuFlags: 0) != 0)
+                    {
+                        return WalkResult.Fail(Errno.EFAULT);
+                    }
+
+                    output = HmmPfn.Error;
+                }
+                else
+                {
+                    output = pte.Pfn.Value | cpuFlags;
+                }
             }
             else if (pte.Kind == PteKind.DevicePrivate && IsOwnDevicePage(mm.Memory, pte.Pfn))
             {

@@ -344,6 +344,28 @@ public class HmmRangeFaultTests
     }
 
     [Fact]
+    public void SpecialEntryInAMixedMapAreaIsAnErrorOrEfaultWhenRequested()
+    {
+        // vmf_insert_pfn of a raw frame into a mixed-map area: the area is walked, but the entry has no page a
+        // device may map (vm_normal_page finds none), so it reads as ERROR, or EFAULT when the page is requested.
+        ulong a = _mm.MmapSpecial(0, 2 * Page, Protection.ReadWrite, MapFlags.Shared, VmFlags.MixedMap);
+        Pfn raw = new(Pfn.Limit - 1);
+        using (_mm.MmapWriteLock())
+        {
+            _mm.InsertPfn(_mm.FindVma(a)!, a, raw).Should().Be(VmFaultResult.None);
+        }
+
+        MmuIntervalNotifier notifier = Watch(a, 1);
+        ulong[] pfns = Filled(1, Sentinel);
+        FaultOnce(notifier, a, 1, pfns, defaultFlags: 0).Should().Be(Errno.None);
+        pfns[0].Should().Be(HmmPfn.Error);
+
+        ulong[] requested = Filled(1, Sentinel);
+        FaultOnce(notifier, a, 1, requested, HmmPfn.RequestFault).Should().Be(Errno.EFAULT);
+        _mm.ReadPte(a).IsSpecial.Should().BeTrue("nothing changed the driver's entry");
+    }
+
+    [Fact]
     public void MixedMapAreaIsWalkedAndFaultedLikeAnyOther()
     {
         // The kernel's mixedmap selftest: a driver's private mapping of a page it inserted (vm_insert_page) is
