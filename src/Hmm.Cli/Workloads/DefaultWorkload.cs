@@ -68,9 +68,11 @@ internal static class DefaultWorkload
             report.Step("unbind", $"pagemap is {pagemap.State}; lookup of a held page returns {(lookup.HasValue ? "the pagemap" : "nothing (dying)")}");
         }
 
+        // Read each count before putting: the last put of the last page lets teardown remove the struct pages,
+        // so a frame must not be looked at again after its final put.
         foreach (Pfn pfn in held)
         {
-            while (memory.PageRefCount(pfn) > 0)
+            for (int refs = memory.PageRefCount(pfn); refs > 0; refs--)
             {
                 memory.PutPage(pfn);
             }
