@@ -76,7 +76,8 @@ public static class Rmap
         return removed;
     }
 
-    private static List<(Vma Vma, ulong Address)> Candidates(PhysicalMemory memory, Pfn pfn)
+    /// <summary>Every (area, address) where the page may be mapped, from its mapping and index; entries still need checking under their PTE lock.</summary>
+    internal static List<(Vma Vma, ulong Address)> Candidates(PhysicalMemory memory, Pfn pfn)
     {
         ref readonly PageFrame frame = ref memory.Page(pfn);
         ulong index = frame.Index;
