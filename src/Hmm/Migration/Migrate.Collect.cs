@@ -191,10 +191,13 @@ public static partial class Migrate
             src[i] = 0;
             if (faultPage != page)
             {
-                memory.UnlockPage(page);
+                UnlockAndPut(memory, page);
+            }
+            else
+            {
+                memory.PutPage(page);
             }
 
-            memory.PutPage(page);
             restore--;
         }
 

@@ -183,10 +183,13 @@ public static partial class Migrate
             RemoveMigrationEntries(memory, page, migrated ? newPage : page);
             if (faultPage != page)
             {
-                memory.UnlockPage(page);
+                UnlockAndPut(memory, page);
+            }
+            else
+            {
+                memory.PutPage(page);
             }
 
-            memory.PutPage(page);
             if (hasNew)
             {
                 ReleaseDestination(memory, newPage);
@@ -194,10 +197,32 @@ public static partial class Migrate
         }
     }
 
-    private static void ReleaseDestination(PhysicalMemory memory, Pfn newPage)
+    private static void ReleaseDestination(PhysicalMemory memory, Pfn newPage) => UnlockAndPut(memory, newPage);
+
+    /// <summary>
+    /// Releases a page this migration holds locked and referenced. When other references remain (the page is mapped),
+    /// the reference goes first: a faulting thread waiting for the lock would otherwise find this one still held,
+    /// take it for a pin and fail its own migration. The last reference can only be put after the unlock (a page is
+    /// never freed locked).
+    /// </summary>
+    private static void UnlockAndPut(PhysicalMemory memory, Pfn page)
     {
-        memory.UnlockPage(newPage);
-        memory.PutPage(newPage);
+        ref PageFrame frame = ref memory.Frame(page);
+        int count = Volatile.Read(ref frame._refCount);
+        while (count > 1)
+        {
+            int seen = Interlocked.CompareExchange(ref frame._refCount, count - 1, count);
+            if (seen == count)
+            {
+                memory.UnlockPage(page);
+                return;
+            }
+
+            count = seen;
+        }
+
+        memory.UnlockPage(page);
+        memory.PutPage(page);
     }
 
     [DoesNotReturn]
