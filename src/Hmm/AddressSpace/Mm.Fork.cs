@@ -95,8 +95,17 @@ public sealed partial class Mm
                 RestoreExclusive(table, index, address, table.Read(index));
             }
 
-            Pte childPte;
+            // An empty entry stays empty under the mmap write lock (only faults fill entries), so it needs no child table.
+            if (table.Read(index).IsNone)
+            {
+                continue;
+            }
+
+            // Both PTE locks are held across the copy (as copy_pte_range holds both), so a reverse-map walk that
+            // rewrites the parent's entry (a migration finishing) also finds the child's copy, never a stale one.
+            PteTable childTable = child._pageTable.FindOrAllocate(address);
             lock (table.Lock)
+            lock (childTable.Lock)
             {
                 Pte pte = table.Read(index);
                 if (pte.IsNone)
@@ -104,6 +113,7 @@ public sealed partial class Mm
                     continue;
                 }
 
+                Pte childPte;
                 if (pte.Kind == PteKind.Migration)
                 {
                     childPte = pte.WriteProtected();
@@ -133,11 +143,7 @@ public sealed partial class Mm
                     childPte = pte.WriteProtected();
                     table.SetUnsynchronized(index, childPte);
                 }
-            }
 
-            PteTable childTable = child._pageTable.FindOrAllocate(address);
-            lock (childTable.Lock)
-            {
                 childTable.SetUnsynchronized(index, childPte);
             }
         }

@@ -225,6 +225,19 @@ public static partial class Migrate
     /// </summary>
     private static void TryToMigrate(PhysicalMemory memory, Pfn page)
     {
+        AnonVma? locked = Rmap.LockAnonVmaRead(memory, page);
+        try
+        {
+            TryToMigrateLocked(memory, page);
+        }
+        finally
+        {
+            locked?.ExitRmapRead();
+        }
+    }
+
+    private static void TryToMigrateLocked(PhysicalMemory memory, Pfn page)
+    {
         foreach ((Vma vma, ulong address) in Rmap.Candidates(memory, page))
         {
             Mm mm = vma.Mm;
@@ -270,6 +283,19 @@ public static partial class Migrate
     /// needed: a migration entry maps nothing.
     /// </summary>
     private static void RemoveMigrationEntries(PhysicalMemory memory, Pfn source, Pfn target)
+    {
+        AnonVma? locked = Rmap.LockAnonVmaRead(memory, source);
+        try
+        {
+            RemoveMigrationEntriesLocked(memory, source, target);
+        }
+        finally
+        {
+            locked?.ExitRmapRead();
+        }
+    }
+
+    private static void RemoveMigrationEntriesLocked(PhysicalMemory memory, Pfn source, Pfn target)
     {
         bool devicePrivate = IsDevicePrivate(memory, target);
         foreach ((Vma vma, ulong address) in Rmap.Candidates(memory, source))

@@ -202,4 +202,55 @@ public class MigrationConcurrencyTests
         _driver.FreePageCount.Should().Be(_driver.InitialFreePages, $"seed {seed}");
         _memory.FreeRamPages.Should().Be(_freeRamAtStart, $"seed {seed}");
     }
+
+    [Theory]
+    [InlineData(11)]
+    [InlineData(12)]
+    public void EvictionRacingAnMremapInAForkedChildFindsEveryMovedEntry(int seed)
+    {
+        const int pages = 8;
+        var parent = new Mm(_memory, "parent");
+        ulong a = parent.MapAnonymous(pages);
+        MmTestSupport.Fill(parent, a, pages, seed);
+        Mm child = parent.Fork();
+        ulong elsewhere = child.MapAnonymous(pages);
+        child.Munmap(elsewhere, pages * Page);
+        using var stop = new CancellationTokenSource();
+        var mover = new TestThread<ulong>(() =>
+        {
+            // The child's copy-on-write view hops between two addresses; each move carries device-private and
+            // migration entries along while the parent's driver migrates and evicts through the reverse map.
+            ulong at = a;
+            while (!stop.IsCancellationRequested)
+            {
+                ulong to = at == a ? elsewhere : a;
+                child.Mremap(at, pages * Page, pages * Page, MremapFlags.MayMove | MremapFlags.Fixed, to);
+                at = to;
+            }
+
+            return at;
+        });
+
+        var random = new Random(seed);
+        for (int round = 0; round < 60; round++)
+        {
+            int first = random.Next(pages);
+            ulong start = a + ((ulong)first * Page);
+            _driver.MigrateToDevice(parent, start, start + ((ulong)(1 + random.Next(pages - first)) * Page));
+            _driver.EvictAll();
+        }
+
+        stop.Cancel();
+        mover.Join(s_hang).Should().BeTrue($"seed {seed}: the mover finishes");
+        ulong childAt = mover.Result;
+        _driver.EvictAll();
+        parent.ShouldHold(a, pages, seed);
+        child.ShouldHoldFrom(childAt, pages, a, seed);
+        parent.ShouldBeAccounted(a, pages);
+        child.ShouldBeAccounted(childAt, pages);
+        parent.Exit();
+        child.Exit();
+        _driver.FreePageCount.Should().Be(_driver.InitialFreePages, $"seed {seed}");
+        _memory.FreeRamPages.Should().Be(_freeRamAtStart, $"seed {seed}");
+    }
 }
