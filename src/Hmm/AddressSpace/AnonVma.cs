@@ -62,6 +62,12 @@ internal sealed class AnonVma
         }
     }
 
+    /// <summary>The lock of the area list, for walks that read <see cref="VmasUnsynchronized"/> without copying it; PTE locks may be taken inside it.</summary>
+    public Lock ListLock => _lock;
+
+    /// <summary>The linked areas. Read only with <see cref="ListLock"/> held.</summary>
+    public List<Vma> VmasUnsynchronized => _vmas;
+
     /// <summary>Takes the rmap lock shared for a reverse-map walk (<c>anon_vma_lock_read</c>).</summary>
     public void EnterRmapRead() => _rmapLock.EnterReadLock();
 

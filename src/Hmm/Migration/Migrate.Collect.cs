@@ -298,31 +298,57 @@ public static partial class Migrate
     private static void RemoveMigrationEntriesLocked(PhysicalMemory memory, Pfn source, Pfn target)
     {
         bool devicePrivate = IsDevicePrivate(memory, target);
+        ref readonly PageFrame frame = ref memory.Page(source);
+        if ((frame.Flags & PageFlags.Anon) != 0 && memory.Mappings.Find(frame.Mapping) is AnonVma anonVma)
+        {
+            // The common case walks the anon_vma's list in place: finalize stays allocation-free.
+            ulong pageIndex = frame.Index;
+            lock (anonVma.ListLock)
+            {
+                List<Vma> vmas = anonVma.VmasUnsynchronized;
+                for (int i = 0; i < vmas.Count; i++)
+                {
+                    Vma vma = vmas[i];
+                    if (pageIndex >= vma.PgOff && pageIndex - vma.PgOff < (vma.End - vma.Start) >> PageSize.Shift)
+                    {
+                        RemoveMigrationEntry(memory, vma.Mm, vma.Start + ((pageIndex - vma.PgOff) << PageSize.Shift), source, target, devicePrivate);
+                    }
+                }
+            }
+
+            return;
+        }
+
         foreach ((Vma vma, ulong address) in Rmap.Candidates(memory, source))
         {
-            PteTable? table = vma.Mm.PageTable.Find(address);
-            if (table is null)
+            RemoveMigrationEntry(memory, vma.Mm, address, source, target, devicePrivate);
+        }
+    }
+
+    private static void RemoveMigrationEntry(PhysicalMemory memory, Mm mm, ulong address, Pfn source, Pfn target, bool devicePrivate)
+    {
+        PteTable? table = mm.PageTable.Find(address);
+        if (table is null)
+        {
+            return;
+        }
+
+        lock (table.Lock)
+        {
+            int index = PageTable.PteIndex(address);
+            Pte pte = table.Read(index);
+            if (pte.Kind != PteKind.Migration || pte.Pfn != source)
             {
-                continue;
+                return;
             }
 
-            lock (table.Lock)
-            {
-                int index = PageTable.PteIndex(address);
-                Pte pte = table.Read(index);
-                if (pte.Kind != PteKind.Migration || pte.Pfn != source)
-                {
-                    continue;
-                }
-
-                ref PageFrame frame = ref memory.Frame(target);
-                bool dirty = pte.IsWritable && (frame.Flags & PageFlags.Dirty) != 0;
-                Interlocked.Increment(ref frame._mapCount);
-                memory.GetPage(target);
-                table.SetUnsynchronized(index, devicePrivate
-                    ? Pte.Software(PteKind.DevicePrivate, target, pte.IsWritable)
-                    : Pte.Present(target, pte.IsWritable, dirty));
-            }
+            ref PageFrame frame = ref memory.Frame(target);
+            bool dirty = pte.IsWritable && (frame.Flags & PageFlags.Dirty) != 0;
+            Interlocked.Increment(ref frame._mapCount);
+            memory.GetPage(target);
+            table.SetUnsynchronized(index, devicePrivate
+                ? Pte.Software(PteKind.DevicePrivate, target, pte.IsWritable)
+                : Pte.Present(target, pte.IsWritable, dirty));
         }
     }
 
