@@ -215,6 +215,39 @@ public static partial class Migrate
         FinalizePages(memory, src, dst[..src.Length], faultPage: null);
     }
 
+    /// <summary>
+    /// Moves one device-coherent page to System RAM so that it can be pinned long-term (<c>migrate_device_coherent_folio</c>,
+    /// called by GUP: coherent memory must never be pinned). The caller hands over one reference on the page, which
+    /// the migration consumes either way.
+    /// </summary>
+    /// <returns>True when the page moved; false (the kernel's <c>-EBUSY</c>) when it is pinned, or no RAM page was free.</returns>
+    internal static bool DeviceCoherentPage(PhysicalMemory memory, Pfn page)
+    {
+        Span<ulong> src = [MigratePfn.FromPfn(page) | MigratePfn.Migrate];
+        Span<ulong> dst = [0];
+        memory.LockPage(page);
+        Unmap(memory, src, faultPage: null);
+        if (!MigratePfn.IsMigrating(src[0]))
+        {
+            return false;
+        }
+
+        if (memory.TryAllocatePage(out Pfn ram))
+        {
+            memory.LockPage(ram);
+            dst[0] = MigratePfn.FromPfn(ram);
+        }
+
+        MovePages(memory, src, dst, vma: null, start: 0, owner: null, faultPage: null);
+        if (MigratePfn.IsMigrating(src[0]))
+        {
+            memory.PageData(page).CopyTo(memory.PageData(ram));
+        }
+
+        FinalizePages(memory, src, dst, faultPage: null);
+        return MigratePfn.IsMigrating(src[0]);
+    }
+
     private static Vma ValidateSetup(ref MigrateVma args, out int npages)
     {
         Vma? vma = args.Vma;

@@ -199,4 +199,58 @@ public class MigrationRaceTests
         _driver.FreePageCount.Should().Be(_driver.InitialFreePages);
         _memory.FreeRamPages.Should().Be(_freeRamAtStart);
     }
+
+    [Fact]
+    public void ALongTermPinOfACoherentPageMovesItToRamWhileAShortTermGetLeavesItThere()
+    {
+        var mm = new Mm(_memory);
+        var coherent = new MigrationTestDriver(_memory, "cxl", MemoryType.DeviceCoherent);
+        ulong a = mm.MapAnonymous(2);
+        MmTestSupport.Fill(mm, a, 2, seed: 63);
+        coherent.MigrateToDevice(mm, a, a + (2 * Page)).Should().Be(2);
+        Pfn device = mm.ReadPte(a + Page).Pfn;
+        var got = new Pfn[1];
+        var pinned = new Pfn[1];
+
+        mm.GetUserPages(a + Page, GupFlags.None, got).Should().Be(1);
+        got[0].Should().Be(device, "a short-term reference may stay on coherent memory");
+        _memory.PutPage(got[0]);
+        mm.PinUserPages(a, GupFlags.Write | GupFlags.LongTerm, pinned).Should().Be(1);
+
+        _memory.Page(pinned[0]).IsZoneDevice.Should().BeFalse("coherent memory is never pinned long-term");
+        mm.ReadPte(a).Pfn.Should().Be(pinned[0]);
+        coherent.Pagemap.Contains(mm.ReadPte(a + Page).Pfn).Should().BeTrue();
+        coherent.FreePageCount.Should().Be(coherent.InitialFreePages - 1, "the moved page went back to the device's free list");
+        mm.ShouldHold(a, 2, seed: 63);
+        mm.UnpinUserPages(pinned);
+        mm.ShouldBeAccounted(a, 2);
+        mm.Exit();
+        coherent.FreePageCount.Should().Be(coherent.InitialFreePages);
+        _memory.FreeRamPages.Should().Be(_freeRamAtStart);
+    }
+
+    [Fact]
+    public void ALongTermPinOfAHeldCoherentPageFailsWithEbusyAndChangesNothing()
+    {
+        var mm = new Mm(_memory);
+        var coherent = new MigrationTestDriver(_memory, "cxl", MemoryType.DeviceCoherent);
+        ulong a = mm.MapAnonymous(1);
+        MmTestSupport.Fill(mm, a, 1, seed: 64);
+        coherent.MigrateToDevice(mm, a, a + Page).Should().Be(1);
+        Pte before = mm.ReadPte(a);
+        _memory.GetPage(before.Pfn);
+        var pinned = new Pfn[1];
+
+        Action pin = () => mm.PinUserPages(a, GupFlags.Write | GupFlags.LongTerm, pinned);
+
+        pin.ShouldFailWith(Errno.EBUSY);
+        mm.ReadPte(a).Should().Be(before);
+        _memory.PageRefCount(before.Pfn).Should().Be(2, "the mapping's and the holder's: the failed pin left none");
+        _memory.IsPageLocked(before.Pfn).Should().BeFalse();
+        _memory.PutPage(before.Pfn);
+        mm.ShouldHold(a, 1, seed: 64);
+        mm.ShouldBeAccounted(a, 1);
+        mm.Exit();
+        coherent.FreePageCount.Should().Be(coherent.InitialFreePages);
+    }
 }
