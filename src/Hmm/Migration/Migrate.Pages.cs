@@ -160,6 +160,7 @@ public static partial class Migrate
     /// <summary>Shared by <c>migrate_vma_finalize</c> and <c>migrate_device_finalize</c>.</summary>
     private static void FinalizePages(PhysicalMemory memory, Span<ulong> src, ReadOnlySpan<ulong> dst, Pfn? faultPage)
     {
+        long moved = 0;
         for (int i = 0; i < src.Length; i++)
         {
             bool hasNew = MigratePfn.TryGetPage(dst[i], out Pfn newPage);
@@ -180,6 +181,7 @@ public static partial class Migrate
                 src[i] &= ~MigratePfn.Migrate;
             }
 
+            moved += migrated ? 1 : 0;
             RemoveMigrationEntries(memory, page, migrated ? newPage : page);
             if (faultPage != page)
             {
@@ -194,6 +196,12 @@ public static partial class Migrate
             {
                 ReleaseDestination(memory, newPage);
             }
+        }
+
+        if (moved > 0)
+        {
+            HmmMetrics.MigratedPages.Add(moved);
+            HmmMetrics.MigratedBytes.Add(moved * PageSize.Bytes);
         }
     }
 
