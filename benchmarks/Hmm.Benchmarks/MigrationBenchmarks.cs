@@ -10,6 +10,9 @@ namespace Hmm.Benchmarks;
 /// twice), against <see cref="CopyTwoMiBThereAndBack"/>, the same 2 x 2 MiB of <see cref="Span{T}.CopyTo"/>; and
 /// <see cref="CpuFaultOnADevicePrivatePage"/> moves one page to the device and lets a CPU read fault it back through
 /// the driver's <c>migrate_to_ram</c>, against <see cref="CopyOnePageThereAndBack"/>.
+/// <see cref="MigrateVmaThenEvictByPfn512Pages"/> moves the area to the device with migrate_vma and back by PFN
+/// (<see cref="Migrate.DeviceRange"/>, <see cref="Migrate.DevicePages"/>, <see cref="Migrate.DeviceFinalize"/>), as a
+/// driver evicts before unbinding; the device range is exactly the area's 512 pages.
 /// </summary>
 /// <remarks>Each category has its own baseline; figures are per invocation (one round trip).</remarks>
 [MemoryDiagnoser]
@@ -50,6 +53,7 @@ public class MigrationBenchmarks
 
         // Warm: one round trip touches every device page, page-data block and page table once.
         MigrateVmaRoundTrip512Pages();
+        MigrateVmaThenEvictByPfn512Pages();
         CpuFaultOnADevicePrivatePage();
         if (_mm.ReadPte(_area).Kind != PteKind.Present || _driver.FreePages != (int)_driver.Pagemap.PageCount)
         {
@@ -73,6 +77,22 @@ public class MigrationBenchmarks
         using MmapLockGuard guard = _mm.MmapReadLock();
         int moved = Move(MigrateVmaSelect.System, toDevice: true);
         return moved + Move(MigrateVmaSelect.DevicePrivate, toDevice: false);
+    }
+
+    [Benchmark]
+    [BenchmarkCategory("RoundTrip512")]
+    public int MigrateVmaThenEvictByPfn512Pages()
+    {
+        using (_mm.MmapReadLock())
+        {
+            Move(MigrateVmaSelect.System, toDevice: true);
+        }
+
+        Migrate.DeviceRange(_memory, _src, _driver.Pagemap.Ranges[0].StartPfn);
+        _driver.AllocateAndCopy(_src, _dst, toDevice: false);
+        Migrate.DevicePages(_memory, _src, _dst);
+        Migrate.DeviceFinalize(_memory, _src, _dst);
+        return _src.Length;
     }
 
     [Benchmark(Baseline = true)]

@@ -1,3 +1,5 @@
+using System.Buffers;
+
 namespace Hmm;
 
 // Setup's two halves: collect (migrate_vma_collect_*) walks the range under one MIGRATE invalidation and turns each
@@ -238,41 +240,80 @@ public static partial class Migrate
 
     private static void TryToMigrateLocked(PhysicalMemory memory, Pfn page)
     {
-        foreach ((Vma vma, ulong address) in Rmap.Candidates(memory, page))
+        ref readonly PageFrame frame = ref memory.Page(page);
+        if ((frame.Flags & PageFlags.Anon) == 0 || memory.Mappings.Find(frame.Mapping) is not AnonVma anonVma)
         {
-            Mm mm = vma.Mm;
-            PteTable? table = mm.PageTable.Find(address);
-            if (table is null)
+            foreach ((Vma vma, ulong address) in Rmap.Candidates(memory, page))
             {
-                continue;
+                MigrateOneMapping(memory, vma.Mm, address, page);
             }
 
-            var range = new MmuNotifierRange(address, address + PageSize.Bytes, MmuNotifierEvent.Clear);
-            mm.InvalidateRangeStart(range);
-            bool replaced = false;
-            lock (table.Lock)
-            {
-                int index = PageTable.PteIndex(address);
-                Pte pte = table.Read(index);
-                if (Mm.HoldsPage(pte) && pte.Pfn == page)
-                {
-                    ref PageFrame frame = ref memory.Frame(page);
-                    if (pte.IsDirty)
-                    {
-                        Interlocked.Or(ref frame._flags, (ulong)PageFlags.Dirty);
-                    }
+            return;
+        }
 
-                    table.SetUnsynchronized(index, Pte.Software(PteKind.Migration, page, pte.IsWritable));
-                    Interlocked.Decrement(ref frame._mapCount);
-                    replaced = true;
+        // The areas are copied to a pooled array under the list lock, and the notifiers called outside it: eviction
+        // stays allocation-free without running callbacks under a lock that munmap needs.
+        ulong pageIndex = frame.Index;
+        Vma[] areas;
+        int count;
+        lock (anonVma.ListLock)
+        {
+            List<Vma> vmas = anonVma.VmasUnsynchronized;
+            areas = ArrayPool<Vma>.Shared.Rent(Math.Max(1, vmas.Count));
+            count = vmas.Count;
+            vmas.CopyTo(areas);
+        }
+
+        try
+        {
+            for (int i = 0; i < count; i++)
+            {
+                Vma vma = areas[i];
+                if (pageIndex >= vma.PgOff && pageIndex - vma.PgOff < (vma.End - vma.Start) >> PageSize.Shift)
+                {
+                    MigrateOneMapping(memory, vma.Mm, vma.Start + ((pageIndex - vma.PgOff) << PageSize.Shift), page);
                 }
             }
+        }
+        finally
+        {
+            ArrayPool<Vma>.Shared.Return(areas, clearArray: true);
+        }
+    }
 
-            mm.InvalidateRangeEnd(range);
-            if (replaced)
+    private static void MigrateOneMapping(PhysicalMemory memory, Mm mm, ulong address, Pfn page)
+    {
+        PteTable? table = mm.PageTable.Find(address);
+        if (table is null)
+        {
+            return;
+        }
+
+        var range = new MmuNotifierRange(address, address + PageSize.Bytes, MmuNotifierEvent.Clear);
+        mm.InvalidateRangeStart(range);
+        bool replaced = false;
+        lock (table.Lock)
+        {
+            int index = PageTable.PteIndex(address);
+            Pte pte = table.Read(index);
+            if (Mm.HoldsPage(pte) && pte.Pfn == page)
             {
-                memory.PutPage(page);
+                ref PageFrame frame = ref memory.Frame(page);
+                if (pte.IsDirty)
+                {
+                    Interlocked.Or(ref frame._flags, (ulong)PageFlags.Dirty);
+                }
+
+                table.SetUnsynchronized(index, Pte.Software(PteKind.Migration, page, pte.IsWritable));
+                Interlocked.Decrement(ref frame._mapCount);
+                replaced = true;
             }
+        }
+
+        mm.InvalidateRangeEnd(range);
+        if (replaced)
+        {
+            memory.PutPage(page);
         }
     }
 

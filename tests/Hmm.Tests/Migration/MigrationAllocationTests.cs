@@ -42,6 +42,54 @@ public class MigrationAllocationTests
         driver.FreePageCount.Should().Be(driver.InitialFreePages);
     }
 
+    [Fact]
+    public void AWarmEvictionByPfnAllocatesNothing()
+    {
+        PhysicalMemory memory = MigrationTestKit.NewMemory();
+        var driver = new MigrationTestDriver(memory);
+        var mm = new Mm(memory);
+        ulong a = mm.MapAnonymous(Pages);
+        MmTestSupport.Fill(mm, a, Pages, seed: 51);
+        Mm child = mm.Fork();
+        var src = new ulong[Pages];
+        var dst = new ulong[Pages];
+        var evict = new ulong[(int)driver.Pagemap.PageCount];
+        var back = new ulong[evict.Length];
+
+        void Round()
+        {
+            using (mm.MmapReadLock())
+            {
+                Move(mm, driver, a, Pages, src, dst, toDevice: true);
+            }
+
+            Array.Clear(back);
+            Migrate.DeviceRange(memory, evict, driver.Pagemap.Ranges[0].StartPfn);
+            for (int i = 0; i < evict.Length; i++)
+            {
+                if (MigratePfn.TryGetPage(evict[i], out Pfn device) && MigratePfn.IsMigrating(evict[i]))
+                {
+                    Pfn ram = memory.AllocatePage();
+                    memory.LockPage(ram);
+                    memory.PageData(device).CopyTo(memory.PageData(ram));
+                    back[i] = MigratePfn.FromPfn(ram);
+                }
+            }
+
+            Migrate.DevicePages(memory, evict, back);
+            Migrate.DeviceFinalize(memory, evict, back);
+        }
+
+        Round();
+        long allocated = AllocationProbe.FewestBytesAllocated(Round);
+
+        allocated.Should().Be(0, "migrate_device_range and its pages and finalize steps allocate nothing on a warm device");
+        mm.ShouldHold(a, Pages, seed: 51);
+        child.ShouldHold(a, Pages, seed: 51);
+        mm.ShouldBeAccounted(a, Pages);
+        driver.FreePageCount.Should().Be(driver.InitialFreePages);
+    }
+
     private static void Move(Mm mm, MigrationTestDriver driver, ulong start, int pages, ulong[] src, ulong[] dst, bool toDevice)
     {
         var args = new MigrateVma
