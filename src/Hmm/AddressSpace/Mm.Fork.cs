@@ -116,6 +116,8 @@ public sealed partial class Mm
                 Pte childPte;
                 if (pte.Kind == PteKind.Migration)
                 {
+                    // Shared now: the page the migration installs must not be reused as exclusive by either process.
+                    Interlocked.And(ref Memory.Frame(pte.Pfn)._flags, ~(ulong)PageFlags.AnonExclusive);
                     childPte = pte.WriteProtected();
                     table.SetUnsynchronized(index, childPte);
                 }

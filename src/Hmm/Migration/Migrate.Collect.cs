@@ -384,6 +384,13 @@ public static partial class Migrate
             }
 
             ref PageFrame frame = ref memory.Frame(target);
+            if (target != source && (memory.Page(source).Flags & PageFlags.AnonExclusive) == 0)
+            {
+                // A fork copied a migration entry of the source meanwhile and cleared its flag: the new page is
+                // shared, so a write fault must copy it, not reuse it in place (the kernel's readable, non-exclusive entry).
+                Interlocked.And(ref frame._flags, ~(ulong)PageFlags.AnonExclusive);
+            }
+
             bool dirty = pte.IsWritable && (frame.Flags & PageFlags.Dirty) != 0;
             Interlocked.Increment(ref frame._mapCount);
             memory.GetPage(target);

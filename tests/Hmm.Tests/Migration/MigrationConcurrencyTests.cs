@@ -253,4 +253,92 @@ public class MigrationConcurrencyTests
         _driver.FreePageCount.Should().Be(_driver.InitialFreePages, $"seed {seed}");
         _memory.FreeRamPages.Should().Be(_freeRamAtStart, $"seed {seed}");
     }
+
+    [Theory]
+    [InlineData(21)]
+    [InlineData(22)]
+    [InlineData(23)]
+    public void TwoDevicesEvictionForkAndCpuAccessAgreeWithTheByteModel(int seed)
+    {
+        const int pages = 24;
+        var second = new MigrationTestDriver(_memory, "gpu1");
+        var mm = new Mm(_memory, "parent");
+        ulong a = mm.MapAnonymous(pages);
+        byte[] model = MmTestSupport.Pattern(a, pages * (int)Page, seed);
+        mm.Write(a, model);
+        using var stop = new CancellationTokenSource();
+
+        TestThread<int> Loop(int salt, Action<Random> step) => new(() =>
+        {
+            var random = new Random(HashCode.Combine(seed, salt));
+            int steps = 0;
+            while (!stop.IsCancellationRequested)
+            {
+                step(random);
+                steps++;
+            }
+
+            return steps;
+        });
+
+        (ulong Start, ulong End) RandomRange(Random random)
+        {
+            int first = random.Next(pages);
+            ulong start = a + ((ulong)first * Page);
+            return (start, start + ((ulong)(1 + random.Next(pages - first)) * Page));
+        }
+
+        TestThread<int>[] workers =
+        [
+            Loop(1, random => { (ulong start, ulong end) = RandomRange(random); _driver.MigrateToDevice(mm, start, end); }),
+            Loop(2, random => { (ulong start, ulong end) = RandomRange(random); second.MigrateToDevice(mm, start, end); }),
+            Loop(3, random => { (ulong start, ulong end) = RandomRange(random); (random.Next(2) == 0 ? _driver : second).MigrateToSystem(mm, start, end); }),
+            Loop(4, random => (random.Next(2) == 0 ? _driver : second).EvictAll()),
+            Loop(5, random =>
+            {
+                // A child shares everything copy-on-write, device pages included; it reads, writes its own copy,
+                // moves its view, and exits, while the parent's pages keep moving.
+                Mm child = mm.Fork();
+                ulong at = a + ((ulong)random.Next(pages) * Page);
+                MmTestSupport.ReadBytes(child, at, 16);
+                child.Write(at, [(byte)random.Next(256)]);
+                if (random.Next(2) == 0)
+                {
+                    child.Mremap(a, pages * Page, pages * Page, MremapFlags.MayMove);
+                }
+
+                child.Exit();
+            }),
+        ];
+
+        var cpu = new Random(seed);
+        for (int i = 0; i < 600; i++)
+        {
+            ulong address = a + (ulong)cpu.Next(pages * (int)Page);
+            if (cpu.Next(2) == 0)
+            {
+                byte value = (byte)cpu.Next(256);
+                mm.Write(address, [value]);
+                model[(int)(address - a)] = value;
+            }
+            else
+            {
+                MmTestSupport.ReadBytes(mm, address, 1)[0].Should().Be(model[(int)(address - a)], $"seed {seed} step {i} at 0x{address:x}");
+            }
+        }
+
+        stop.Cancel();
+        foreach (TestThread<int> worker in workers)
+        {
+            worker.Join(s_hang).Should().BeTrue($"seed {seed}: every worker finishes");
+            _ = worker.Result;
+        }
+
+        MmTestSupport.ReadBytes(mm, a, pages * Page).Should().Equal(model, $"seed {seed}: the bytes equal the model");
+        mm.ShouldBeAccounted(a, pages);
+        mm.Exit();
+        _driver.FreePageCount.Should().Be(_driver.InitialFreePages, $"seed {seed}");
+        second.FreePageCount.Should().Be(second.InitialFreePages, $"seed {seed}");
+        _memory.FreeRamPages.Should().Be(_freeRamAtStart, $"seed {seed}");
+    }
 }
