@@ -1,5 +1,6 @@
 using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
+using Microsoft.Extensions.Logging;
 
 namespace Hmm;
 
@@ -202,6 +203,11 @@ public static partial class Migrate
         {
             HmmMetrics.MigratedPages.Add(moved);
             HmmMetrics.MigratedBytes.Add(moved * PageSize.Bytes);
+        }
+
+        if (memory.Logger.IsEnabled(LogLevel.Debug))
+        {
+            Log.MigrationFinalized(memory.Logger, moved, src.Length);
         }
     }
 

@@ -1,3 +1,5 @@
+using Microsoft.Extensions.Logging;
+
 namespace Hmm;
 
 /// <summary>
@@ -66,6 +68,10 @@ public static partial class Migrate
         ulong collected = Collect(vma, args.Start, args.End, src, args.Flags, args.PgmapOwner, args.FaultPage);
         args.NPages = (ulong)npages;
         args.CPages = collected == 0 ? 0 : Unmap(memory, src, args.FaultPage);
+        if (memory.Logger.IsEnabled(LogLevel.Debug))
+        {
+            Log.MigrateVmaSetUp(memory.Logger, vma.Mm.Name, args.Start, args.End, args.Flags, args.CPages, args.NPages);
+        }
     }
 
     /// <summary>

@@ -45,4 +45,51 @@ public class MigrationMetricsTests
         Interlocked.Read(ref bytes).Should().BeGreaterThanOrEqualTo(3 * PageSize.Bytes);
         mm.Exit();
     }
+
+    [Fact]
+    public void SetupAndFinalizeLogOneDebugEventPerBatch()
+    {
+        var logger = new RecordingLogger();
+        var memory = new PhysicalMemory(new PhysicalMemoryOptions { RamBytes = 16UL << 20, Logger = logger });
+        var driver = new MigrationTestDriver(memory);
+        var mm = new Mm(memory, "logged");
+        ulong a = mm.MapAnonymous(2);
+        MmTestSupport.Fill(mm, a, 2, seed: 71);
+
+        driver.MigrateToDevice(mm, a, a + (2 * MigrationTestKit.Page)).Should().Be(2);
+
+        logger.Events.Should().Contain(e => e.Id == 400 && e.Message.Contains("2 of 2 page(s) collected", StringComparison.Ordinal));
+        logger.Events.Should().Contain(e => e.Id == 401 && e.Message.Contains("2 of 2 entries migrated", StringComparison.Ordinal));
+        mm.Exit();
+    }
+
+    private sealed class RecordingLogger : Microsoft.Extensions.Logging.ILogger
+    {
+        private readonly Lock _lock = new();
+        private readonly List<(int Id, string Message)> _events = [];
+
+        public IReadOnlyList<(int Id, string Message)> Events
+        {
+            get
+            {
+                lock (_lock)
+                {
+                    return [.. _events];
+                }
+            }
+        }
+
+        public IDisposable? BeginScope<TState>(TState state)
+            where TState : notnull => null;
+
+        public bool IsEnabled(Microsoft.Extensions.Logging.LogLevel logLevel) => true;
+
+        public void Log<TState>(Microsoft.Extensions.Logging.LogLevel logLevel, Microsoft.Extensions.Logging.EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+        {
+            lock (_lock)
+            {
+                _events.Add((eventId.Id, formatter(state, exception)));
+            }
+        }
+    }
 }
