@@ -266,6 +266,7 @@ public class MigrationConcurrencyTests
         ulong a = mm.MapAnonymous(pages);
         byte[] model = MmTestSupport.Pattern(a, pages * (int)Page, seed);
         mm.Write(a, model);
+        using var mirror = new Hmm.Tests.Mirroring.DmirrorClient(mm, a, pages * Page);
         using var stop = new CancellationTokenSource();
 
         TestThread<int> Loop(int salt, Action<Random> step) => new(() =>
@@ -309,6 +310,14 @@ public class MigrationConcurrencyTests
 
                 child.Exit();
             }),
+            Loop(6, random =>
+            {
+                // A mirror faults ranges into its device page table (bringing the drivers' pages back, as a foreign
+                // device's hmm_range_fault does) and must never keep an entry the CPU no longer maps.
+                (ulong start, ulong end) = RandomRange(random);
+                mirror.Fault(start, end, write: random.Next(2) == 0);
+                mirror.FindStaleEntries().Should().BeEmpty($"seed {seed}: the mirror follows every migration");
+            }),
         ];
 
         var cpu = new Random(seed);
@@ -336,6 +345,8 @@ public class MigrationConcurrencyTests
 
         MmTestSupport.ReadBytes(mm, a, pages * Page).Should().Equal(model, $"seed {seed}: the bytes equal the model");
         mm.ShouldBeAccounted(a, pages);
+        mirror.FindStaleEntries().Should().BeEmpty();
+        mirror.Dispose();
         mm.Exit();
         _driver.FreePageCount.Should().Be(_driver.InitialFreePages, $"seed {seed}");
         second.FreePageCount.Should().Be(second.InitialFreePages, $"seed {seed}");
