@@ -12,9 +12,15 @@ namespace Hmm;
 /// fork, mremap) or into a new one, so once the last area unlinks no page can be mapped under it again; its
 /// handle is then released for reuse (the kernel frees the anon_vma). A page still carrying the stale handle is
 /// unmapped, and the rmap checks every candidate entry against the page, so a reused handle finds nothing.</para>
+/// <para>The rmap lock (the kernel's anon_vma rwsem as <c>anon_vma_lock_read</c>/<c>_write</c> use it): a reverse-map
+/// walk holds it shared from taking its snapshot of areas to checking the last entry; mremap holds it exclusive while it
+/// moves entries between areas, so a walk never finds an entry at neither address. Taken inside the mmap lock and any
+/// page lock, outside PTE locks.</para>
 /// </remarks>
+[System.Diagnostics.CodeAnalysis.SuppressMessage("Design", "CA1001:Types that own disposable fields should be disposable", Justification = "The rmap lock lives as long as the anon_vma object, which walkers may still hold after it is unlinked.")]
 internal sealed class AnonVma
 {
+    private readonly ReaderWriterLockSlim _rmapLock = new(LockRecursionPolicy.SupportsRecursion);
     private readonly Lock _lock = new();
     private readonly List<Vma> _vmas = [];
     private readonly PhysicalMemory _memory;
@@ -53,6 +59,40 @@ internal sealed class AnonVma
         lock (_lock)
         {
             return [.. _vmas];
+        }
+    }
+
+    /// <summary>The lock of the area list, for walks that read <see cref="VmasUnsynchronized"/> without copying it; PTE locks may be taken inside it.</summary>
+    public Lock ListLock => _lock;
+
+    /// <summary>The linked areas. Read only with <see cref="ListLock"/> held.</summary>
+    public List<Vma> VmasUnsynchronized => _vmas;
+
+    /// <summary>Takes the rmap lock shared for a reverse-map walk (<c>anon_vma_lock_read</c>).</summary>
+    public void EnterRmapRead() => _rmapLock.EnterReadLock();
+
+    /// <summary>Releases the shared rmap lock.</summary>
+    public void ExitRmapRead() => _rmapLock.ExitReadLock();
+
+    /// <summary>Takes the rmap lock of every anon_vma in <paramref name="chain"/> exclusive, in handle order (so two movers cannot deadlock), and returns them for <see cref="ExitRmapWrite"/>.</summary>
+    public static AnonVma[] EnterRmapWrite(List<AnonVma> chain)
+    {
+        AnonVma[] locked = [.. chain];
+        Array.Sort(locked, static (x, y) => x.Handle.CompareTo(y.Handle));
+        foreach (AnonVma anonVma in locked)
+        {
+            anonVma._rmapLock.EnterWriteLock();
+        }
+
+        return locked;
+    }
+
+    /// <summary>Releases what <see cref="EnterRmapWrite"/> took.</summary>
+    public static void ExitRmapWrite(AnonVma[] locked)
+    {
+        for (int i = locked.Length - 1; i >= 0; i--)
+        {
+            locked[i]._rmapLock.ExitWriteLock();
         }
     }
 }

@@ -79,7 +79,7 @@ public sealed partial class Mm
                 PteKind.Present when (write || unshare) && !pte.IsWritable && pte.IsSpecial => SpecialWriteFault(vma, table, index, address, pte, unshare),
                 PteKind.Present when (write || unshare) && !pte.IsWritable => WriteProtectFault(vma, table, index, address, pte, unshare),
                 PteKind.Present => MarkAccessed(table, index, pte, write),
-                PteKind.DevicePrivate => DevicePrivateFault(vma, address, pte, write),
+                PteKind.DevicePrivate => DevicePrivateFault(vma, table, index, address, pte, write),
                 PteKind.Migration => WaitForMigration(pte),
                 PteKind.DeviceExclusive => RestoreExclusive(table, index, address, pte),
                 _ => FaultStep.Fail(VmFaultResult.Sigbus),
@@ -348,50 +348,52 @@ public sealed partial class Mm
         return FaultStep.Success;
     }
 
-    /// <summary>A CPU access to a device-private page: the owning pagemap's <c>migrate_to_ram</c> brings it back.</summary>
-    private FaultStep DevicePrivateFault(Vma vma, ulong address, Pte pte, bool write)
+    /// <summary>
+    /// A CPU access to a device-private page: the owning pagemap's <c>migrate_to_ram</c> brings it back. As in
+    /// <c>do_swap_page</c>, the page lock is only tried, under the PTE lock that keeps the page alive, and the reference
+    /// is taken once it is held: a thread that finds the lock taken waits without a reference and faults again, so the
+    /// holder's migration never sees the waiters as pins.
+    /// </summary>
+    private FaultStep DevicePrivateFault(Vma vma, PteTable table, int index, ulong address, Pte pte, bool write)
     {
         Pfn page = pte.Pfn;
-        if (!Memory.TryGetPage(page))
+        bool locked;
+        lock (table.Lock)
         {
+            if (table.Read(index) != pte)
+            {
+                return FaultStep.Retry;
+            }
+
+            locked = Memory.TryLockPage(page);
+            if (locked)
+            {
+                Memory.GetPage(page);
+            }
+        }
+
+        if (!locked)
+        {
+            Memory.WaitOnPageUnlocked(page);
             return FaultStep.Retry;
         }
 
         try
         {
-            if (!Memory.TryLockPage(page))
+            // The page's reference keeps its pagemap alive, also once teardown has begun, when a lookup
+            // (get_dev_pagemap) would fail: the page must still come back then, so the owner is read from the page.
+            if (DevPagemap.OfPage(Memory, page) is not { Ops: { } ops } pagemap)
             {
-                // Someone (a migration) holds the page: wait for it, then look again.
-                Memory.LockPage(page);
-                Memory.UnlockPage(page);
-                return FaultStep.Retry;
+                ThrowHelper.ThrowBug($"Device-private entry at 0x{address:x} in '{Name}' names {page}, which belongs to no device-private pagemap.");
+                return FaultStep.Fail(VmFaultResult.Sigbus);
             }
 
-            try
-            {
-                if (ReadPte(address) != pte)
-                {
-                    return FaultStep.Retry;
-                }
-
-                // The page's reference keeps its pagemap alive, also once teardown has begun, when a lookup
-                // (get_dev_pagemap) would fail: the page must still come back then, so the owner is read from the page.
-                if (DevPagemap.OfPage(Memory, page) is not { Ops: { } ops } pagemap)
-                {
-                    ThrowHelper.ThrowBug($"Device-private entry at 0x{address:x} in '{Name}' names {page}, which belongs to no device-private pagemap.");
-                    return FaultStep.Fail(VmFaultResult.Sigbus);
-                }
-
-                VmFaultResult result = ops.MigrateToRam(new DevicePrivateFault(pagemap, page, address, write, this));
-                return result == VmFaultResult.None || (result & VmFaultResult.Retry) != 0 ? FaultStep.Retry : FaultStep.Fail(result);
-            }
-            finally
-            {
-                Memory.UnlockPage(page);
-            }
+            VmFaultResult result = ops.MigrateToRam(new DevicePrivateFault(pagemap, page, address, write, vma));
+            return result == VmFaultResult.None || (result & VmFaultResult.Retry) != 0 ? FaultStep.Retry : FaultStep.Fail(result);
         }
         finally
         {
+            Memory.UnlockPage(page);
             Memory.PutPage(page);
         }
     }
@@ -403,20 +405,11 @@ public sealed partial class Mm
         return FaultStep.Retry;
     }
 
-    /// <summary>Waits until the page a migration entry names is unlocked by its migrator (<c>migration_entry_wait</c>).</summary>
-    internal void MigrationEntryWait(Pte pte)
-    {
-        if (Memory.TryGetPage(pte.Pfn))
-        {
-            Memory.LockPage(pte.Pfn);
-            Memory.UnlockPage(pte.Pfn);
-            Memory.PutPage(pte.Pfn);
-        }
-        else
-        {
-            Thread.Yield();
-        }
-    }
+    /// <summary>
+    /// Waits until the page a migration entry names is unlocked by its migrator (<c>migration_entry_wait</c>), without
+    /// holding a reference: the migrator counts references to decide whether the page is pinned.
+    /// </summary>
+    internal void MigrationEntryWait(Pte pte) => Memory.WaitOnPageUnlocked(pte.Pfn);
 
     /// <summary>A CPU access revokes a device's exclusive access: the original entry comes back after the notifiers ran.</summary>
     private FaultStep RestoreExclusive(PteTable table, int index, ulong address, Pte pte)

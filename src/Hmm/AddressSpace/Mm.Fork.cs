@@ -100,8 +100,17 @@ public sealed partial class Mm
                 RestoreExclusive(table, index, address, table.Read(index));
             }
 
-            Pte childPte;
+            // An empty entry stays empty under the mmap write lock (only faults fill entries), so it needs no child table.
+            if (table.Read(index).IsNone)
+            {
+                continue;
+            }
+
+            // Both PTE locks are held across the copy (as copy_pte_range holds both), so a reverse-map walk that
+            // rewrites the parent's entry (a migration finishing) also finds the child's copy, never a stale one.
+            PteTable childTable = child._pageTable.FindOrAllocate(address);
             lock (table.Lock)
+            lock (childTable.Lock)
             {
                 Pte pte = table.Read(index);
                 if (pte.IsNone)
@@ -109,8 +118,11 @@ public sealed partial class Mm
                     continue;
                 }
 
+                Pte childPte;
                 if (pte.Kind == PteKind.Migration)
                 {
+                    // Shared now: the page the migration installs must not be reused as exclusive by either process.
+                    Interlocked.And(ref Memory.Frame(pte.Pfn)._flags, ~(ulong)PageFlags.AnonExclusive);
                     childPte = pte.WriteProtected();
                     table.SetUnsynchronized(index, childPte);
                 }
@@ -138,11 +150,7 @@ public sealed partial class Mm
                     childPte = pte.WriteProtected();
                     table.SetUnsynchronized(index, childPte);
                 }
-            }
 
-            PteTable childTable = child._pageTable.FindOrAllocate(address);
-            lock (childTable.Lock)
-            {
                 childTable.SetUnsynchronized(index, childPte);
             }
         }

@@ -6,7 +6,8 @@ namespace Hmm;
 // from one that is merely mapped, and refuse to move it. A device-private entry is never returned: the fault
 // it takes migrates the page back to RAM first, as in the kernel, so device memory is never pinned. A read-only
 // pin first unshares a page the process may share copy-on-write (FAULT_FLAG_UNSHARE), so that the pinned page
-// stays the one the process writes to.
+// stays the one the process writes to. A long-term pin of device-coherent memory first moves the page to RAM
+// (coherent memory must stay evictable), through the migration layer's migrate_device_coherent_folio.
 public sealed partial class Mm
 {
     /// <summary>The references a pin adds (<c>GUP_PIN_COUNTING_BIAS</c>).</summary>
@@ -32,7 +33,7 @@ public sealed partial class Mm
     /// <param name="flags"><see cref="GupFlags.Write"/>, <see cref="GupFlags.LongTerm"/>.</param>
     /// <param name="pages">Receives the frames.</param>
     /// <returns>How many pages were pinned.</returns>
-    /// <exception cref="HmmException">As <see cref="GetUserPages"/>.</exception>
+    /// <exception cref="HmmException">As <see cref="GetUserPages"/>; and <see cref="Errno.EBUSY"/>: a long-term pin of device-coherent memory on the first page that could not first move to RAM (held elsewhere, or no free RAM page).</exception>
     public int PinUserPages(ulong start, GupFlags flags, Span<Pfn> pages) => Gup(start, flags, pages, refs: PinCountingBias);
 
     /// <summary>Releases pins taken by <see cref="PinUserPages"/> (<c>unpin_user_pages</c>). Every page is checked before any pin is dropped.</summary>
@@ -95,6 +96,9 @@ public sealed partial class Mm
         return (pageFlags & PageFlags.AnonExclusive) == 0;
     }
 
+    private bool IsDeviceCoherent(Pfn pfn) =>
+        Memory.Page(pfn).IsZoneDevice && DevPagemap.OfPage(Memory, pfn) is { Type: MemoryType.DeviceCoherent };
+
     private int Gup(ulong start, GupFlags flags, Span<Pfn> pages, int refs)
     {
         if (!PageSize.IsAligned(start) || start >= TaskSize || (ulong)pages.Length > (TaskSize - start) >> PageSize.Shift)
@@ -136,6 +140,7 @@ public sealed partial class Mm
         while (true)
         {
             FaultFlags fault = (write ? FaultFlags.Write : FaultFlags.None) | FaultFlags.Remote;
+            Pfn coherent = default;
             PteTable? table = _pageTable.Find(address);
             if (table is not null)
             {
@@ -150,16 +155,35 @@ public sealed partial class Mm
 
                     if (pte.IsPresent && (!write || pte.IsWritable))
                     {
-                        if (!readOnlyPin || pte.IsWritable || !MustUnshare(vma, pte.Pfn, (flags & GupFlags.LongTerm) != 0))
+                        if ((flags & GupFlags.LongTerm) != 0 && IsDeviceCoherent(pte.Pfn))
+                        {
+                            // Coherent device memory must stay evictable: it moves to RAM, then that page is pinned
+                            // (migrate_longterm_unpinnable_folios). The reference taken here goes to the migration.
+                            coherent = pte.Pfn;
+                            Memory.GetPage(coherent);
+                        }
+                        else if (!readOnlyPin || pte.IsWritable || !MustUnshare(vma, pte.Pfn, (flags & GupFlags.LongTerm) != 0))
                         {
                             pfn = pte.Pfn;
                             Memory.GetPageRefs(pfn, refs);
                             return 0;
                         }
-
-                        fault |= FaultFlags.Unshare;
+                        else
+                        {
+                            fault |= FaultFlags.Unshare;
+                        }
                     }
                 }
+            }
+
+            if (coherent != default)
+            {
+                if (!Migrate.DeviceCoherentPage(Memory, coherent))
+                {
+                    return Errno.EBUSY;
+                }
+
+                continue;
             }
 
             VmFaultResult result = HandleMmFaultUnchecked(vma, address, fault);

@@ -144,17 +144,28 @@ public sealed partial class Mm
 
         var range = new MmuNotifierRange(oldAddress, oldAddress + oldSize, MmuNotifierEvent.Unmap);
         InvalidateRangeStart(range);
-        for (ulong offset = 0; offset < moved;)
-        {
-            ulong from = oldAddress + offset;
-            if (_pageTable.Find(from) is null)
-            {
-                offset = Math.Min(moved, _pageTable.NextTableAddress(from) - oldAddress);
-                continue;
-            }
 
-            MoveEntryUnsynchronized(from, target + offset);
-            offset += PageSize.Bytes;
+        // The rmap locks (take_rmap_locks): a reverse-map walk that took its snapshot before the new area was linked
+        // finishes before any entry moves; one that starts later finds the new area.
+        AnonVma[] rmapLocked = AnonVma.EnterRmapWrite(old.AnonVmaChain);
+        try
+        {
+            for (ulong offset = 0; offset < moved;)
+            {
+                ulong from = oldAddress + offset;
+                if (_pageTable.Find(from) is null)
+                {
+                    offset = Math.Min(moved, _pageTable.NextTableAddress(from) - oldAddress);
+                    continue;
+                }
+
+                MoveEntryUnsynchronized(from, target + offset);
+                offset += PageSize.Bytes;
+            }
+        }
+        finally
+        {
+            AnonVma.ExitRmapWrite(rmapLocked);
         }
 
         if (dontUnmap)

@@ -6,8 +6,10 @@ namespace Hmm;
 /// (an anon_vma or a file) and index. An anonymous page is found in every area linked to its anon_vma (the
 /// forking parent and its children); a file page in every area mapping the file.
 /// </summary>
-/// <remarks>Concurrency model: the walk takes no mmap lock (the kernel's rmap walk does not either); each
-/// candidate entry is checked under its PTE lock, so an area that is concurrently unmapped is simply not found.</remarks>
+/// <remarks>Concurrency model: the walk takes no mmap lock (the kernel's rmap walk does not either); it holds an
+/// anonymous page's anon_vma rmap lock shared for its whole length, which mremap holds exclusive while moving entries,
+/// so an entry being moved is found at one address or the other; each candidate entry is checked under its PTE lock,
+/// so an area that is concurrently unmapped is simply not found.</remarks>
 public static class Rmap
 {
     /// <summary>Every entry that maps the page now (present, device-private or device-exclusive).</summary>
@@ -20,13 +22,21 @@ public static class Rmap
     {
         ArgumentNullException.ThrowIfNull(memory);
         var found = new List<PageMapping>();
-        foreach ((Vma vma, ulong address) in Candidates(memory, pfn))
+        AnonVma? locked = LockAnonVmaRead(memory, pfn);
+        try
         {
-            Pte pte = vma.Mm.ReadPte(address);
-            if (Mm.HoldsPage(pte) && pte.Pfn == pfn)
+            foreach ((Vma vma, ulong address) in Candidates(memory, pfn))
             {
-                found.Add(new PageMapping(vma.Mm, address, pte));
+                Pte pte = vma.Mm.ReadPte(address);
+                if (Mm.HoldsPage(pte) && pte.Pfn == pfn)
+                {
+                    found.Add(new PageMapping(vma.Mm, address, pte));
+                }
             }
+        }
+        finally
+        {
+            locked?.ExitRmapRead();
         }
 
         return found;
@@ -39,6 +49,35 @@ public static class Rmap
     /// </summary>
     /// <returns>How many entries were removed.</returns>
     internal static int TryToUnmap(PhysicalMemory memory, Pfn pfn)
+    {
+        AnonVma? locked = LockAnonVmaRead(memory, pfn);
+        try
+        {
+            return TryToUnmapLocked(memory, pfn);
+        }
+        finally
+        {
+            locked?.ExitRmapRead();
+        }
+    }
+
+    /// <summary>
+    /// Takes the rmap lock of an anonymous page's anon_vma shared (<c>folio_lock_anon_vma_read</c>), for the length of a
+    /// walk over <see cref="Candidates"/>; null for a page that is not anonymous.
+    /// </summary>
+    internal static AnonVma? LockAnonVmaRead(PhysicalMemory memory, Pfn pfn)
+    {
+        ref readonly PageFrame frame = ref memory.Page(pfn);
+        if ((frame.Flags & PageFlags.Anon) == 0 || memory.Mappings.Find(frame.Mapping) is not AnonVma anonVma)
+        {
+            return null;
+        }
+
+        anonVma.EnterRmapRead();
+        return anonVma;
+    }
+
+    private static int TryToUnmapLocked(PhysicalMemory memory, Pfn pfn)
     {
         int removed = 0;
         foreach ((Vma vma, ulong address) in Candidates(memory, pfn))
@@ -76,7 +115,8 @@ public static class Rmap
         return removed;
     }
 
-    private static List<(Vma Vma, ulong Address)> Candidates(PhysicalMemory memory, Pfn pfn)
+    /// <summary>Every (area, address) where the page may be mapped, from its mapping and index; entries still need checking under their PTE lock.</summary>
+    internal static List<(Vma Vma, ulong Address)> Candidates(PhysicalMemory memory, Pfn pfn)
     {
         ref readonly PageFrame frame = ref memory.Page(pfn);
         ulong index = frame.Index;

@@ -37,4 +37,10 @@ public static class HmmMetrics
 
     internal static readonly Counter<long> DevicePageInits =
         s_meter.CreateCounter<long>("hmm.device.page_inits", "{page}", "Device pages handed to a driver (zone_device_page_init).");
+
+    internal static readonly Counter<long> MigratedPages =
+        s_meter.CreateCounter<long>("hmm.migration.pages", "{page}", "Pages moved by device migration (migrate_vma_finalize, migrate_device_finalize).");
+
+    internal static readonly Counter<long> MigratedBytes =
+        s_meter.CreateCounter<long>("hmm.migration.bytes", "By", "Bytes of the pages moved by device migration.");
 }

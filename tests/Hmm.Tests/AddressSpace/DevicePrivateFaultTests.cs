@@ -43,7 +43,7 @@ public class DevicePrivateFaultTests
         fault.Fault.Pagemap.Should().BeSameAs(_pagemap);
         fault.Fault.Address.Should().Be(a + Page);
         fault.Fault.IsWrite.Should().BeFalse();
-        fault.Fault.AddressSpace.Should().BeSameAs(mm);
+        fault.Fault.Mm.Should().BeSameAs(mm);
 
         Pte pte = mm.ReadPte(a + Page);
         pte.Kind.Should().Be(PteKind.Present);
@@ -232,7 +232,7 @@ public class DevicePrivateFaultTests
         child.Write(a + 1, [5]);
         TestKit.ReadBytes(parent, a, 2).Should().Equal(4, 0);
 
-        _driver.Faults.Select(f => f.Fault.AddressSpace).Should().Equal(child, parent);
+        _driver.Faults.Select(f => f.Fault.Mm).Should().Equal(child, parent);
         TestKit.ReadBytes(child, a, 2).Should().Equal(4, 5);
         _memory.PageRefCount(device).Should().Be(0);
         parent.ReadPte(a).Pfn.Should().NotBe(child.ReadPte(a).Pfn);
@@ -323,7 +323,7 @@ public class DevicePrivateFaultTests
     /// <summary>Moves the faulting page back to a new RAM page, as a minimal migrate_to_ram would.</summary>
     private static VmFaultResult MigrateBack(in DevicePrivateFault fault)
     {
-        var mm = (Mm)fault.AddressSpace;
+        Mm mm = fault.Mm;
         PhysicalMemory memory = mm.Memory;
         Pfn device = fault.Page;
         if (!memory.TryAllocatePage(out Pfn ram))

@@ -936,7 +936,7 @@ public class HmmRangeFaultTests
         public VmFaultResult MigrateToRam(in DevicePrivateFault fault)
         {
             Interlocked.Increment(ref _migrateToRamCalls);
-            var mm = (Mm)fault.AddressSpace;
+            Mm mm = fault.Mm;
             PhysicalMemory memory = mm.Memory;
             if (!memory.TryAllocatePage(out Pfn ram))
             {

@@ -1,0 +1,419 @@
+using System.Buffers;
+
+namespace Hmm;
+
+// Setup's two halves: collect (migrate_vma_collect_*) walks the range under one MIGRATE invalidation and turns each
+// collectable mapping into a migration entry; unmap (migrate_device_unmap) reaches the page's other mappings through
+// the reverse map, then keeps only pages nobody else holds, restoring the others at once.
+public static partial class Migrate
+{
+    /// <summary>The page flags a migrated page carries over to its destination (<c>folio_migrate_flags</c>).</summary>
+    private const PageFlags MigratedFlags = PageFlags.Anon | PageFlags.AnonExclusive | PageFlags.SwapBacked | PageFlags.Uptodate | PageFlags.Dirty;
+
+    /// <summary>Walks the range, filling <paramref name="src"/>; returns how many entries were marked migrating.</summary>
+    private static ulong Collect(Vma vma, ulong start, ulong end, Span<ulong> src, MigrateVmaSelect select, object? owner, Pfn? faultPage)
+    {
+        Mm mm = vma.Mm;
+        var range = new MmuNotifierRange(start, end, MmuNotifierEvent.Migrate, Owner: owner);
+        mm.InvalidateRangeStart(range);
+        ulong collected = 0;
+        try
+        {
+            int i = 0;
+            for (ulong address = start; address < end; address += PageSize.Bytes, i++)
+            {
+                src[i] = CollectOne(vma, address, select, owner, faultPage);
+                if (MigratePfn.IsMigrating(src[i]))
+                {
+                    collected++;
+                }
+            }
+        }
+        finally
+        {
+            mm.InvalidateRangeEnd(range);
+        }
+
+        return collected;
+    }
+
+    private static ulong CollectOne(Vma vma, ulong address, MigrateVmaSelect select, object? owner, Pfn? faultPage)
+    {
+        Mm mm = vma.Mm;
+        PhysicalMemory memory = mm.Memory;
+        PteTable? table = mm.PageTable.Find(address);
+        if (table is null)
+        {
+            return vma.IsAnonymous ? MigratePfn.Migrate : 0;
+        }
+
+        int index = PageTable.PteIndex(address);
+        lock (table.Lock)
+        {
+            Pte pte = table.Read(index);
+            ulong entry;
+            switch (pte.Kind)
+            {
+                case PteKind.None:
+                    return vma.IsAnonymous ? MigratePfn.Migrate : 0;
+                case PteKind.DevicePrivate:
+                    if ((select & MigrateVmaSelect.DevicePrivate) == 0 || !OwnedBy(memory, pte.Pfn, owner))
+                    {
+                        return 0;
+                    }
+
+                    entry = MigratePfn.FromPfn(pte.Pfn) | MigratePfn.Migrate | (pte.IsWritable ? MigratePfn.Write : 0);
+                    break;
+                case PteKind.Present:
+                    if (pte.Pfn == PhysicalMemory.ZeroPage)
+                    {
+                        // The zero page stays mapped: it is "no page yet", replaced only if the driver supplies one.
+                        return (select & MigrateVmaSelect.System) != 0 ? MigratePfn.Migrate : 0;
+                    }
+
+                    if (!IsSelectedPresentPage(memory, pte.Pfn, select, owner))
+                    {
+                        return 0;
+                    }
+
+                    entry = MigratePfn.FromPfn(pte.Pfn) | MigratePfn.Migrate | (pte.IsWritable ? MigratePfn.Write : 0);
+                    break;
+                default:
+                    // Migration entries belong to another migration; device-exclusive entries are not migratable.
+                    return 0;
+            }
+
+            Pfn page = pte.Pfn;
+            ref PageFrame frame = ref memory.Frame(page);
+            if (frame.Mapping == 0)
+            {
+                return 0;
+            }
+
+            // The mapping holds a reference, so this one cannot find the page free. It keeps the page from being
+            // freed once its entry is gone, until finalize.
+            memory.GetPage(page);
+            bool isFaultPage = faultPage == page;
+            if (!isFaultPage && !memory.TryLockPage(page))
+            {
+                // Migration is best effort: waiting here could deadlock two migrations on each other's pages.
+                memory.PutPage(page);
+                return 0;
+            }
+
+            const PageFlags exclusiveAnon = PageFlags.Anon | PageFlags.AnonExclusive;
+            if ((frame.Flags & exclusiveAnon) == exclusiveAnon && frame.RefCount > Mm.PinCountingBias)
+            {
+                // A possibly pinned exclusive page cannot be shared with a migration entry (folio_try_share_anon_rmap_pte).
+                if (!isFaultPage)
+                {
+                    memory.UnlockPage(page);
+                }
+
+                memory.PutPage(page);
+                return 0;
+            }
+
+            if (pte.IsDirty)
+            {
+                Interlocked.Or(ref frame._flags, (ulong)PageFlags.Dirty);
+            }
+
+            table.SetUnsynchronized(index, Pte.Software(PteKind.Migration, page, pte.IsWritable));
+            Interlocked.Decrement(ref frame._mapCount);
+
+            // The entry's reference goes with the entry; ours keeps the count above zero.
+            memory.PutPage(page);
+            return entry;
+        }
+    }
+
+    /// <summary>A present page's eligibility: RAM with SYSTEM, coherent device memory with DEVICE_COHERENT and the right owner.</summary>
+    private static bool IsSelectedPresentPage(PhysicalMemory memory, Pfn page, MigrateVmaSelect select, object? owner)
+    {
+        if (!memory.Page(page).IsZoneDevice)
+        {
+            return (select & MigrateVmaSelect.System) != 0;
+        }
+
+        return DevPagemap.OfPage(memory, page) is { Type: MemoryType.DeviceCoherent } pagemap
+            && (select & MigrateVmaSelect.DeviceCoherent) != 0
+            && ReferenceEquals(pagemap.Owner, owner);
+    }
+
+    private static bool OwnedBy(PhysicalMemory memory, Pfn page, object? owner) =>
+        DevPagemap.OfPage(memory, page) is { } pagemap && ReferenceEquals(pagemap.Owner, owner);
+
+    private static bool IsDevicePrivate(PhysicalMemory memory, Pfn page) =>
+        memory.Page(page).IsZoneDevice && DevPagemap.OfPage(memory, page) is { Type: MemoryType.DevicePrivate };
+
+    /// <summary>
+    /// Unmaps every collected page from its other mappings and keeps only those nobody else holds; the rest get their
+    /// entries back, are unlocked and put, and become 0. Returns how many entries still migrate, holes included.
+    /// </summary>
+    private static ulong Unmap(PhysicalMemory memory, Span<ulong> src, Pfn? faultPage)
+    {
+        ulong unmapped = 0;
+        int restore = 0;
+        for (int i = 0; i < src.Length; i++)
+        {
+            if (!MigratePfn.TryGetPage(src[i], out Pfn page))
+            {
+                if (MigratePfn.IsMigrating(src[i]))
+                {
+                    unmapped++;
+                }
+
+                continue;
+            }
+
+            if (memory.Page(page).MapCount > 0)
+            {
+                TryToMigrate(memory, page);
+            }
+
+            if (memory.Page(page).MapCount > 0 || !HasOnlyExpectedReferences(memory, page, faultPage))
+            {
+                src[i] &= ~MigratePfn.Migrate;
+                restore++;
+                continue;
+            }
+
+            unmapped++;
+        }
+
+        for (int i = 0; i < src.Length && restore > 0; i++)
+        {
+            if (!MigratePfn.TryGetPage(src[i], out Pfn page) || MigratePfn.IsMigrating(src[i]))
+            {
+                continue;
+            }
+
+            RemoveMigrationEntries(memory, page, page);
+            src[i] = 0;
+            if (faultPage != page)
+            {
+                UnlockAndPut(memory, page);
+            }
+            else
+            {
+                memory.PutPage(page);
+            }
+
+            restore--;
+        }
+
+        return unmapped;
+    }
+
+    /// <summary>
+    /// Whether the unmapped page holds only the references a migration expects (<c>migrate_vma_check_page</c>): the
+    /// collector's, the faulting path's for the fault page, the page cache's for a file page. Anything more is a pin,
+    /// a GUP reference or a DMA in flight, and the page must stay where it is.
+    /// </summary>
+    private static bool HasOnlyExpectedReferences(PhysicalMemory memory, Pfn page, Pfn? faultPage)
+    {
+        ref readonly PageFrame frame = ref memory.Page(page);
+        int expected = 1 + (faultPage == page ? 1 : 0) + (IsFilePage(frame) ? 1 : 0);
+        return frame.RefCount - expected <= frame.MapCount;
+    }
+
+    private static bool IsFilePage(in PageFrame frame) => frame.Mapping != 0 && (frame.Flags & PageFlags.Anon) == 0;
+
+    /// <summary>
+    /// Replaces the page's remaining mappings, found through the reverse map in every address space, with migration
+    /// entries (<c>try_to_migrate</c>). Each address space's notifiers hear a <see cref="MmuNotifierEvent.Clear"/> first.
+    /// The caller holds the page lock and a reference.
+    /// </summary>
+    private static void TryToMigrate(PhysicalMemory memory, Pfn page)
+    {
+        AnonVma? locked = Rmap.LockAnonVmaRead(memory, page);
+        try
+        {
+            TryToMigrateLocked(memory, page);
+        }
+        finally
+        {
+            locked?.ExitRmapRead();
+        }
+    }
+
+    private static void TryToMigrateLocked(PhysicalMemory memory, Pfn page)
+    {
+        ref readonly PageFrame frame = ref memory.Page(page);
+        if ((frame.Flags & PageFlags.Anon) == 0 || memory.Mappings.Find(frame.Mapping) is not AnonVma anonVma)
+        {
+            foreach ((Vma vma, ulong address) in Rmap.Candidates(memory, page))
+            {
+                MigrateOneMapping(memory, vma.Mm, address, page);
+            }
+
+            return;
+        }
+
+        // The areas are copied to a pooled array under the list lock, and the notifiers called outside it: eviction
+        // stays allocation-free without running callbacks under a lock that munmap needs.
+        ulong pageIndex = frame.Index;
+        Vma[] areas;
+        int count;
+        lock (anonVma.ListLock)
+        {
+            List<Vma> vmas = anonVma.VmasUnsynchronized;
+            areas = ArrayPool<Vma>.Shared.Rent(Math.Max(1, vmas.Count));
+            count = vmas.Count;
+            vmas.CopyTo(areas);
+        }
+
+        try
+        {
+            for (int i = 0; i < count; i++)
+            {
+                Vma vma = areas[i];
+                if (pageIndex >= vma.PgOff && pageIndex - vma.PgOff < (vma.End - vma.Start) >> PageSize.Shift)
+                {
+                    MigrateOneMapping(memory, vma.Mm, vma.Start + ((pageIndex - vma.PgOff) << PageSize.Shift), page);
+                }
+            }
+        }
+        finally
+        {
+            ArrayPool<Vma>.Shared.Return(areas, clearArray: true);
+        }
+    }
+
+    private static void MigrateOneMapping(PhysicalMemory memory, Mm mm, ulong address, Pfn page)
+    {
+        PteTable? table = mm.PageTable.Find(address);
+        if (table is null)
+        {
+            return;
+        }
+
+        var range = new MmuNotifierRange(address, address + PageSize.Bytes, MmuNotifierEvent.Clear);
+        mm.InvalidateRangeStart(range);
+        bool replaced = false;
+        lock (table.Lock)
+        {
+            int index = PageTable.PteIndex(address);
+            Pte pte = table.Read(index);
+            if (Mm.HoldsPage(pte) && pte.Pfn == page)
+            {
+                ref PageFrame frame = ref memory.Frame(page);
+                if (pte.IsDirty)
+                {
+                    Interlocked.Or(ref frame._flags, (ulong)PageFlags.Dirty);
+                }
+
+                table.SetUnsynchronized(index, Pte.Software(PteKind.Migration, page, pte.IsWritable));
+                Interlocked.Decrement(ref frame._mapCount);
+                replaced = true;
+            }
+        }
+
+        mm.InvalidateRangeEnd(range);
+        if (replaced)
+        {
+            memory.PutPage(page);
+        }
+    }
+
+    /// <summary>
+    /// Points every migration entry naming <paramref name="source"/> at <paramref name="target"/> (the source itself to
+    /// restore it), found through the source's reverse map (<c>remove_migration_ptes</c>). Each new entry takes a
+    /// mapcount and a reference on the target; a device-private target gets a device-private entry. No invalidation is
+    /// needed: a migration entry maps nothing.
+    /// </summary>
+    private static void RemoveMigrationEntries(PhysicalMemory memory, Pfn source, Pfn target)
+    {
+        AnonVma? locked = Rmap.LockAnonVmaRead(memory, source);
+        try
+        {
+            RemoveMigrationEntriesLocked(memory, source, target);
+        }
+        finally
+        {
+            locked?.ExitRmapRead();
+        }
+    }
+
+    private static void RemoveMigrationEntriesLocked(PhysicalMemory memory, Pfn source, Pfn target)
+    {
+        bool devicePrivate = IsDevicePrivate(memory, target);
+        ref readonly PageFrame frame = ref memory.Page(source);
+        if ((frame.Flags & PageFlags.Anon) != 0 && memory.Mappings.Find(frame.Mapping) is AnonVma anonVma)
+        {
+            // The common case walks the anon_vma's list in place: finalize stays allocation-free.
+            ulong pageIndex = frame.Index;
+            lock (anonVma.ListLock)
+            {
+                List<Vma> vmas = anonVma.VmasUnsynchronized;
+                for (int i = 0; i < vmas.Count; i++)
+                {
+                    Vma vma = vmas[i];
+                    if (pageIndex >= vma.PgOff && pageIndex - vma.PgOff < (vma.End - vma.Start) >> PageSize.Shift)
+                    {
+                        RemoveMigrationEntry(memory, vma.Mm, vma.Start + ((pageIndex - vma.PgOff) << PageSize.Shift), source, target, devicePrivate);
+                    }
+                }
+            }
+
+            return;
+        }
+
+        foreach ((Vma vma, ulong address) in Rmap.Candidates(memory, source))
+        {
+            RemoveMigrationEntry(memory, vma.Mm, address, source, target, devicePrivate);
+        }
+    }
+
+    private static void RemoveMigrationEntry(PhysicalMemory memory, Mm mm, ulong address, Pfn source, Pfn target, bool devicePrivate)
+    {
+        PteTable? table = mm.PageTable.Find(address);
+        if (table is null)
+        {
+            return;
+        }
+
+        lock (table.Lock)
+        {
+            int index = PageTable.PteIndex(address);
+            Pte pte = table.Read(index);
+            if (pte.Kind != PteKind.Migration || pte.Pfn != source)
+            {
+                return;
+            }
+
+            ref PageFrame frame = ref memory.Frame(target);
+            if (target != source && (memory.Page(source).Flags & PageFlags.AnonExclusive) == 0)
+            {
+                // A fork copied a migration entry of the source meanwhile and cleared its flag: the new page is
+                // shared, so a write fault must copy it, not reuse it in place (the kernel's readable, non-exclusive entry).
+                Interlocked.And(ref frame._flags, ~(ulong)PageFlags.AnonExclusive);
+            }
+
+            bool dirty = pte.IsWritable && (frame.Flags & PageFlags.Dirty) != 0;
+            Interlocked.Increment(ref frame._mapCount);
+            memory.GetPage(target);
+            table.SetUnsynchronized(index, devicePrivate
+                ? Pte.Software(PteKind.DevicePrivate, target, pte.IsWritable)
+                : Pte.Present(target, pte.IsWritable, dirty));
+        }
+    }
+
+    /// <summary>References and trylocks one device PFN for eviction (<c>migrate_device_pfn_lock</c>); 0 for a free or contended page.</summary>
+    private static ulong LockDevicePfn(PhysicalMemory memory, Pfn pfn)
+    {
+        if (!memory.TryGetPage(pfn))
+        {
+            return 0;
+        }
+
+        if (!memory.TryLockPage(pfn))
+        {
+            memory.PutPage(pfn);
+            return 0;
+        }
+
+        return MigratePfn.FromPfn(pfn) | MigratePfn.Migrate;
+    }
+}

@@ -1,0 +1,288 @@
+using System.Diagnostics.CodeAnalysis;
+using System.Runtime.CompilerServices;
+using Microsoft.Extensions.Logging;
+
+namespace Hmm;
+
+// The commit half: pages moves page metadata to the destinations (or inserts them where there was no page) and
+// narrows src to what truly migrates; finalize rewires the migration entries and releases locks and references.
+public static partial class Migrate
+{
+    /// <summary>Shared by <c>migrate_vma_pages</c> (<paramref name="vma"/> set) and <c>migrate_device_pages</c>.</summary>
+    private static void MovePages(PhysicalMemory memory, Span<ulong> src, ReadOnlySpan<ulong> dst, Vma? vma, ulong start, object? owner, Pfn? faultPage)
+    {
+        bool notified = false;
+        MmuNotifierRange range = default;
+        try
+        {
+            for (int i = 0; i < src.Length; i++)
+            {
+                if (!MigratePfn.TryGetPage(dst[i], out Pfn newPage))
+                {
+                    src[i] &= ~MigratePfn.Migrate;
+                    continue;
+                }
+
+                if (!MigratePfn.TryGetPage(src[i], out Pfn page))
+                {
+                    if (!MigratePfn.IsMigrating(src[i]))
+                    {
+                        continue;
+                    }
+
+                    if (vma is null)
+                    {
+                        // Only migrate_vma_setup collects addresses without a page.
+                        src[i] &= ~MigratePfn.Migrate;
+                        continue;
+                    }
+
+                    ulong address = start + ((ulong)i << PageSize.Shift);
+                    if (!notified)
+                    {
+                        // Inserting may replace the zero page, which devices may mirror: one invalidation from here on.
+                        range = new MmuNotifierRange(address, start + ((ulong)src.Length << PageSize.Shift), MmuNotifierEvent.Migrate, Owner: owner);
+                        vma.Mm.InvalidateRangeStart(range);
+                        notified = true;
+                    }
+
+                    src[i] = InsertPage(memory, vma, address, newPage) ? MigratePfn.Migrate : src[i] & ~MigratePfn.Migrate;
+                    continue;
+                }
+
+                if (!MigratePfn.IsMigrating(src[i]) || !CanMoveMapping(memory, page, newPage, faultPage))
+                {
+                    src[i] &= ~MigratePfn.Migrate;
+                    continue;
+                }
+
+                MoveMapping(memory, page, newPage);
+            }
+        }
+        finally
+        {
+            if (notified)
+            {
+                vma!.Mm.InvalidateRangeEnd(range);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Whether the source's metadata may move to the destination (the checks of <c>__migrate_device_pages</c> and
+    /// <c>folio_migrate_mapping</c>): a device destination takes only anonymous pages; a device destination must be
+    /// private or coherent memory; file pages stay (this simulator does not move page-cache pages); and the source must
+    /// hold exactly the references setup left: its own, and the fault path's for the fault page.
+    /// </summary>
+    private static bool CanMoveMapping(PhysicalMemory memory, Pfn page, Pfn newPage, Pfn? faultPage)
+    {
+        ref readonly PageFrame source = ref memory.Page(page);
+        ref readonly PageFrame destination = ref memory.Page(newPage);
+        if (destination.IsZoneDevice
+            && DevPagemap.OfPage(memory, newPage) is not { Type: MemoryType.DevicePrivate or MemoryType.DeviceCoherent })
+        {
+            return false;
+        }
+
+        if (IsFilePage(source))
+        {
+            return false;
+        }
+
+        return source.RefCount == 1 + (faultPage == page ? 1 : 0);
+    }
+
+    /// <summary>Moves mapping, index and the anonymous-page flags to the destination (<c>folio_migrate_mapping</c>, <c>folio_migrate_flags</c>).</summary>
+    private static void MoveMapping(PhysicalMemory memory, Pfn page, Pfn newPage)
+    {
+        ref PageFrame source = ref memory.Frame(page);
+        ref PageFrame destination = ref memory.Frame(newPage);
+        destination._mapping = source._mapping;
+        destination._index = source._index;
+        Interlocked.Or(ref destination._flags, (ulong)(source.Flags & MigratedFlags));
+    }
+
+    /// <summary>
+    /// Maps a destination where setup found no page (<c>migrate_vma_insert_page</c>): only in an anonymous area, only if
+    /// the entry is still none or the zero page (else a CPU fault won), as a device-private entry for device-private
+    /// memory, a present entry otherwise, writable when the area is. The new page joins the area's anon_vma with a
+    /// mapcount and a reference for the entry.
+    /// </summary>
+    private static bool InsertPage(PhysicalMemory memory, Vma vma, ulong address, Pfn newPage)
+    {
+        Mm mm = vma.Mm;
+        if (!vma.IsAnonymous || vma.AnonVma is null || !mm.IsAlive)
+        {
+            return false;
+        }
+
+        bool writable = (vma.Flags & VmFlags.Write) != 0;
+        ref PageFrame frame = ref memory.Frame(newPage);
+        Pte entry;
+        if (!frame.IsZoneDevice)
+        {
+            entry = Pte.Present(newPage, writable, dirty: writable);
+        }
+        else
+        {
+            switch (DevPagemap.OfPage(memory, newPage)?.Type)
+            {
+                case MemoryType.DevicePrivate:
+                    entry = Pte.Software(PteKind.DevicePrivate, newPage, writable);
+                    break;
+                case MemoryType.DeviceCoherent:
+                    entry = Pte.Present(newPage, writable, dirty: writable);
+                    break;
+                default:
+                    return false;
+            }
+        }
+
+        PteTable table = mm.PageTable.FindOrAllocate(address);
+        int index = PageTable.PteIndex(address);
+        lock (table.Lock)
+        {
+            Pte old = table.Read(index);
+            if (!old.IsNone && !(old.IsPresent && old.Pfn == PhysicalMemory.ZeroPage))
+            {
+                return false;
+            }
+
+            frame._mapping = vma.AnonVma.Handle;
+            frame._index = vma.PageIndex(address);
+            Interlocked.Or(ref frame._flags, (ulong)(PageFlags.Anon | PageFlags.AnonExclusive | PageFlags.SwapBacked | PageFlags.Uptodate | PageFlags.Dirty));
+            Interlocked.Increment(ref frame._mapCount);
+            memory.GetPage(newPage);
+            table.SetUnsynchronized(index, entry);
+            return true;
+        }
+    }
+
+    /// <summary>Shared by <c>migrate_vma_finalize</c> and <c>migrate_device_finalize</c>.</summary>
+    private static void FinalizePages(PhysicalMemory memory, Span<ulong> src, ReadOnlySpan<ulong> dst, Pfn? faultPage)
+    {
+        long moved = 0;
+        for (int i = 0; i < src.Length; i++)
+        {
+            bool hasNew = MigratePfn.TryGetPage(dst[i], out Pfn newPage);
+            if (!MigratePfn.TryGetPage(src[i], out Pfn page))
+            {
+                if (hasNew)
+                {
+                    ReleaseDestination(memory, newPage);
+                }
+
+                continue;
+            }
+
+            // A destination whose metadata never moved (pages was skipped on an error path) is not a migration.
+            bool migrated = hasNew && MigratePfn.IsMigrating(src[i]) && memory.Page(newPage).Mapping == memory.Page(page).Mapping;
+            if (!migrated)
+            {
+                src[i] &= ~MigratePfn.Migrate;
+            }
+
+            moved += migrated ? 1 : 0;
+            RemoveMigrationEntries(memory, page, migrated ? newPage : page);
+            if (faultPage != page)
+            {
+                UnlockAndPut(memory, page);
+            }
+            else
+            {
+                memory.PutPage(page);
+            }
+
+            if (hasNew)
+            {
+                ReleaseDestination(memory, newPage);
+            }
+        }
+
+        if (moved > 0)
+        {
+            HmmMetrics.MigratedPages.Add(moved);
+            HmmMetrics.MigratedBytes.Add(moved * PageSize.Bytes);
+        }
+
+        if (memory.Logger.IsEnabled(LogLevel.Debug))
+        {
+            Log.MigrationFinalized(memory.Logger, moved, src.Length);
+        }
+    }
+
+    private static void ReleaseDestination(PhysicalMemory memory, Pfn newPage) => UnlockAndPut(memory, newPage);
+
+    /// <summary>
+    /// Releases a page this migration holds locked and referenced. When other references remain (the page is mapped),
+    /// the reference goes first: a faulting thread waiting for the lock would otherwise find this one still held,
+    /// take it for a pin and fail its own migration. The last reference can only be put after the unlock (a page is
+    /// never freed locked).
+    /// </summary>
+    private static void UnlockAndPut(PhysicalMemory memory, Pfn page)
+    {
+        ref PageFrame frame = ref memory.Frame(page);
+        int count = Volatile.Read(ref frame._refCount);
+        while (count > 1)
+        {
+            int seen = Interlocked.CompareExchange(ref frame._refCount, count - 1, count);
+            if (seen == count)
+            {
+                memory.UnlockPage(page);
+                return;
+            }
+
+            count = seen;
+        }
+
+        memory.UnlockPage(page);
+        memory.PutPage(page);
+    }
+
+    [DoesNotReturn]
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void ThrowNoVma() => throw new HmmException(Errno.EINVAL, "migrate_vma: no area given (Vma is null).");
+
+    [DoesNotReturn]
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void ThrowDetached(Vma vma) =>
+        throw new HmmException(Errno.EINVAL, $"migrate_vma: area {vma} is no longer an area of address space '{vma.Mm.Name}' (unmapped, split or moved).");
+
+    [DoesNotReturn]
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void ThrowSpecial(Vma vma) =>
+        throw new HmmException(Errno.EINVAL, $"migrate_vma: area {vma} of '{vma.Mm.Name}' is an I/O, PFN-map, mixed-map or non-expandable mapping (VM_SPECIAL), which holds no migratable pages.");
+
+    [DoesNotReturn]
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void ThrowRange(ulong start, ulong end, Vma vma) =>
+        throw new HmmException(Errno.EINVAL, $"migrate_vma: range [0x{start:x}, 0x{end:x}) must be page aligned, non-empty and inside area {vma} of '{vma.Mm.Name}'.");
+
+    [DoesNotReturn]
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void ThrowArrays(int srcLength, int dstLength, ulong npages) =>
+        throw new HmmException(Errno.EINVAL, $"migrate: src ({srcLength} entries) and dst ({dstLength} entries) must each hold {npages} entries.");
+
+    [DoesNotReturn]
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void ThrowFaultPage(Pfn page) =>
+        throw new HmmException(Errno.EINVAL, $"migrate_vma: fault page {page} must be a locked device-private page (the one the fault path passed to migrate_to_ram).");
+
+    [DoesNotReturn]
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void ThrowNotSetUp(ulong npages, ulong start, ulong end) =>
+        throw new HmmException(Errno.EINVAL, $"migrate_vma: the descriptor was not set up by VmaSetup for [0x{start:x}, 0x{end:x}) (npages {npages}), or its arrays or range changed since.");
+
+    [DoesNotReturn]
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void ThrowEmptyDeviceRange() => throw new HmmException(Errno.EINVAL, "migrate_device: no PFNs given.");
+
+    [DoesNotReturn]
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void ThrowNoStructPage(Pfn pfn) => throw new HmmException(Errno.EINVAL, $"migrate_device: {pfn} has no struct page.");
+
+    [DoesNotReturn]
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void ThrowBadDestination(int index, Pfn page) =>
+        throw new KernelBugException($"migrate: destination {index} ({page}) must be a present page the driver references and has locked (lock_page or zone_device_page_init), and not the fault page.");
+}
