@@ -109,15 +109,7 @@ public sealed partial class Mm
 
         if (vma.IsShared)
         {
-            lock (table.Lock)
-            {
-                if (table.Read(index) == pte)
-                {
-                    table.SetUnsynchronized(index, new Pte(pte.Raw | Pte.WriteBit | Pte.DirtyBit));
-                }
-            }
-
-            return FaultStep.Retry;
+            return MakeWritableInPlace(table, index, pte);
         }
 
         if (!Memory.IsPresent(pte.Pfn))
@@ -130,25 +122,55 @@ public sealed partial class Mm
             return FaultStep.Fail(VmFaultResult.Oom);
         }
 
+        // A special entry holds no reference or mapcount on its frame, so nothing of the old page is dropped.
+        InstallCopy(table, index, address, pte, Pte.Present(copy, writable: true, dirty: true), oldMapped: default);
+        return FaultStep.Retry;
+    }
+
+    /// <summary>A write to a read-only entry of a shared mapping: the same page becomes writable in place.</summary>
+    private static FaultStep MakeWritableInPlace(PteTable table, int index, Pte pte)
+    {
+        lock (table.Lock)
+        {
+            if (table.Read(index) == pte)
+            {
+                table.SetUnsynchronized(index, new Pte(pte.Raw | Pte.WriteBit | Pte.DirtyBit));
+            }
+        }
+
+        return FaultStep.Retry;
+    }
+
+    /// <summary>
+    /// Replaces the entry the fault saw with <paramref name="replacement"/> (a private copy) under a Clear invalidation,
+    /// dropping the mapcount of <paramref name="oldMapped"/> when it is a counted page; when the entry changed meanwhile
+    /// the copy is discarded and false is returned.
+    /// </summary>
+    private bool InstallCopy(PteTable table, int index, ulong address, Pte seen, Pte replacement, Pfn oldMapped)
+    {
         var range = new MmuNotifierRange(address, address + PageSize.Bytes, MmuNotifierEvent.Clear);
         InvalidateRangeStart(range);
         bool replaced = false;
         lock (table.Lock)
         {
-            if (table.Read(index) == pte)
+            if (table.Read(index) == seen)
             {
-                table.SetUnsynchronized(index, Pte.Present(copy, writable: true, dirty: true));
+                table.SetUnsynchronized(index, replacement);
                 replaced = true;
+                if (oldMapped != default)
+                {
+                    Interlocked.Decrement(ref Memory.Frame(oldMapped)._mapCount);
+                }
             }
         }
 
         InvalidateRangeEnd(range);
         if (!replaced)
         {
-            DiscardAnonPage(copy);
+            DiscardAnonPage(replacement.Pfn);
         }
 
-        return FaultStep.Retry;
+        return replaced;
     }
 
     private FaultStep AnonymousFault(Vma vma, PteTable table, int index, ulong address, bool write)
@@ -244,20 +266,7 @@ public sealed partial class Mm
     {
         if (vma.IsShared)
         {
-            if (unshare)
-            {
-                return FaultStep.Success;
-            }
-
-            lock (table.Lock)
-            {
-                if (table.Read(index) == pte)
-                {
-                    table.SetUnsynchronized(index, new Pte(pte.Raw | Pte.WriteBit | Pte.DirtyBit));
-                }
-            }
-
-            return FaultStep.Retry;
+            return unshare ? FaultStep.Success : MakeWritableInPlace(table, index, pte);
         }
 
         Pfn old = pte.Pfn;
@@ -294,28 +303,9 @@ public sealed partial class Mm
                 return FaultStep.Fail(VmFaultResult.Oom);
             }
 
-            var range = new MmuNotifierRange(address, address + PageSize.Bytes, MmuNotifierEvent.Clear);
-            InvalidateRangeStart(range);
-            bool replaced = false;
-            lock (table.Lock)
-            {
-                if (table.Read(index) == pte)
-                {
-                    table.SetUnsynchronized(index, unshare ? Pte.Present(copy, writable: false) : Pte.Present(copy, writable: true, dirty: true));
-                    replaced = true;
-                    if (old != PhysicalMemory.ZeroPage)
-                    {
-                        Interlocked.Decrement(ref Memory.Frame(old)._mapCount);
-                    }
-                }
-            }
-
-            InvalidateRangeEnd(range);
-            if (!replaced)
-            {
-                DiscardAnonPage(copy);
-            }
-            else if (old != PhysicalMemory.ZeroPage)
+            Pte replacement = unshare ? Pte.Present(copy, writable: false) : Pte.Present(copy, writable: true, dirty: true);
+            bool replaced = InstallCopy(table, index, address, pte, replacement, oldMapped: old == PhysicalMemory.ZeroPage ? default : old);
+            if (replaced && old != PhysicalMemory.ZeroPage)
             {
                 Memory.PutPage(old);
             }
