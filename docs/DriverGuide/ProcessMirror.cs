@@ -5,7 +5,8 @@ namespace DriverGuide;
 /// <summary>
 /// The mirroring half of the guide's driver (the kernel test driver's <c>dmirror</c>): a device page table that
 /// mirrors one range of a process, filled through <see cref="HmmRange.Fault"/> with the protocol of the kernel's
-/// Documentation/mm/hmm.rst and emptied by the interval notifier's invalidate callback.
+/// Documentation/mm/hmm.rst and emptied by the interval notifier's invalidate callback. It can also move the range
+/// into the device's memory (<c>migrate_vma</c>) and then maps the device pages.
 /// </summary>
 public sealed class ProcessMirror : IMmuIntervalNotifierOps
 {

@@ -188,6 +188,7 @@ public partial class DriverGuideTests
         read.Should().Equal(machine.Expected.AsSpan(PageSize.Bytes, PageSize.Bytes).ToArray());
         machine.Mm.ReadPte(page1).Kind.Should().Be(PteKind.Present);
         machine.Mirror.DevicePageTable().Should().HaveCount(3);
+        machine.TearDownAndAssertNothingLost();
     }
 
     [Fact]
@@ -230,6 +231,7 @@ public partial class DriverGuideTests
         }
 
         machine.ReadBuffer().Should().Equal(machine.Expected);
+        machine.TearDownAndAssertNothingLost();
     }
 
     [Fact]
@@ -238,24 +240,41 @@ public partial class DriverGuideTests
         using GuideMachine machine = new(pages: 8);
         machine.Mirror.MigrateToDevice(machine.Driver, machine.Pagemap, machine.Buffer, machine.End).Moved.Should().Be(8);
         Mm child = machine.Mm.Fork();
-        child.ReadPte(machine.Buffer).Kind.Should().Be(PteKind.DevicePrivate, "fork copies a device-private entry");
+        try
+        {
+            child.ReadPte(machine.Buffer).Kind.Should().Be(PteKind.DevicePrivate, "fork copies a device-private entry");
 
-        machine.Unbind();
+            // Fork write-protected the parent's entries, which invalidated the mirror; mirroring again reports the
+            // driver's own device pages without faulting them back.
+            machine.Mirror.Populate(machine.Buffer, machine.End, HmmPfn.RequestFault).Should().Be(Errno.None);
+            machine.Mirror.DevicePageTable().Should().HaveCount(8).And.OnlyContain(e => machine.Pagemap.Contains(HmmPfn.ToPfn(e.Value)));
 
-        machine.Driver.PagesEvicted.Should().Be(8);
-        machine.Driver.MigrateToRamCalls.Should().Be(0);
-        machine.Pagemap.State.Should().Be(DevPagemapState.Removed);
-        byte[] childData = new byte[machine.Expected.Length];
-        child.Read(machine.Buffer, childData);
-        childData.Should().Equal(machine.Expected);
-        machine.ReadBuffer().Should().Equal(machine.Expected);
-        child.Exit();
+            // Unbind with the mirror still open: eviction is not the mirror's own migration (a Clear with no
+            // owner), so its notifier drops the device mappings as the pages leave.
+            machine.Unbind(keepMirror: true);
+
+            machine.Mirror.DevicePageTable().Should().BeEmpty();
+            machine.Driver.PagesEvicted.Should().Be(8);
+            machine.Driver.MigrateToRamCalls.Should().Be(0);
+            machine.Pagemap.State.Should().Be(DevPagemapState.Removed);
+            byte[] childData = new byte[machine.Expected.Length];
+            child.Read(machine.Buffer, childData);
+            childData.Should().Equal(machine.Expected);
+            machine.ReadBuffer().Should().Equal(machine.Expected);
+        }
+        finally
+        {
+            child.Exit();
+        }
+
+        machine.TearDownAndAssertNothingLost();
     }
 
     /// <summary>The guide's bring-up, eviction action and a written buffer with a mirror, as the program sets them up.</summary>
     private sealed class GuideMachine : IDisposable
     {
         private bool _unbound;
+        private bool _mirrorOpen = true;
 
         public GuideMachine(int pages)
         {
@@ -315,15 +334,43 @@ public partial class DriverGuideTests
             return data;
         }
 
-        /// <summary>Stops mirroring and unbinds the device, as the guide's teardown does.</summary>
-        public void Unbind()
+        /// <summary>Stops mirroring (unless told not to) and unbinds the device, as the guide's teardown does.</summary>
+        public void Unbind(bool keepMirror = false)
         {
-            Mirror.Close();
+            if (!keepMirror)
+            {
+                CloseMirror();
+            }
+
             Device.Unbind(TimeSpan.FromSeconds(30));
             _unbound = true;
         }
 
-        /// <summary>Tears down as the guide does and checks that nothing leaked.</summary>
+        private void CloseMirror()
+        {
+            if (_mirrorOpen)
+            {
+                Mirror.Close();
+                _mirrorOpen = false;
+            }
+        }
+
+        /// <summary>Tears down as the guide does and checks that the process lost nothing and nothing leaked.</summary>
+        public void TearDownAndAssertNothingLost()
+        {
+            if (!_unbound)
+            {
+                Unbind();
+            }
+
+            CloseMirror();
+            ReadBuffer().Should().Equal(Expected, "eviction at unbind loses nothing");
+            Mm.Exit();
+            Memory.FreeRamPages.Should().Be(FreeRamAtStart);
+            Driver.FreePages.Should().Be((int)Pagemap.PageCount);
+        }
+
+        /// <summary>Tears down without asserting, so that a failing test reports its own failure.</summary>
         public void Dispose()
         {
             if (!_unbound)
@@ -331,10 +378,11 @@ public partial class DriverGuideTests
                 Unbind();
             }
 
-            ReadBuffer().Should().Equal(Expected, "eviction at unbind loses nothing");
-            Mm.Exit();
-            Memory.FreeRamPages.Should().Be(FreeRamAtStart);
-            Driver.FreePages.Should().Be((int)Pagemap.PageCount);
+            CloseMirror();
+            if (Mm.IsAlive)
+            {
+                Mm.Exit();
+            }
         }
     }
 
