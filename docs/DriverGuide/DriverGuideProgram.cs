@@ -12,6 +12,7 @@ public static class DriverGuideProgram
 {
     private const int BufferPages = 16;
     private const int WrittenPages = 8;
+    private const int WrittenDevicePages = 12;
 
     /// <summary>Runs the guide and exits 0 when the device unbound cleanly and no memory leaked.</summary>
     /// <returns>The process exit code.</returns>
@@ -47,16 +48,27 @@ public static class DriverGuideProgram
         });
         driver.AddFreePages(vram);
         // </snippet:bring-up>
+
+        // <snippet:evict-action>
+        // devm_add_action: registered after Devm.Map, so it runs before the pagemap's teardown (unbind runs the
+        // actions in reverse order). Whatever a process still has on the device goes back to RAM first.
+        device.AddAction(() =>
+        {
+            driver.Evict(pagemap);
+            return Task.CompletedTask;
+        });
+        // </snippet:evict-action>
         ulong freeRamAtStart = memory.FreeRamPages;
         Print(output, $"device {device.Name}: pagemap '{pagemap.Name}' over {vram}, {pagemap.PageCount} device pages");
 
         // <snippet:device-page-use>
-        // Hand a device page out and give it back: the last put returns it through PageFree.
-        if (!driver.TryAllocateDevicePage(pagemap, out Pfn devicePage))
+        // Hand a device page out and give it back: unlock it, and the last put returns it through PageFree.
+        if (!driver.TryAllocateDevicePage(pagemap, mirror: null, out Pfn devicePage))
         {
             throw new InvalidOperationException("A new pagemap has free pages.");
         }
 
+        memory.UnlockPage(devicePage);
         memory.PutPage(devicePage);
         // </snippet:device-page-use>
         Print(output, $"device page {devicePage}: allocated and freed, {driver.PagesFreed} page(s) back through PageFree");
@@ -115,13 +127,57 @@ public static class DriverGuideProgram
         // </snippet:errors-use>
         Print(output, $"munmap: device table {mirror.DevicePageTable().Count} entries; mirror of the unmapped range: {afterUnmap}; unaligned ioctl: {unaligned}");
 
+        // <snippet:migrate-use>
+        // A second buffer, for the device: the process writes 12 of its 16 pages (page i holds i + 1 in every
+        // byte); the other 4 have no page yet. Move all of it to device memory.
+        ulong gpu = mm.Mmap(0, length, Protection.ReadWrite, MapFlags.Private | MapFlags.Anonymous);
+        byte[] expected = new byte[length];
+        for (int i = 0; i < WrittenDevicePages; i++)
+        {
+            expected.AsSpan(i * PageSize.Bytes, PageSize.Bytes).Fill((byte)(i + 1));
+        }
+
+        mm.Write(gpu, expected.AsSpan(0, WrittenDevicePages * PageSize.Bytes));
+        var gpuMirror = new ProcessMirror(mm, gpu, length, owner);
+        (ulong collected, int moved) = gpuMirror.MigrateToDevice(driver, pagemap, gpu, gpu + length);
+        // </snippet:migrate-use>
+        int onDevice = CountPtes(mm, gpu, PteKind.DevicePrivate);
+        Print(output, $"migrate to device: {collected} collected, {moved} moved, {onDevice} pages device-private, device table {gpuMirror.DevicePageTable().Count} entries");
+
+        // <snippet:cpu-fault-use>
+        // The CPU reads page 3 and writes into page 5: each access meets a device-private entry, so the fault
+        // calls the driver's MigrateToRam, which moves that page back to RAM before the access goes on.
+        byte[] page3 = new byte[PageSize.Bytes];
+        mm.Read(gpu + (3 * (ulong)PageSize.Bytes), page3);
+        byte[] update = new byte[256];
+        update.AsSpan().Fill(0xC5);
+        mm.Write(gpu + (5 * (ulong)PageSize.Bytes) + 100, update);
+        update.CopyTo(expected, (5 * PageSize.Bytes) + 100);
+        // </snippet:cpu-fault-use>
+        bool faultedPageIntact = page3.AsSpan().SequenceEqual(expected.AsSpan(3 * PageSize.Bytes, PageSize.Bytes));
+        int migrateToRamCalls = driver.MigrateToRamCalls;
+        int onDeviceAfterFaults = CountPtes(mm, gpu, PteKind.DevicePrivate);
+        int deviceTableAfterFaults = gpuMirror.DevicePageTable().Count;
+        Print(output, $"CPU read page 3, wrote page 5: {migrateToRamCalls} MigrateToRam call(s), page 3 intact {faultedPageIntact}, {onDeviceAfterFaults} pages device-private, device table {deviceTableAfterFaults} entries");
+
         // <snippet:teardown>
-        // Tear down in reverse: stop mirroring, let the process exit, then unbind the device, which unmaps
-        // the pagemap (waiting until every device page is free) and releases the region.
+        // Tear down: stop mirroring, then unbind the device while the process still maps device pages. The
+        // eviction action moves them back to RAM first, then the pagemap's teardown finds every device page
+        // free and removes them, and the region is released.
         mirror.Close();
-        mm.Exit();
+        gpuMirror.Close();
         device.Unbind(TimeSpan.FromSeconds(30));      // DeviceTeardownTimeoutException names pages still held
         // </snippet:teardown>
+        int inRamAfterUnbind = CountPtes(mm, gpu, PteKind.Present);
+
+        // <snippet:after-unbind>
+        // The device is gone and the process still has every byte, now in RAM; then it exits.
+        byte[] afterUnbind = new byte[length];
+        mm.Read(gpu, afterUnbind);
+        mm.Exit();
+        // </snippet:after-unbind>
+        bool dataIntact = afterUnbind.AsSpan().SequenceEqual(expected);
+        Print(output, $"unbind: {driver.PagesEvicted} page(s) evicted to RAM, {inRamAfterUnbind} pages present, data intact {dataIntact}");
         var result = new DriverGuideResult
         {
             Mirrored = mirrored,
@@ -138,6 +194,17 @@ public static class DriverGuideProgram
             Invalidations = mirror.Invalidations,
             AfterUnmap = afterUnmap,
             UnalignedIoctl = unaligned,
+            MigrationCollected = collected,
+            PagesMigrated = moved,
+            PagesOnDevice = onDevice,
+            MigrateToRamCalls = migrateToRamCalls,
+            FaultedPageIntact = faultedPageIntact,
+            PagesOnDeviceAfterFaults = onDeviceAfterFaults,
+            DeviceEntriesAfterFaults = deviceTableAfterFaults,
+            PagesEvicted = driver.PagesEvicted,
+            PagesInRamAfterUnbind = inRamAfterUnbind,
+            DataIntactAfterUnbind = dataIntact,
+            MigrateToRamCallsAtEnd = driver.MigrateToRamCalls,
             DevicePagesFreed = driver.PagesFreed,
             DeviceFreePages = driver.FreePages,
             DeviceBound = device.IsBound,
@@ -146,8 +213,22 @@ public static class DriverGuideProgram
             FreeRamPagesAtStart = freeRamAtStart,
             FreeRamPagesAtEnd = memory.FreeRamPages,
         };
-        Print(output, $"unbind: device bound {result.DeviceBound}, pagemap {result.PagemapState}, free RAM pages {result.FreeRamPagesAtEnd} of {result.FreeRamPagesAtStart} at start");
+        Print(output, $"exit: device bound {result.DeviceBound}, pagemap {result.PagemapState}, free RAM pages {result.FreeRamPagesAtEnd} of {result.FreeRamPagesAtStart} at start");
         return result;
+    }
+
+    private static int CountPtes(Mm mm, ulong start, PteKind kind)
+    {
+        int count = 0;
+        for (int i = 0; i < BufferPages; i++)
+        {
+            if (mm.ReadPte(start + ((ulong)i * PageSize.Bytes)).Kind == kind)
+            {
+                count++;
+            }
+        }
+
+        return count;
     }
 
     private static void Print(TextWriter output, FormattableString line) =>

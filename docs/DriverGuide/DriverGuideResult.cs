@@ -47,6 +47,39 @@ public sealed record DriverGuideResult
     /// <summary>What the driver's ioctl returned for an unaligned range (a negative errno).</summary>
     public int UnalignedIoctl { get; init; }
 
+    /// <summary>Entries the migration to the device collected (<c>cpages</c>): the 16 pages of the second buffer, holes included.</summary>
+    public ulong MigrationCollected { get; init; }
+
+    /// <summary>Pages that moved to the device (still marked migrating after <see cref="Migrate.VmaPages"/>).</summary>
+    public int PagesMigrated { get; init; }
+
+    /// <summary>Pages of the second buffer whose CPU entry was device-private right after the migration.</summary>
+    public int PagesOnDevice { get; init; }
+
+    /// <summary><see cref="IDevPagemapOps.MigrateToRam"/> calls after the CPU read one page and wrote another.</summary>
+    public int MigrateToRamCalls { get; init; }
+
+    /// <summary>Whether the page the CPU read back held the bytes written before it moved to the device.</summary>
+    public bool FaultedPageIntact { get; init; }
+
+    /// <summary>Device-private CPU entries left after those two CPU accesses.</summary>
+    public int PagesOnDeviceAfterFaults { get; init; }
+
+    /// <summary>Device page-table entries of the second buffer after those two CPU accesses.</summary>
+    public int DeviceEntriesAfterFaults { get; init; }
+
+    /// <summary>Device pages the unbind's eviction moved back to RAM.</summary>
+    public int PagesEvicted { get; init; }
+
+    /// <summary>Present (RAM) CPU entries of the second buffer after the unbind, before the process exited.</summary>
+    public int PagesInRamAfterUnbind { get; init; }
+
+    /// <summary>Whether the second buffer read back after the unbind equals everything the process wrote.</summary>
+    public bool DataIntactAfterUnbind { get; init; }
+
+    /// <summary><see cref="IDevPagemapOps.MigrateToRam"/> calls at the end (reading after the eviction faults nothing).</summary>
+    public int MigrateToRamCallsAtEnd { get; init; }
+
     /// <summary>Device pages returned through <see cref="IDevPagemapOps.PageFree"/>.</summary>
     public int DevicePagesFreed { get; init; }
 
@@ -65,10 +98,10 @@ public sealed record DriverGuideResult
     /// <summary>Free System RAM pages once the device memory was registered, before the process existed.</summary>
     public ulong FreeRamPagesAtStart { get; init; }
 
-    /// <summary>Free System RAM pages after the process exited and the device unbound.</summary>
+    /// <summary>Free System RAM pages after the device unbound and the process exited.</summary>
     public ulong FreeRamPagesAtEnd { get; init; }
 
-    /// <summary>The device unbound completely and no RAM leaked.</summary>
+    /// <summary>The device unbound completely, the process lost no data and no RAM leaked.</summary>
     public bool IsClean =>
-        !DeviceBound && PagemapState == DevPagemapState.Removed && !DeviceRangePresent && FreeRamPagesAtEnd == FreeRamPagesAtStart;
+        DataIntactAfterUnbind && !DeviceBound && PagemapState == DevPagemapState.Removed && !DeviceRangePresent && FreeRamPagesAtEnd == FreeRamPagesAtStart;
 }

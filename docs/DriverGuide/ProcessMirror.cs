@@ -5,7 +5,8 @@ namespace DriverGuide;
 /// <summary>
 /// The mirroring half of the guide's driver (the kernel test driver's <c>dmirror</c>): a device page table that
 /// mirrors one range of a process, filled through <see cref="HmmRange.Fault"/> with the protocol of the kernel's
-/// Documentation/mm/hmm.rst and emptied by the interval notifier's invalidate callback.
+/// Documentation/mm/hmm.rst and emptied by the interval notifier's invalidate callback. It can also move the range
+/// into the device's memory (<c>migrate_vma</c>) and then maps the device pages.
 /// </summary>
 public sealed class ProcessMirror : IMmuIntervalNotifierOps
 {
@@ -168,6 +169,109 @@ public sealed class ProcessMirror : IMmuIntervalNotifierOps
         }
     }
     // </snippet:ioctl>
+
+    // <snippet:migrate-to-device>
+    // Move [start, end) of the process into device memory (dmirror_migrate_to_device). Setup collects the
+    // pages and replaces their mappings with migration entries; the driver gives every collected entry a device
+    // page holding the same bytes; VmaPages switches what can move; the device table is updated while the pages
+    // are still locked; finalize maps the device pages, or the old pages again where nothing moved.
+    public (ulong Collected, int Moved) MigrateToDevice(DeviceMemoryDriver device, DevPagemap pagemap, ulong start, ulong end)
+    {
+        PhysicalMemory memory = _mm.Memory;
+        var src = new ulong[(end - start) / PageSize.Bytes];
+        var dst = new ulong[src.Length];
+        if (!_mm.TryGet())                                  // mmget_not_zero: the process may be exiting
+        {
+            throw new HmmException(Errno.EINVAL, $"Process {_mm.Name} has exited.");
+        }
+
+        try
+        {
+            using MmapLockGuard mmapLock = _mm.MmapReadLock();     // held from setup to finalize
+            Vma vma = _mm.FindVma(start) ?? throw new HmmException(Errno.EINVAL, $"Nothing is mapped at 0x{start:x}.");
+            var args = new MigrateVma
+            {
+                Vma = vma,
+                Start = start,
+                End = end,                                  // inside vma, or setup throws EINVAL
+                Src = src,
+                Dst = dst,
+                PgmapOwner = _owner,                        // my notifier skips this migration: see Invalidate
+                Flags = MigrateVmaSelect.System,            // System RAM pages, and holes as "no page yet"
+            };
+            Migrate.VmaSetup(ref args);
+            try
+            {
+                for (int i = 0; i < src.Length; i++)
+                {
+                    if (!MigratePfn.IsMigrating(src[i]) || !device.TryAllocateDevicePage(pagemap, this, out Pfn devicePage))
+                    {
+                        continue;                           // no destination: this page stays where it is
+                    }
+
+                    Span<byte> bytes = memory.PageData(devicePage);
+                    bool hasPage = MigratePfn.TryGetPage(src[i], out Pfn ramPage);
+                    if (hasPage)
+                    {
+                        memory.ReadPageData(ramPage).CopyTo(bytes);
+                    }
+                    else
+                    {
+                        bytes.Clear();                      // MIGRATE alone: no page yet, the device page starts zeroed
+                    }
+
+                    // Writable on the device if it was writable on the CPU, or a hole of a writable area.
+                    bool writable = (src[i] & MigratePfn.Write) != 0 || (!hasPage && (vma.Flags & VmFlags.Write) != 0);
+                    dst[i] = MigratePfn.FromPfn(devicePage) | (writable ? MigratePfn.Write : 0);
+                }
+            }
+            finally
+            {
+                // Whatever happened above, every collected page is locked and unmapped until finalize.
+                Migrate.VmaPages(ref args);                 // clears MIGRATE where a page cannot move after all
+                MapMigratedPages(start, src, dst);
+                Migrate.VmaFinalize(ref args);              // unlocks; old pages and unused destinations are freed
+            }
+
+            return (args.CPages, src.Count(MigratePfn.IsMigrating));
+        }
+        finally
+        {
+            _mm.Put();
+        }
+    }
+    // </snippet:migrate-to-device>
+
+    // <snippet:map-migrated>
+    // After VmaPages, MIGRATE in src marks exactly the pages that moved: the device maps their new device pages.
+    private void MapMigratedPages(ulong start, ReadOnlySpan<ulong> src, ReadOnlySpan<ulong> dst)
+    {
+        lock (_update)
+        {
+            for (int i = 0; i < src.Length; i++)
+            {
+                if (MigratePfn.IsMigrating(src[i]) && MigratePfn.TryGetPage(dst[i], out Pfn devicePage))
+                {
+                    ulong write = (dst[i] & MigratePfn.Write) != 0 ? HmmPfn.Write : 0;
+                    _devicePageTable[start + ((ulong)i * PageSize.Bytes)] = HmmPfn.Valid | write | devicePage.Value;
+                }
+            }
+        }
+    }
+    // </snippet:map-migrated>
+
+    /// <summary>
+    /// Drops the device's mapping of one page, for the driver's fault path: its migration back to RAM skips this
+    /// mirror's invalidation (same owner), so the driver tells the mirror itself.
+    /// </summary>
+    /// <param name="address">The page's virtual address.</param>
+    public void ForgetDevicePage(ulong address)
+    {
+        lock (_update)
+        {
+            _devicePageTable.Remove(address);
+        }
+    }
 
     /// <summary>Stops mirroring: removes the interval notifier (<c>mmu_interval_notifier_remove</c>) and forgets every device mapping.</summary>
     public void Close()

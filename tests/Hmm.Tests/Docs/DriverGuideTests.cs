@@ -18,7 +18,7 @@ public partial class DriverGuideTests
     private const string ProgramDirectory = "docs/DriverGuide";
 
     [Fact]
-    public void TheGuideProgramMirrorsTheBufferFollowsTheProcessAndUnbindsWithoutLeaks()
+    public void TheGuideProgramMirrorsMigratesFaultsBackEvictsOnUnbindAndLosesNothing()
     {
         DriverGuideResult result = DriverGuideProgram.Run(TextWriter.Null);
 
@@ -45,8 +45,29 @@ public partial class DriverGuideTests
         result.AfterUnmap.Should().Be(Errno.EFAULT);
         result.UnalignedIoctl.Should().Be(-(int)Errno.EINVAL);
 
-        // Teardown: the device page came back through PageFree, the device unbound, nothing leaked.
-        result.DevicePagesFreed.Should().Be(1);
+        // Migration to the device: all 16 pages of the second buffer (12 written, 4 with no page yet) were
+        // collected and moved, and every CPU entry of the buffer became device-private.
+        result.MigrationCollected.Should().Be(16);
+        result.PagesMigrated.Should().Be(16);
+        result.PagesOnDevice.Should().Be(16);
+
+        // A CPU read and a CPU write each faulted one page back through MigrateToRam, with the right bytes;
+        // the driver removed those two pages from its device table itself (its own migration skips its notifier).
+        result.MigrateToRamCalls.Should().Be(2);
+        result.FaultedPageIntact.Should().BeTrue();
+        result.PagesOnDeviceAfterFaults.Should().Be(14);
+        result.DeviceEntriesAfterFaults.Should().Be(14);
+
+        // Unbind evicted the other 14 by PFN before the pagemap went away; every byte the process wrote survived,
+        // and reading it afterwards faulted nothing.
+        result.PagesEvicted.Should().Be(14);
+        result.PagesInRamAfterUnbind.Should().Be(16);
+        result.DataIntactAfterUnbind.Should().BeTrue();
+        result.MigrateToRamCallsAtEnd.Should().Be(2);
+
+        // Teardown: the test page and the 16 migrated device pages came back through PageFree, the device
+        // unbound, nothing leaked.
+        result.DevicePagesFreed.Should().Be(17);
         result.DeviceFreePages.Should().Be(512);
         result.DeviceBound.Should().BeFalse();
         result.PagemapState.Should().Be(DevPagemapState.Removed);
@@ -136,6 +157,233 @@ public partial class DriverGuideTests
 
         mirror.Close();
         mm.Exit();
+    }
+
+    [Fact]
+    public void TheGuideDriversFaultPathReturnsOomWhenNoRamPageIsFreeAndTheDevicePageStaysMapped()
+    {
+        using GuideMachine machine = new(pages: 4);
+        machine.Mirror.MigrateToDevice(machine.Driver, machine.Pagemap, machine.Buffer, machine.End).Moved.Should().Be(4);
+        ulong page1 = machine.Buffer + PageSize.Bytes;
+        Pte before = machine.Mm.ReadPte(page1);
+        ulong freeRam = machine.Memory.FreeRamPages;
+        int freeDevicePages = machine.Driver.FreePages;
+        byte[] read = new byte[PageSize.Bytes];
+
+        machine.Memory.FaultInjection.FailNext(FaultPoint.PageAllocation);
+        Action cpuRead = () => machine.Mm.Read(page1, read);
+
+        // dmirror_devmem_fault's VM_FAULT_OOM: the access fails with ENOMEM and the page is still on the device,
+        // mapped as before, still in the device table, and nothing was allocated or freed.
+        cpuRead.Should().Throw<HmmException>().Which.Error.Should().Be(Errno.ENOMEM);
+        machine.Driver.MigrateToRamCalls.Should().Be(1);
+        before.Kind.Should().Be(PteKind.DevicePrivate);
+        machine.Mm.ReadPte(page1).Should().Be(before);
+        machine.Mirror.DevicePageTable().Should().HaveCount(4);
+        machine.Memory.FreeRamPages.Should().Be(freeRam);
+        machine.Driver.FreePages.Should().Be(freeDevicePages);
+
+        // The next access moves it back with its bytes.
+        machine.Mm.Read(page1, read);
+        read.Should().Equal(machine.Expected.AsSpan(PageSize.Bytes, PageSize.Bytes).ToArray());
+        machine.Mm.ReadPte(page1).Kind.Should().Be(PteKind.Present);
+        machine.Mirror.DevicePageTable().Should().HaveCount(3);
+        machine.TearDownAndAssertNothingLost();
+    }
+
+    [Fact]
+    public void TheGuideDriverLeavesPagesItHasNoDevicePageForWhereTheyWere()
+    {
+        using GuideMachine machine = new(pages: 16);
+        var held = new List<Pfn>();
+        while (machine.Driver.FreePages > 4)
+        {
+            machine.Driver.TryAllocateDevicePage(machine.Pagemap, mirror: null, out Pfn page).Should().BeTrue();
+            held.Add(page);
+        }
+
+        Pte[] before = [.. Enumerable.Range(0, 16).Select(i => machine.Mm.ReadPte(machine.Buffer + ((ulong)i * PageSize.Bytes)))];
+
+        (ulong collected, int moved) = machine.Mirror.MigrateToDevice(machine.Driver, machine.Pagemap, machine.Buffer, machine.End);
+
+        // Every page was collected, 4 got a device page; the other 12 keep exactly their old mapping.
+        collected.Should().Be(16);
+        moved.Should().Be(4);
+        for (int i = 0; i < 16; i++)
+        {
+            Pte pte = machine.Mm.ReadPte(machine.Buffer + ((ulong)i * PageSize.Bytes));
+            if (i < 4)
+            {
+                pte.Kind.Should().Be(PteKind.DevicePrivate, $"page {i} had a device page");
+            }
+            else
+            {
+                pte.Should().Be(before[i], $"page {i} had no device page, so nothing about it may change");
+            }
+        }
+
+        machine.Mirror.DevicePageTable().Should().HaveCount(4);
+        machine.Driver.FreePages.Should().Be(0);
+        foreach (Pfn page in held)
+        {
+            machine.Memory.UnlockPage(page);
+            machine.Memory.PutPage(page);
+        }
+
+        machine.ReadBuffer().Should().Equal(machine.Expected);
+        machine.TearDownAndAssertNothingLost();
+    }
+
+    [Fact]
+    public void TheGuideDriversEvictionAtUnbindMovesPagesBackInEveryProcessThatMapsThem()
+    {
+        using GuideMachine machine = new(pages: 8);
+        machine.Mirror.MigrateToDevice(machine.Driver, machine.Pagemap, machine.Buffer, machine.End).Moved.Should().Be(8);
+        Mm child = machine.Mm.Fork();
+        try
+        {
+            child.ReadPte(machine.Buffer).Kind.Should().Be(PteKind.DevicePrivate, "fork copies a device-private entry");
+
+            // Fork write-protected the parent's entries, which invalidated the mirror; mirroring again reports the
+            // driver's own device pages without faulting them back.
+            machine.Mirror.Populate(machine.Buffer, machine.End, HmmPfn.RequestFault).Should().Be(Errno.None);
+            machine.Mirror.DevicePageTable().Should().HaveCount(8).And.OnlyContain(e => machine.Pagemap.Contains(HmmPfn.ToPfn(e.Value)));
+
+            // Unbind with the mirror still open: eviction is not the mirror's own migration (a Clear with no
+            // owner), so its notifier drops the device mappings as the pages leave.
+            machine.Unbind(keepMirror: true);
+
+            machine.Mirror.DevicePageTable().Should().BeEmpty();
+            machine.Driver.PagesEvicted.Should().Be(8);
+            machine.Driver.MigrateToRamCalls.Should().Be(0);
+            machine.Pagemap.State.Should().Be(DevPagemapState.Removed);
+            byte[] childData = new byte[machine.Expected.Length];
+            child.Read(machine.Buffer, childData);
+            childData.Should().Equal(machine.Expected);
+            machine.ReadBuffer().Should().Equal(machine.Expected);
+        }
+        finally
+        {
+            child.Exit();
+        }
+
+        machine.TearDownAndAssertNothingLost();
+    }
+
+    /// <summary>The guide's bring-up, eviction action and a written buffer with a mirror, as the program sets them up.</summary>
+    private sealed class GuideMachine : IDisposable
+    {
+        private bool _unbound;
+        private bool _mirrorOpen = true;
+
+        public GuideMachine(int pages)
+        {
+            Memory = new PhysicalMemory(new PhysicalMemoryOptions { RamBytes = 16UL << 20 });
+            Device = new ManagedDevice(Memory, "gpu");
+            Driver = new DeviceMemoryDriver();
+            PhysicalRange vram = Devm.RequestFreeRegion(Device, 2UL << 20);
+            Pagemap = Devm.Map(Device, new DevPagemapOptions { Type = MemoryType.DevicePrivate, Ranges = [vram], Owner = Driver, Ops = Driver });
+            Driver.AddFreePages(vram);
+            DevPagemap pagemap = Pagemap;
+            DeviceMemoryDriver driver = Driver;
+            Device.AddAction(() =>
+            {
+                driver.Evict(pagemap);
+                return Task.CompletedTask;
+            });
+            FreeRamAtStart = Memory.FreeRamPages;
+
+            Mm = new Mm(Memory, "app");
+            ulong length = (ulong)pages * PageSize.Bytes;
+            Buffer = Mm.Mmap(0, length, Protection.ReadWrite, MapFlags.Private | MapFlags.Anonymous);
+            End = Buffer + length;
+            Expected = new byte[length];
+            for (int i = 0; i < pages; i++)
+            {
+                Expected.AsSpan(i * PageSize.Bytes, PageSize.Bytes).Fill((byte)(0x10 + i));
+            }
+
+            Mm.Write(Buffer, Expected);
+            Mirror = new ProcessMirror(Mm, Buffer, length, Driver);
+        }
+
+        public PhysicalMemory Memory { get; }
+
+        public ManagedDevice Device { get; }
+
+        public DeviceMemoryDriver Driver { get; }
+
+        public DevPagemap Pagemap { get; }
+
+        public Mm Mm { get; }
+
+        public ProcessMirror Mirror { get; }
+
+        public ulong Buffer { get; }
+
+        public ulong End { get; }
+
+        public byte[] Expected { get; }
+
+        public ulong FreeRamAtStart { get; }
+
+        public byte[] ReadBuffer()
+        {
+            byte[] data = new byte[Expected.Length];
+            Mm.Read(Buffer, data);
+            return data;
+        }
+
+        /// <summary>Stops mirroring (unless told not to) and unbinds the device, as the guide's teardown does.</summary>
+        public void Unbind(bool keepMirror = false)
+        {
+            if (!keepMirror)
+            {
+                CloseMirror();
+            }
+
+            Device.Unbind(TimeSpan.FromSeconds(30));
+            _unbound = true;
+        }
+
+        private void CloseMirror()
+        {
+            if (_mirrorOpen)
+            {
+                Mirror.Close();
+                _mirrorOpen = false;
+            }
+        }
+
+        /// <summary>Tears down as the guide does and checks that the process lost nothing and nothing leaked.</summary>
+        public void TearDownAndAssertNothingLost()
+        {
+            if (!_unbound)
+            {
+                Unbind();
+            }
+
+            CloseMirror();
+            ReadBuffer().Should().Equal(Expected, "eviction at unbind loses nothing");
+            Mm.Exit();
+            Memory.FreeRamPages.Should().Be(FreeRamAtStart);
+            Driver.FreePages.Should().Be((int)Pagemap.PageCount);
+        }
+
+        /// <summary>Tears down without asserting, so that a failing test reports its own failure.</summary>
+        public void Dispose()
+        {
+            if (!_unbound)
+            {
+                Unbind();
+            }
+
+            CloseMirror();
+            if (Mm.IsAlive)
+            {
+                Mm.Exit();
+            }
+        }
     }
 
     [Theory]
