@@ -19,7 +19,7 @@ internal static class Accounting
     /// live areas and <paramref name="files"/>) one reference; and <paramref name="extraReferences"/> more (a pin is
     /// <see cref="Mm.PinCountingBias"/>, a driver's held page one). Then every RAM frame in <c>[2, RamPages + 2)</c>
     /// and every present frame of <paramref name="pagemaps"/> must have exactly that refcount and mapcount, and be
-    /// unlocked. Free frames (the allocator's, a driver's free list) account for zero.
+    /// unlocked (<paramref name="pagemaps"/> defaults to every registered device-private and coherent pagemap). Free frames (the allocator's, a driver's free list) account for zero.
     /// </summary>
     /// <param name="because">Prefixed to the failure message (put the seed here).</param>
     public static void ShouldBeConsistent(
@@ -128,7 +128,7 @@ internal static class Accounting
             Check(new Pfn(pfn));
         }
 
-        foreach (DevPagemap pagemap in pagemaps ?? [])
+        foreach (DevPagemap pagemap in pagemaps ?? RegisteredDevicePagemaps(memory))
         {
             foreach (PhysicalRange range in pagemap.Ranges)
             {
@@ -154,6 +154,21 @@ internal static class Accounting
 
         checkedFrames = frames;
         return errors;
+    }
+
+    /// <summary>
+    /// The device-private and device-coherent pagemaps registered on <paramref name="memory"/>: their free pages hold
+    /// no reference (generic and p2p pages start referenced, so those pagemaps must be passed explicitly).
+    /// </summary>
+    public static IEnumerable<DevPagemap> RegisteredDevicePagemaps(PhysicalMemory memory)
+    {
+        for (int id = 1; id < 1024; id++)
+        {
+            if (memory.FindZoneDeviceOwner(id) is DevPagemap { Type: MemoryType.DevicePrivate or MemoryType.DeviceCoherent } pagemap)
+            {
+                yield return pagemap;
+            }
+        }
     }
 
     /// <summary>Visits every non-none entry of <paramref name="mm"/>'s page tables, skipping missing directories.</summary>

@@ -122,6 +122,8 @@ public class MigrationStressTests
             _ = worker.Result;
         }
 
+        model.Faults.Should().BePositive($"seed {seed}: some accesses hit unmapped or protected pages");
+
         model.ShouldMatch(mm, $"seed {seed} at the end");
         mirrorA.FindStaleEntries().Should().BeEmpty($"seed {seed}");
         mirrorB.FindStaleEntries().Should().BeEmpty($"seed {seed}");
@@ -152,6 +154,9 @@ public class MigrationStressTests
     {
         private readonly bool[] _mapped = Enumerable.Repeat(true, PagesB).ToArray();
         private readonly Protection[] _protection = Enumerable.Repeat(Protection.ReadWrite, PagesB).ToArray();
+
+        /// <summary>How many accesses the model expected to fault (the main thread's choices alone decide it).</summary>
+        public int Faults { get; private set; }
 
         public byte[] A { get; } = TestKit.Pattern(a, PagesA * (int)Page, seed);
 
@@ -219,7 +224,7 @@ public class MigrationStressTests
             }
         }
 
-        private static void Access(Mm mm, Random random, ulong region, byte[] bytes, Func<int, (bool Mapped, Protection Protection)> state, string because)
+        private void Access(Mm mm, Random random, ulong region, byte[] bytes, Func<int, (bool Mapped, Protection Protection)> state, string because)
         {
             int offset = random.Next(bytes.Length);
             ulong address = region + (ulong)offset;
@@ -231,6 +236,7 @@ public class MigrationStressTests
             if (!allowed)
             {
                 access.Should().Throw<SegmentationFaultException>($"{because}: {(write ? "write" : "read")} at 0x{address:x} (mapped {mapped}, {protection})");
+                Faults++;
                 return;
             }
 
