@@ -16,7 +16,7 @@ public class MigrationStressTests
     private const ulong Page = MigrationTestKit.Page;
     private const int PagesA = 16;
     private const int PagesB = 24;
-    private const int Operations = 400;
+    private const int Operations = 800;
     private static readonly TimeSpan s_hang = TimeSpan.FromSeconds(60);
 
     /// <summary>The seeds run; <c>HMM_STRESS_SEED</c> runs just that one (to replay a failure or try new seeds).</summary>
