@@ -66,6 +66,15 @@ public sealed class SimFile
 
     internal ulong Handle { get; }
 
+    /// <summary>A snapshot of the cached frames, each holding the cache's one reference (for the tests' whole-memory accounting).</summary>
+    internal Pfn[] CachedFrames()
+    {
+        lock (_lock)
+        {
+            return [.. _cache.Values];
+        }
+    }
+
     // Written so that a length near 2^64 cannot wrap to zero pages.
     internal ulong PageCount => (Length >> PageSize.Shift) + ((Length & (PageSize.Bytes - 1)) != 0 ? 1UL : 0);
 

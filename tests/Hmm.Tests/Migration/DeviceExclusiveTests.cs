@@ -48,7 +48,9 @@ public class DeviceExclusiveTests
         mm.ReadPte(a).Should().Be(Pte.Present(before, writable: true), "the CPU access restored the original mapping");
         chain.Starts.Should().HaveCount(2, "the device was told its exclusive access ended");
         mm.ShouldBeAccounted(a, 2);
+        Accounting.ShouldBeConsistent(_memory, [mm]);
         mm.Exit();
+        Accounting.ShouldBeConsistent(_memory, []);
         _memory.FreeRamPages.Should().Be(_freeRamAtStart);
     }
 
@@ -74,8 +76,10 @@ public class DeviceExclusiveTests
         child.ShouldReadZeros(a, 1);
         child.ShouldHold(a + Page, 1, seed: 81);
         parent.ShouldHold(a + Page, 1, seed: 81);
+        Accounting.ShouldBeConsistent(_memory, [parent, child]);
         parent.Exit();
         child.Exit();
+        Accounting.ShouldBeConsistent(_memory, []);
         _memory.FreeRamPages.Should().Be(_freeRamAtStart);
     }
 
@@ -98,7 +102,9 @@ public class DeviceExclusiveTests
         _memory.IsPageLocked(pte.Pfn).Should().BeFalse();
         mm.ShouldBeAccounted(a, 1, extraReferences: 1);
         mm.ShouldHoldFrom(a, 1, 0, seed: 82);
+        Accounting.ShouldBeConsistent(_memory, [mm]);
         mm.Exit();
+        Accounting.ShouldBeConsistent(_memory, [], files: [file]);
     }
 
     [Fact]
@@ -121,7 +127,9 @@ public class DeviceExclusiveTests
         Action unlocked = () => DeviceExclusive.Make(mm, a, _owner, out _);
         unlocked.Should().Throw<KernelBugException>();
         snapshot.ShouldBeUnchanged();
+        Accounting.ShouldBeConsistent(_memory, [mm]);
         mm.Exit();
+        Accounting.ShouldBeConsistent(_memory, []);
     }
 
     [Fact]
@@ -142,7 +150,9 @@ public class DeviceExclusiveTests
         mm.ReadPte(a).Kind.Should().Be(PteKind.DeviceExclusive);
         mm.Munmap(a, 2 * Page);
 
+        Accounting.ShouldBeConsistent(_memory, [mm]);
         mm.Exit();
+        Accounting.ShouldBeConsistent(_memory, []);
         driver.FreePageCount.Should().Be(driver.InitialFreePages);
         _memory.FreeRamPages.Should().Be(_freeRamAtStart);
     }

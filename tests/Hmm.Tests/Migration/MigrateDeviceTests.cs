@@ -37,8 +37,10 @@ public class MigrateDeviceTests
         TestKit.ReadBytes(parent, a, 1).Should().Equal(0x77);
         parent.ShouldBeAccounted(a, 2);
         child.ShouldBeAccounted(a, 2);
+        Accounting.ShouldBeConsistent(_memory, [parent, child]);
         parent.Exit();
         child.Exit();
+        Accounting.ShouldBeConsistent(_memory, []);
         _driver.FreePageCount.Should().Be(_driver.InitialFreePages);
         _memory.FreeRamPages.Should().Be(_freeRamAtStart);
     }
@@ -77,9 +79,11 @@ public class MigrateDeviceTests
         parent.ShouldHold(a, 4, seed: 31);
         TestKit.ReadBytes(child, a + (2 * Page), 1).Should().Equal(0x55);
         other.ShouldHold(b, 1, seed: 32);
+        Accounting.ShouldBeConsistent(_memory, [parent, child, other]);
         parent.Exit();
         child.Exit();
         other.Exit();
+        Accounting.ShouldBeConsistent(_memory, []);
         _memory.FreeRamPages.Should().Be(_freeRamAtStart);
     }
 
@@ -100,7 +104,9 @@ public class MigrateDeviceTests
         _memory.PutPage(held);
         mm.ShouldBeAccounted(a, 2);
         mm.ShouldHold(a, 2, seed: 33);
+        Accounting.ShouldBeConsistent(_memory, [mm]);
         mm.Exit();
+        Accounting.ShouldBeConsistent(_memory, []);
         _driver.FreePageCount.Should().Be(_driver.InitialFreePages);
         _memory.FreeRamPages.Should().Be(_freeRamAtStart);
     }
@@ -123,7 +129,9 @@ public class MigrateDeviceTests
 
         mm.ShouldHold(a, 6, seed: 34);
         mm.ShouldBeAccounted(a, 6);
+        Accounting.ShouldBeConsistent(_memory, [mm]);
         mm.Exit();
+        Accounting.ShouldBeConsistent(_memory, []);
         _memory.FreeRamPages.Should().Be(_freeRamAtStart);
     }
 
@@ -149,7 +157,9 @@ public class MigrateDeviceTests
         _driver.Device.Unbind(TimeSpan.FromSeconds(30));
         _driver.Pagemap.State.Should().Be(DevPagemapState.Removed, "the last reference went when the CPU faulted the page back");
         mm.ShouldBeAccounted(a, 2);
+        Accounting.ShouldBeConsistent(_memory, [mm]);
         mm.Exit();
+        Accounting.ShouldBeConsistent(_memory, []);
         _memory.FreeRamPages.Should().Be(_freeRamAtStart);
     }
 
@@ -183,7 +193,9 @@ public class MigrateDeviceTests
         mm.ReadPte(a + (2 * Page)).Kind.Should().Be(PteKind.Present);
         mm.ShouldBeAccounted(a, 3);
         mm.ShouldHold(a, 3, seed: 36);
+        Accounting.ShouldBeConsistent(_memory, [mm]);
         mm.Exit();
+        Accounting.ShouldBeConsistent(_memory, []);
         _driver.FreePageCount.Should().Be(_driver.InitialFreePages);
         _memory.FreeRamPages.Should().Be(_freeRamAtStart);
     }

@@ -42,7 +42,9 @@ public class MigrateVmaTests
         mm.ShouldBeAccounted(a, 8);
         _driver.FreePageCount.Should().Be(_driver.InitialFreePages, "every device page went back to the free list");
 
+        Accounting.ShouldBeConsistent(_memory, [mm]);
         mm.Exit();
+        Accounting.ShouldBeConsistent(_memory, []);
         _memory.FreeRamPages.Should().Be(_freeRamAtStart);
     }
 
@@ -64,7 +66,9 @@ public class MigrateVmaTests
         TestKit.ReadBytes(mm, a, 2 * Page).Should().Equal(expected);
         mm.ShouldBeAccounted(a, 2);
         _driver.FreePageCount.Should().Be(_driver.InitialFreePages);
+        Accounting.ShouldBeConsistent(_memory, [mm]);
         mm.Exit();
+        Accounting.ShouldBeConsistent(_memory, []);
         _memory.FreeRamPages.Should().Be(_freeRamAtStart);
     }
 
@@ -109,7 +113,9 @@ public class MigrateVmaTests
         mm.ReadPte(a + (2 * Page)).Should().Be(Pte.Present(written, writable: true, dirty: true));
         mm.ShouldHoldFrom(a + (2 * Page), 1, a + (2 * Page), seed: 3);
         mm.ShouldBeAccounted(a, 4);
+        Accounting.ShouldBeConsistent(_memory, [mm]);
         mm.Exit();
+        Accounting.ShouldBeConsistent(_memory, []);
         _memory.FreeRamPages.Should().Be(_freeRamAtStart);
     }
 
@@ -130,7 +136,9 @@ public class MigrateVmaTests
 
         mm.ShouldBeAccounted(a, 3);
         mm.ShouldReadZeros(a, 3);
+        Accounting.ShouldBeConsistent(_memory, [mm]);
         mm.Exit();
+        Accounting.ShouldBeConsistent(_memory, []);
         _driver.FreePageCount.Should().Be(_driver.InitialFreePages);
         _memory.FreeRamPages.Should().Be(_freeRamAtStart);
     }
@@ -166,7 +174,9 @@ public class MigrateVmaTests
         sharedSrc[1].Should().Be(0);
         mm.ShouldHoldFrom(privateFile, 2, 0, seed: 4);
         mm.ShouldBeAccounted(shared, 2, extraReferences: 1);
+        Accounting.ShouldBeConsistent(_memory, [mm]);
         mm.Exit();
+        Accounting.ShouldBeConsistent(_memory, [], files: [file]);
     }
 
     [Fact]
@@ -183,7 +193,9 @@ public class MigrateVmaTests
         mm.ReadPte(a).Should().Be(before);
         mm.ShouldHoldFrom(a, 1, 0, seed: 5);
         _driver.FreePageCount.Should().Be(_driver.InitialFreePages, "the unused destination was freed through the pagemap");
+        Accounting.ShouldBeConsistent(_memory, [mm]);
         mm.Exit();
+        Accounting.ShouldBeConsistent(_memory, [], files: [file]);
     }
 
     [Fact]
@@ -212,7 +224,9 @@ public class MigrateVmaTests
 
         mm.ShouldBeAccounted(a, 6);
         mm.ShouldHold(a, 6, seed: 6);
+        Accounting.ShouldBeConsistent(_memory, [mm]);
         mm.Exit();
+        Accounting.ShouldBeConsistent(_memory, []);
         _driver.FreePageCount.Should().Be(_driver.InitialFreePages);
         _memory.FreeRamPages.Should().Be(_freeRamAtStart);
     }
@@ -233,7 +247,9 @@ public class MigrateVmaTests
         mm.IsOnDevice(a + (3 * Page), _driver).Should().BeTrue();
         mm.ShouldBeAccounted(a, 4);
         mm.ShouldHold(a, 4, seed: 7);
+        Accounting.ShouldBeConsistent(_memory, [mm]);
         mm.Exit();
+        Accounting.ShouldBeConsistent(_memory, []);
         _driver.FreePageCount.Should().Be(_driver.InitialFreePages);
         _memory.FreeRamPages.Should().Be(_freeRamAtStart);
     }
@@ -275,7 +291,9 @@ public class MigrateVmaTests
 
         _driver.MigrateToDevice(mm, a, a + (3 * Page)).Should().Be(3, "released, both pages migrate");
         mm.ShouldHold(a, 3, seed: 8);
+        Accounting.ShouldBeConsistent(_memory, [mm]);
         mm.Exit();
+        Accounting.ShouldBeConsistent(_memory, []);
         _driver.FreePageCount.Should().Be(_driver.InitialFreePages);
         _memory.FreeRamPages.Should().Be(_freeRamAtStart);
     }
@@ -297,7 +315,9 @@ public class MigrateVmaTests
         _memory.UnlockPage(locked);
         mm.ShouldBeAccounted(a, 2);
         mm.ShouldHold(a, 2, seed: 9);
+        Accounting.ShouldBeConsistent(_memory, [mm]);
         mm.Exit();
+        Accounting.ShouldBeConsistent(_memory, []);
         _memory.FreeRamPages.Should().Be(_freeRamAtStart);
     }
 
@@ -312,7 +332,9 @@ public class MigrateVmaTests
         _driver.MigrateToDevice(mm, a, a + (2 * Page));
 
         chain.Starts.Should().Equal(new MmuNotifierRange(a, a + (2 * Page), MmuNotifierEvent.Migrate, Owner: _driver.Owner));
+        Accounting.ShouldBeConsistent(_memory, [mm]);
         mm.Exit();
+        Accounting.ShouldBeConsistent(_memory, []);
     }
 
     [Fact]
@@ -329,7 +351,9 @@ public class MigrateVmaTests
         mm.IsOnDevice(a, other).Should().BeTrue();
         mm.ShouldHold(a, 2, seed: 11);
         other.MigrateToRamCalls.Should().Be(2, "the CPU read faulted them back through their own driver");
+        Accounting.ShouldBeConsistent(_memory, [mm]);
         mm.Exit();
+        Accounting.ShouldBeConsistent(_memory, []);
         other.FreePageCount.Should().Be(other.InitialFreePages);
     }
 
@@ -350,7 +374,9 @@ public class MigrateVmaTests
         coherent.MigrateToSystem(mm, a, a + (2 * Page)).Should().Be(2);
         _memory.Page(mm.ReadPte(a).Pfn).IsZoneDevice.Should().BeFalse();
         mm.ShouldHold(a, 2, seed: 12);
+        Accounting.ShouldBeConsistent(_memory, [mm]);
         mm.Exit();
+        Accounting.ShouldBeConsistent(_memory, []);
         coherent.FreePageCount.Should().Be(coherent.InitialFreePages);
         _memory.FreeRamPages.Should().Be(_freeRamAtStart);
     }

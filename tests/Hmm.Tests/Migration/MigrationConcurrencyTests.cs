@@ -88,7 +88,9 @@ public class MigrationConcurrencyTests
         }
 
         _driver.MigrateToRamCalls.Should().BeGreaterThanOrEqualTo(rounds * pages);
+        Accounting.ShouldBeConsistent(_memory, [mm]);
         mm.Exit();
+        Accounting.ShouldBeConsistent(_memory, []);
         _memory.FreeRamPages.Should().Be(_freeRamAtStart);
     }
 
@@ -132,7 +134,9 @@ public class MigrationConcurrencyTests
         TestKit.ReadBytes(mm, a, 2 * Page).Should().Equal(expected, "the write landed on the final page");
         _driver.MigrateToRamCalls.Should().Be(2, "the writer saw the device page and faulted it back; so did the final read of the other");
         mm.ShouldBeAccounted(a, 2);
+        Accounting.ShouldBeConsistent(_memory, [mm]);
         mm.Exit();
+        Accounting.ShouldBeConsistent(_memory, []);
         _driver.FreePageCount.Should().Be(_driver.InitialFreePages);
         _memory.FreeRamPages.Should().Be(_freeRamAtStart);
     }
@@ -198,7 +202,9 @@ public class MigrationConcurrencyTests
         _driver.EvictAll();
         TestKit.ReadBytes(mm, a, pages * Page).Should().Equal(model, $"seed {seed}: the bytes equal the model");
         mm.ShouldBeAccounted(a, pages);
+        Accounting.ShouldBeConsistent(_memory, [mm]);
         mm.Exit();
+        Accounting.ShouldBeConsistent(_memory, []);
         _driver.FreePageCount.Should().Be(_driver.InitialFreePages, $"seed {seed}");
         _memory.FreeRamPages.Should().Be(_freeRamAtStart, $"seed {seed}");
     }
@@ -248,8 +254,10 @@ public class MigrationConcurrencyTests
         child.ShouldHoldFrom(childAt, pages, a, seed);
         parent.ShouldBeAccounted(a, pages);
         child.ShouldBeAccounted(childAt, pages);
+        Accounting.ShouldBeConsistent(_memory, [parent, child]);
         parent.Exit();
         child.Exit();
+        Accounting.ShouldBeConsistent(_memory, []);
         _driver.FreePageCount.Should().Be(_driver.InitialFreePages, $"seed {seed}");
         _memory.FreeRamPages.Should().Be(_freeRamAtStart, $"seed {seed}");
     }
@@ -347,7 +355,9 @@ public class MigrationConcurrencyTests
         mm.ShouldBeAccounted(a, pages);
         mirror.FindStaleEntries().Should().BeEmpty();
         mirror.Dispose();
+        Accounting.ShouldBeConsistent(_memory, [mm], because: $"seed {seed}");
         mm.Exit();
+        Accounting.ShouldBeConsistent(_memory, [], because: $"seed {seed}");
         _driver.FreePageCount.Should().Be(_driver.InitialFreePages, $"seed {seed}");
         second.FreePageCount.Should().Be(second.InitialFreePages, $"seed {seed}");
         _memory.FreeRamPages.Should().Be(_freeRamAtStart, $"seed {seed}");

@@ -87,10 +87,13 @@ public class MigrationRaceTests
                 write.ShouldSegfault();
             }
 
+            Accounting.ShouldBeConsistent(_memory, [parent, child], because: change);
             child.Exit();
         }
 
+        Accounting.ShouldBeConsistent(_memory, [parent], because: change);
         parent.Exit();
+        Accounting.ShouldBeConsistent(_memory, [], because: change);
         _driver.FreePageCount.Should().Be(_driver.InitialFreePages);
         _memory.FreeRamPages.Should().Be(_freeRamAtStart);
     }
@@ -130,7 +133,9 @@ public class MigrationRaceTests
         mm.IsOnDevice(a + Page, _driver).Should().BeTrue();
         TestKit.ReadBytes(mm, a, 4).Should().Equal(0, 0, 0, 0x42);
         mm.ShouldBeAccounted(a, 2);
+        Accounting.ShouldBeConsistent(_memory, [mm]);
         mm.Exit();
+        Accounting.ShouldBeConsistent(_memory, []);
         _driver.FreePageCount.Should().Be(_driver.InitialFreePages);
         _memory.FreeRamPages.Should().Be(_freeRamAtStart);
     }
@@ -172,7 +177,9 @@ public class MigrationRaceTests
         mm.ShouldBeAccounted(a, 3);
         mm.ShouldHold(a, 3, seed: 61);
         second.MigrateToRamCalls.Should().Be(3);
+        Accounting.ShouldBeConsistent(_memory, [mm]);
         mm.Exit();
+        Accounting.ShouldBeConsistent(_memory, []);
         second.FreePageCount.Should().Be(second.InitialFreePages);
         _memory.FreeRamPages.Should().Be(_freeRamAtStart);
     }
@@ -195,7 +202,9 @@ public class MigrationRaceTests
         mm.ShouldHold(a, 2, seed: 62);
         mm.UnpinUserPages(pinned);
         mm.ShouldBeAccounted(a, 2);
+        Accounting.ShouldBeConsistent(_memory, [mm]);
         mm.Exit();
+        Accounting.ShouldBeConsistent(_memory, []);
         _driver.FreePageCount.Should().Be(_driver.InitialFreePages);
         _memory.FreeRamPages.Should().Be(_freeRamAtStart);
     }
@@ -224,7 +233,9 @@ public class MigrationRaceTests
         mm.ShouldHold(a, 2, seed: 63);
         mm.UnpinUserPages(pinned);
         mm.ShouldBeAccounted(a, 2);
+        Accounting.ShouldBeConsistent(_memory, [mm]);
         mm.Exit();
+        Accounting.ShouldBeConsistent(_memory, []);
         coherent.FreePageCount.Should().Be(coherent.InitialFreePages);
         _memory.FreeRamPages.Should().Be(_freeRamAtStart);
     }
@@ -250,7 +261,9 @@ public class MigrationRaceTests
         _memory.PutPage(before.Pfn);
         mm.ShouldHold(a, 1, seed: 64);
         mm.ShouldBeAccounted(a, 1);
+        Accounting.ShouldBeConsistent(_memory, [mm]);
         mm.Exit();
+        Accounting.ShouldBeConsistent(_memory, []);
         coherent.FreePageCount.Should().Be(coherent.InitialFreePages);
     }
 }

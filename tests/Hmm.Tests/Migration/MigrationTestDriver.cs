@@ -95,15 +95,31 @@ internal sealed class MigrationTestDriver : IDevPagemapOps
     }
 
     /// <summary>Migrates <c>[start, end)</c> to device memory (dmirror's MIGRATE_TO_DEV). Returns the pages that moved.</summary>
-    public int MigrateToDevice(Mm mm, ulong start, ulong end, MigrateVmaSelect flags = MigrateVmaSelect.System)
+    /// <remarks>
+    /// With <paramref name="withinArea"/>, a range that another thread's munmap or mprotect may have changed is first
+    /// clipped to the area holding <paramref name="start"/> (nothing moves if none does), as a driver validating a
+    /// user's request under the mmap lock would.
+    /// </remarks>
+    public int MigrateToDevice(Mm mm, ulong start, ulong end, MigrateVmaSelect flags = MigrateVmaSelect.System, bool withinArea = false)
     {
+        using MmapLockGuard guard = mm.MmapReadLock();
+        Vma? vma = mm.FindVma(start);
+        if (withinArea)
+        {
+            if (vma is null || vma.Start > start)
+            {
+                return 0;
+            }
+
+            end = Math.Min(end, vma.End);
+        }
+
         int npages = (int)((end - start) / Page);
         var src = new ulong[npages];
         var dst = new ulong[npages];
-        using MmapLockGuard guard = mm.MmapReadLock();
         var args = new MigrateVma
         {
-            Vma = mm.FindVma(start),
+            Vma = vma,
             Start = start,
             End = end,
             Src = src,
@@ -137,15 +153,26 @@ internal sealed class MigrationTestDriver : IDevPagemapOps
     }
 
     /// <summary>Migrates this device's pages of <c>[start, end)</c> back to RAM (dmirror's MIGRATE_TO_SYS). Returns the pages that moved.</summary>
-    public int MigrateToSystem(Mm mm, ulong start, ulong end)
+    public int MigrateToSystem(Mm mm, ulong start, ulong end, bool withinArea = false)
     {
+        using MmapLockGuard guard = mm.MmapReadLock();
+        Vma? vma = mm.FindVma(start);
+        if (withinArea)
+        {
+            if (vma is null || vma.Start > start)
+            {
+                return 0;
+            }
+
+            end = Math.Min(end, vma.End);
+        }
+
         int npages = (int)((end - start) / Page);
         var src = new ulong[npages];
         var dst = new ulong[npages];
-        using MmapLockGuard guard = mm.MmapReadLock();
         var args = new MigrateVma
         {
-            Vma = mm.FindVma(start),
+            Vma = vma,
             Start = start,
             End = end,
             Src = src,
