@@ -1,3 +1,4 @@
+using System.Diagnostics.CodeAnalysis;
 using System.Collections.ObjectModel;
 using System.Runtime.CompilerServices;
 
@@ -171,16 +172,37 @@ public sealed class DevPagemap : IZoneDevicePageOwner
             ThrowHelper.ThrowPagemapDying(this);
         }
 
+        // The page lock is taken before the reference is published, as zone_device_page_init's lock_page waits for a
+        // holder: an eviction (migrate_device_range) only trylocks a page it first got a reference on, so it can never
+        // believe it holds the lock of a page being handed to the driver.
         ref PageFrame frame = ref Memory.Frame(pfn);
-        int seen = Interlocked.CompareExchange(ref frame._refCount, 1, 0);
-        if (seen != 0)
+        int seen = Volatile.Read(ref frame._refCount);
+        if (seen != 0 || !Memory.TryLockPage(pfn))
         {
-            Ref.Put();
-            ThrowHelper.ThrowDevicePageBusy(pfn, seen);
+            RefuseInit(pfn, seen, locked: false);
         }
 
-        Interlocked.Or(ref frame._flags, (ulong)PageFlags.Locked);
+        seen = Interlocked.CompareExchange(ref frame._refCount, 1, 0);
+        if (seen != 0)
+        {
+            RefuseInit(pfn, seen, locked: true);
+        }
+
         HmmMetrics.DevicePageInits.Add(1);
+    }
+
+    /// <summary>Undoes a refused <see cref="InitDevicePage"/> (the lock it took, its lifetime reference) and throws EBUSY.</summary>
+    [DoesNotReturn]
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void RefuseInit(Pfn pfn, int seen, bool locked)
+    {
+        if (locked)
+        {
+            Memory.UnlockPage(pfn);
+        }
+
+        Ref.Put();
+        ThrowHelper.ThrowDevicePageBusy(pfn, seen);
     }
 
     /// <summary>The pages of this pagemap that hold references now, in PFN order.</summary>

@@ -43,6 +43,69 @@ public class DevPagemapTests
     }
 
     [Fact]
+    public void InitDevicePageNeverSharesItsLockWithAnEvictionThatTrylocksThePage()
+    {
+        // migrate_device_range takes a reference and then trylocks each device page. If a page handed to the driver
+        // were published (refcount 1) before it was locked, the eviction's trylock could win in between, and both
+        // would believe they hold the lock: each unlock would then release the other's. Bounded, no timing asserted.
+        // The driver hands out pages from its free list (the lowest frame first, and a freed page goes back on top),
+        // so the evictor's page comes round again and again.
+        Pfn pfn = _range.StartPfn;
+        const int Rounds = 100_000;
+        _driver.AddFreePages(_pagemap);
+        Exception? failure = null;
+        var driver = new Thread(() =>
+        {
+            try
+            {
+                for (int i = 0; i < Rounds; i++)
+                {
+                    _driver.TryAllocate(_pagemap, out Pfn page).Should().BeTrue();
+                    _memory.UnlockPage(page);
+                    _memory.PutPage(page);
+                }
+            }
+            catch (Exception error) when (error is KernelBugException or HmmException)
+            {
+                failure = error;
+            }
+        });
+        var evictor = new Thread(() =>
+        {
+            try
+            {
+                for (int i = 0; i < Rounds && failure is null; i++)
+                {
+                    if (_memory.TryGetPage(pfn))
+                    {
+                        if (_memory.TryLockPage(pfn))
+                        {
+                            _memory.UnlockPage(pfn);
+                        }
+
+                        _memory.PutPage(pfn);
+                    }
+                }
+            }
+            catch (Exception error) when (error is KernelBugException or HmmException)
+            {
+                failure = error;
+            }
+        });
+
+        driver.Start();
+        evictor.Start();
+        driver.Join();
+        evictor.Join();
+
+        failure.Should().BeNull("the page lock has one holder at a time");
+        _memory.PageRefCount(pfn).Should().Be(0);
+        _memory.IsPageLocked(pfn).Should().BeFalse();
+        _driver.FreePageCount.Should().Be((int)_pagemap.PageCount);
+        _driver.PageFreeCalls.Should().HaveCount(Rounds, "every round freed the page through the driver once");
+    }
+
+    [Fact]
     public void InitDevicePageOfAForeignFrameThrowsEINVALAndChangesNothing()
     {
         PhysicalRange otherRange = TestKit.DeviceRange(256);

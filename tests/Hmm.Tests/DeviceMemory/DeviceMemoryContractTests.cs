@@ -386,7 +386,7 @@ public class DeviceMemoryContractTests
     [InlineData(typeof(PhysicalMemory), "UnlockPage", new[] { typeof(Pfn) }, 128)]
     [InlineData(typeof(PhysicalMemory), "Page", new[] { typeof(Pfn) }, 16)]
     [InlineData(typeof(PhysicalMemory), "Frame", new[] { typeof(Pfn) }, 64)]
-    [InlineData(typeof(DevPagemap), "InitDevicePage", new[] { typeof(Pfn) }, 160)]
+    [InlineData(typeof(DevPagemap), "InitDevicePage", new[] { typeof(Pfn) }, 200)]
     public void HotPathsCarryNoMessageFormatting(Type type, string name, Type[] parameters, int maxIlBytes)
     {
         MethodInfo method = type.GetMethod(name, BindingFlags.Public | BindingFlags.NonPublic | BindingFlags.Instance, parameters)!;
