@@ -338,31 +338,83 @@ public static partial class Migrate
 
     private static void RemoveMigrationEntriesLocked(PhysicalMemory memory, Pfn source, Pfn target)
     {
-        bool devicePrivate = IsDevicePrivate(memory, target);
         ref readonly PageFrame frame = ref memory.Page(source);
         if ((frame.Flags & PageFlags.Anon) != 0 && memory.Mappings.Find(frame.Mapping) is AnonVma anonVma)
         {
-            // The common case walks the anon_vma's list in place: finalize stays allocation-free.
-            ulong pageIndex = frame.Index;
             lock (anonVma.ListLock)
             {
-                List<Vma> vmas = anonVma.VmasUnsynchronized;
-                for (int i = 0; i < vmas.Count; i++)
-                {
-                    Vma vma = vmas[i];
-                    if (pageIndex >= vma.PgOff && pageIndex - vma.PgOff < (vma.End - vma.Start) >> PageSize.Shift)
-                    {
-                        RemoveMigrationEntry(memory, vma.Mm, vma.Start + ((pageIndex - vma.PgOff) << PageSize.Shift), source, target, devicePrivate);
-                    }
-                }
+                RemoveAnonMigrationEntries(memory, anonVma, source, target);
             }
 
             return;
         }
 
+        bool devicePrivate = IsDevicePrivate(memory, target);
         foreach ((Vma vma, ulong address) in Rmap.Candidates(memory, source))
         {
             RemoveMigrationEntry(memory, vma.Mm, address, source, target, devicePrivate);
+        }
+    }
+
+    /// <summary>
+    /// The common case: walks the anon_vma's area list in place, so finalize stays allocation-free. The caller holds
+    /// the anon_vma's rmap lock shared and its list lock.
+    /// </summary>
+    private static void RemoveAnonMigrationEntries(PhysicalMemory memory, AnonVma anonVma, Pfn source, Pfn target)
+    {
+        bool devicePrivate = IsDevicePrivate(memory, target);
+        ulong pageIndex = memory.Page(source).Index;
+        List<Vma> vmas = anonVma.VmasUnsynchronized;
+        for (int i = 0; i < vmas.Count; i++)
+        {
+            Vma vma = vmas[i];
+            if (pageIndex >= vma.PgOff && pageIndex - vma.PgOff < (vma.End - vma.Start) >> PageSize.Shift)
+            {
+                RemoveMigrationEntry(memory, vma.Mm, vma.Start + ((pageIndex - vma.PgOff) << PageSize.Shift), source, target, devicePrivate);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Restores the migration entries of many pages in a row (finalize), keeping the rmap and list locks of one
+    /// anon_vma across consecutive pages of that anon_vma instead of taking them per page. Dispose releases them.
+    /// </summary>
+    private struct EntryRestorer(PhysicalMemory memory) : IDisposable
+    {
+        private AnonVma? _held;
+
+        public void Restore(Pfn source, Pfn target)
+        {
+            ref readonly PageFrame frame = ref memory.Page(source);
+            AnonVma? anonVma = (frame.Flags & PageFlags.Anon) != 0 ? memory.Mappings.Find(frame.Mapping) as AnonVma : null;
+            if (anonVma is null)
+            {
+                Release();
+                RemoveMigrationEntries(memory, source, target);
+                return;
+            }
+
+            if (!ReferenceEquals(anonVma, _held))
+            {
+                Release();
+                anonVma.EnterRmapRead();
+                anonVma.ListLock.Enter();
+                _held = anonVma;
+            }
+
+            RemoveAnonMigrationEntries(memory, anonVma, source, target);
+        }
+
+        public void Dispose() => Release();
+
+        private void Release()
+        {
+            if (_held is { } held)
+            {
+                _held = null;
+                held.ListLock.Exit();
+                held.ExitRmapRead();
+            }
         }
     }
 

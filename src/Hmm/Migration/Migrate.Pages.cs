@@ -161,36 +161,51 @@ public static partial class Migrate
     /// <summary>Shared by <c>migrate_vma_finalize</c> and <c>migrate_device_finalize</c>.</summary>
     private static void FinalizePages(PhysicalMemory memory, Span<ulong> src, ReadOnlySpan<ulong> dst, Pfn? faultPage)
     {
+        // First every entry ends on its new page or back on the old one, with the pages still locked; a run of pages
+        // of one anon_vma is restored under one hold of its rmap and list locks (the kernel takes them per folio; the
+        // locks are only held longer). Then the pages are unlocked and released, so no driver callback (a page-free)
+        // ever runs under a reverse-map lock.
         long moved = 0;
+        var restorer = new EntryRestorer(memory);
+        try
+        {
+            for (int i = 0; i < src.Length; i++)
+            {
+                if (!MigratePfn.TryGetPage(src[i], out Pfn page))
+                {
+                    continue;
+                }
+
+                // A destination whose metadata never moved (pages was skipped on an error path) is not a migration.
+                bool migrated = MigratePfn.TryGetPage(dst[i], out Pfn newPage) && MigratePfn.IsMigrating(src[i])
+                    && memory.Page(newPage).Mapping == memory.Page(page).Mapping;
+                if (!migrated)
+                {
+                    src[i] &= ~MigratePfn.Migrate;
+                }
+
+                moved += migrated ? 1 : 0;
+                restorer.Restore(page, migrated ? newPage : page);
+            }
+        }
+        finally
+        {
+            restorer.Dispose();
+        }
+
         for (int i = 0; i < src.Length; i++)
         {
             bool hasNew = MigratePfn.TryGetPage(dst[i], out Pfn newPage);
-            if (!MigratePfn.TryGetPage(src[i], out Pfn page))
+            if (MigratePfn.TryGetPage(src[i], out Pfn page))
             {
-                if (hasNew)
+                if (faultPage != page)
                 {
-                    ReleaseDestination(memory, newPage);
+                    UnlockAndPut(memory, page);
                 }
-
-                continue;
-            }
-
-            // A destination whose metadata never moved (pages was skipped on an error path) is not a migration.
-            bool migrated = hasNew && MigratePfn.IsMigrating(src[i]) && memory.Page(newPage).Mapping == memory.Page(page).Mapping;
-            if (!migrated)
-            {
-                src[i] &= ~MigratePfn.Migrate;
-            }
-
-            moved += migrated ? 1 : 0;
-            RemoveMigrationEntries(memory, page, migrated ? newPage : page);
-            if (faultPage != page)
-            {
-                UnlockAndPut(memory, page);
-            }
-            else
-            {
-                memory.PutPage(page);
+                else
+                {
+                    memory.PutPage(page);
+                }
             }
 
             if (hasNew)
