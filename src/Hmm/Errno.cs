@@ -21,6 +21,9 @@ public enum Errno
     /// <summary>Interrupted.</summary>
     EINTR = 4,
 
+    /// <summary>I/O error (for example a device copy that failed).</summary>
+    EIO = 5,
+
     /// <summary>No such device or address (for example a device range that overlaps System RAM).</summary>
     ENXIO = 6,
 
