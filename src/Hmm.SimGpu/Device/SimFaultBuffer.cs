@@ -16,6 +16,8 @@ namespace Hmm.SimGpu;
 internal sealed class SimFaultBuffer : IFaultSource
 {
     private readonly SimulatedGpu _gpu;
+    // Guards _ring, _head, _count, the merge table (_slots, _stamps, _generation) and _overflowing. Taken after an
+    // address space's gate (an access raising a fault); nothing is called while it is held.
     private readonly Lock _lock = new();
     private readonly DeviceFault[] _ring;
     private readonly int[] _slots;
