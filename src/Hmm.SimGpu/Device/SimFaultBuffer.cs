@@ -45,8 +45,8 @@ internal sealed class SimFaultBuffer : IFaultSource
     /// <inheritdoc/>
     public int BatchSize { get; }
 
-    /// <summary>Records a fault; a full buffer drops it and counts an overflow. Returns whether it was recorded.</summary>
-    internal bool Push(in DeviceFault fault)
+    /// <summary>Records a fault; a full buffer drops it and counts an overflow.</summary>
+    internal void Push(in DeviceFault fault)
     {
         Interlocked.Increment(ref _gpu.Counters.FaultsRaised);
         bool logOverflow = false;
@@ -57,7 +57,7 @@ internal sealed class SimFaultBuffer : IFaultSource
                 int tail = _head + _count;
                 _ring[tail >= _ring.Length ? tail - _ring.Length : tail] = fault;
                 _count++;
-                return true;
+                return;
             }
 
             logOverflow = !_overflowing;
@@ -69,8 +69,6 @@ internal sealed class SimFaultBuffer : IFaultSource
         {
             Log.FaultBufferOverflow(_gpu.Logger, _gpu.Name, _ring.Length, null);
         }
-
-        return false;
     }
 
     /// <inheritdoc/>
