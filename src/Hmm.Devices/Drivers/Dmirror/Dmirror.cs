@@ -257,7 +257,7 @@ public sealed partial class Dmirror : IDisposable
         try
         {
             subscription.SetSequence(currentSequence);
-            EraseLocked(range.Start & PageSize.Mask, range.End);
+            EraseLocked(range.Start, range.End);
         }
         finally
         {
@@ -271,8 +271,9 @@ public sealed partial class Dmirror : IDisposable
     // went. Caller holds _lock.
     private void EraseLocked(ulong start, ulong end)
     {
-        ulong from = Math.Max(start, _mappedLow);
+        ulong from = Math.Max(start & PageSize.Mask, _mappedLow);
         ulong to = Math.Min(end, _mappedHigh);
+        to = (to + PageSize.Bytes - 1) & PageSize.Mask;     // never past _mappedHigh, which is page aligned
         if (from >= to)
         {
             return;
