@@ -316,6 +316,11 @@ public sealed class DmirrorDevice : IDeviceMemoryClient
             IReadOnlyList<DevPagemap> pagemaps = local.Pagemaps;
             for (int p = 0; p < pagemaps.Count; p++)
             {
+                if (pagemaps[p].State != DevPagemapState.Live)
+                {
+                    continue;       // being torn down or gone: its pages are the pagemap's teardown's business
+                }
+
                 IReadOnlyList<PhysicalRange> ranges = pagemaps[p].Ranges;
                 for (int r = 0; r < ranges.Count; r++)
                 {
