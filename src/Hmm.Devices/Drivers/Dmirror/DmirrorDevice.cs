@@ -86,6 +86,11 @@ public sealed class DmirrorDevice : IDeviceMemoryClient
             throw new HmmException(Errno.EINVAL, $"Address space '{mm.Name}' belongs to another machine than device '{_backend.Name}'.");
         }
 
+        if (!mm.IsAlive)
+        {
+            throw new HmmException(Errno.EINVAL, $"Address space '{mm.Name}' has exited.");
+        }
+
         var mirror = new Dmirror(this, mm);
         lock (_mirrorsLock)
         {

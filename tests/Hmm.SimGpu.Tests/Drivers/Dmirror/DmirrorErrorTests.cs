@@ -107,7 +107,7 @@ public sealed class DmirrorErrorTests
     }
 
     [Fact]
-    public async Task AnAddressSpaceOfAnotherMachineIsRefused()
+    public async Task AnAddressSpaceOfAnotherMachineOrOneThatExitedIsRefused()
     {
         var machine = new DmirrorMachine();
         var foreign = new Mm(new PhysicalMemory(new PhysicalMemoryOptions { RamBytes = 2UL << 20 }));
@@ -115,6 +115,11 @@ public sealed class DmirrorErrorTests
         open.Should().Throw<HmmException>().Which.Error.Should().Be(Errno.EINVAL);
         Action mmap = () => machine.Device.MmapDeviceFile(foreign, 1);
         mmap.Should().Throw<HmmException>().Which.Error.Should().Be(Errno.EINVAL);
+
+        var exited = new Mm(machine.Memory, "exited");
+        exited.Exit();
+        Action openExited = () => machine.Device.Open(exited);
+        openExited.Should().Throw<HmmException>().Which.Error.Should().Be(Errno.EINVAL);
         await machine.TeardownAsync();
     }
 
