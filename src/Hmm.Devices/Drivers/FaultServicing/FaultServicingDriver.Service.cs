@@ -22,6 +22,8 @@ public sealed partial class FaultServicingDriver
     private readonly ulong[] _moved = new ulong[Words];
     private readonly ulong[] _remote = new ulong[Words];
     private readonly ulong[] _rest = new ulong[Words];
+    private readonly ulong[] _unwritable = new ulong[Words];
+    private readonly ulong[] _retry = new ulong[Words];
     private readonly ulong[] _src = new ulong[BlockPages];
     private readonly ulong[] _dst = new ulong[BlockPages];
     private readonly ulong[] _hmm = new ulong[BlockPages];
@@ -402,18 +404,55 @@ public sealed partial class FaultServicingDriver
     // unmapped or read-only page does not keep the others from being served.
     private void MapInPlace(GpuVaSpace space, int id, ulong address)
     {
-        if (FaultPages(space, id, address, _rest, map: true) == Errno.None)
+        Array.Clear(_unwritable);
+        if (FaultPages(space, id, address, _rest, map: true) != Errno.None)
         {
-            return;
-        }
-
-        for (int page = NextSet(_rest, 0); page < BlockPages; page = NextSet(_rest, page + 1))
-        {
-            if (FaultPagesIn(space, id, address, page, page + 1, _rest, map: true) != Errno.None)
+            for (int page = NextSet(_rest, 0); page < BlockPages; page = NextSet(_rest, page + 1))
             {
-                _batchUnserviceable++;
+                if (FaultPagesIn(space, id, address, page, page + 1, _rest, map: true) != Errno.None)
+                {
+                    _batchUnserviceable++;
+                }
             }
         }
+
+        if (PopCount(_unwritable) > 0)
+        {
+            BreakDeviceCopyOnWrite(space, id, address);
+        }
+    }
+
+    // hmm_range_fault reports this device's own pages as they are, without faulting them for a write: a write fault
+    // on one whose CPU entry is read-only (copy-on-write after fork) is resolved as a CPU write fault would be
+    // (migrate_to_ram, then the copy), and the result mapped; in an area without write permission it is refused.
+    private void BreakDeviceCopyOnWrite(GpuVaSpace space, int id, ulong address)
+    {
+        Array.Clear(_retry);
+        using (space.Mm.MmapReadLock())
+        {
+            for (int page = NextSet(_unwritable, 0); page < BlockPages; page = NextSet(_unwritable, page + 1))
+            {
+                ulong pageAddress = address + ((ulong)page << PageSize.Shift);
+                Vma? vma = space.Mm.FindVma(pageAddress);
+                if (vma is not null && (vma.Flags & VmFlags.Write) != 0
+                    && space.Mm.HandleMmFault(vma, pageAddress, FaultFlags.Write) == VmFaultResult.None)
+                {
+                    _retry[page >> 6] |= 1UL << (page & 63);
+                }
+                else
+                {
+                    _batchUnserviceable++;
+                }
+            }
+        }
+
+        Array.Clear(_unwritable);
+        if (PopCount(_retry) > 0 && FaultPages(space, id, address, _retry, map: true) != Errno.None)
+        {
+            _batchUnserviceable += PopCount(_retry);
+        }
+
+        _batchUnserviceable += PopCount(_unwritable);   // raced again: the replayed access faults anew
     }
 
     private Errno FaultPages(GpuVaSpace space, int id, ulong address, ulong[] mask, bool map)
@@ -488,6 +527,12 @@ public sealed partial class FaultServicingDriver
             ulong entry = pfns[i];
             if (!IsSet(mask, page) || (entry & (HmmPfn.Valid | HmmPfn.Error)) != HmmPfn.Valid)
             {
+                continue;
+            }
+
+            if ((entry & HmmPfn.Write) == 0 && IsSet(_write, page))
+            {
+                _unwritable[page >> 6] |= 1UL << (page & 63);   // our own page, reported read-only: see BreakDeviceCopyOnWrite
                 continue;
             }
 
