@@ -687,6 +687,77 @@ public sealed class FaultServicingDriverTests
         gpu.Device.Unbind(TimeSpan.FromSeconds(10));
     }
 
+    [Fact]
+    public void InvalidationsRacingTheServicingThreadLeaveNoStaleDeviceMapping()
+    {
+        const int seed = 25;
+        using var kit = new FaultServicingKit(deviceBytes: 4L << 20);
+        ulong area = kit.MapFilled(3 * Block, new byte[3 * Block], seed);
+        using var stop = new CancellationTokenSource();
+        Exception? cpuError = null;
+        var cpu = new Thread(() =>
+        {
+            var random = new Random(seed + 1);
+            try
+            {
+                while (!stop.IsCancellationRequested)
+                {
+                    ulong start = area + ((ulong)random.Next(0, (3 * 512) - 16) * Page);
+                    switch (random.Next(3))
+                    {
+                        case 0:
+                            kit.Mm.Madvise(start, 16 * Page, Advice.DontNeed);
+                            break;
+                        case 1:
+                            kit.Mm.Mprotect(start, 16 * Page, Protection.Read);
+                            kit.Mm.Mprotect(start, 16 * Page, Protection.ReadWrite);
+                            break;
+                        default:
+                            kit.Mm.Write(start, [1, 2, 3]);
+                            break;
+                    }
+                }
+            }
+            catch (Exception e)
+            {
+                cpuError = e;
+            }
+        });
+        cpu.Start();
+        var random = new Random(seed);
+        for (int round = 0; round < 60; round++)
+        {
+            ulong page = (ulong)random.Next(0, (3 * 512) - 128);
+            kit.Touch(0, area + (page * Page), 128, random.Next(2) == 0 ? DeviceAccessKind.Read : DeviceAccessKind.Write);
+            kit.ServiceAll();
+        }
+
+        stop.Cancel();
+        cpu.Join();
+        cpuError.Should().BeNull();
+        int mapped = 0;
+        for (int i = 0; i < 3 * 512; i++)
+        {
+            ulong address = area + ((ulong)i * Page);
+            if (kit.Space.Space.TryLookup(address, out DevicePte device))
+            {
+                mapped++;
+                Pte pte = kit.Mm.ReadPte(address);
+                pte.Kind.Should().BeOneOf([PteKind.Present, PteKind.DevicePrivate], "page {0} is mapped by the device (seed {1})", i, seed);
+                pte.Pfn.Should().Be(device.Page, "the device maps the page the CPU maps at page {0} (seed {1})", i, seed);
+                if ((device.Flags & DevicePteFlags.Write) != 0)
+                {
+                    pte.IsWritable.Should().BeTrue("a device write mapping needs a writable CPU entry at page {0} (seed {1})", i, seed);
+                }
+            }
+        }
+
+        mapped.Should().BeGreaterThan(0, "the last touches left mappings to check (seed {0})", seed);
+        kit.Driver.Statistics.Invalidations.Should().BeGreaterThan(0);
+        kit.Space.Dispose();
+        kit.AssertNoDevicePages();
+    }
+
     private static (string Stats, string Device, long Time) RunSeeded(int seed)
     {
         using var kit = new FaultServicingKit(deviceBytes: 4L << 20, batchSize: 64);
