@@ -698,7 +698,19 @@ public sealed partial class FaultServicingDriver
 
         // One unmap and TLB flush for the block; the notifier calls of the migration below then find nothing mapped.
         _blocks.RamMapped(id).Clear();
-        space?.Unmap(address, VaBlockTable.Bytes);
+        space?.BeginQuiet(address, VaBlockTable.Bytes);
+        try
+        {
+            return EvictPfns(id, count);
+        }
+        finally
+        {
+            space?.EndQuiet();
+        }
+    }
+
+    private int EvictPfns(int id, int count)
+    {
         Span<ulong> src = _evictSrc.AsSpan(0, count);
         Span<ulong> dst = _evictDst.AsSpan(0, count);
         dst.Clear();

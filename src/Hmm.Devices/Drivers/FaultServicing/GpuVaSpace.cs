@@ -22,6 +22,8 @@ public sealed class GpuVaSpace : IDisposable
     private readonly Notifier _ops;
     private ulong _lowMapped = ulong.MaxValue;   // guarded by _update: the span ever mapped, to bound unmaps
     private ulong _highMapped;
+    private ulong _quietStart;   // a block the driver unmapped itself and is evicting: see BeginQuiet
+    private ulong _quietEnd;
     private int _disposed;
 
     internal GpuVaSpace(FaultServicingDriver driver, Mm mm, IDeviceAddressSpace space, int slot)
@@ -80,6 +82,31 @@ public sealed class GpuVaSpace : IDisposable
         }
     }
 
+    /// <summary>
+    /// Unmaps a block the driver is about to evict, and marks it quiet until <see cref="EndQuiet"/>: the eviction's
+    /// per-page invalidations of it then only record the sequence, as nothing in it can be mapped meanwhile (only the
+    /// servicing thread maps, and it is the one evicting).
+    /// </summary>
+    internal void BeginQuiet(ulong address, ulong length)
+    {
+        lock (_update)
+        {
+            _quietStart = address;
+            _quietEnd = address + length;
+        }
+
+        Unmap(address, length);
+    }
+
+    internal void EndQuiet()
+    {
+        lock (_update)
+        {
+            _quietStart = 0;
+            _quietEnd = 0;
+        }
+    }
+
     /// <summary>Maps device pages; caller holds <see cref="UpdateLock"/>.</summary>
     internal void MapLocked(ulong address, ReadOnlySpan<Pfn> pages, DevicePteFlags flags)
     {
@@ -122,6 +149,11 @@ public sealed class GpuVaSpace : IDisposable
         try
         {
             subscription.SetSequence(currentSequence);
+            if (range.Start >= _quietStart && range.End <= _quietEnd)
+            {
+                return true;
+            }
+
             ulong start = Math.Max(range.Start, _lowMapped);
             ulong end = Math.Min(range.End, _highMapped);
             if (start < end && Unmap(start, end - start) > 0)
