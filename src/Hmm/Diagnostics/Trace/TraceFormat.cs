@@ -14,6 +14,10 @@ internal static class TraceFormat
     public const int RecordSize = TraceEvent.Size;
     public const int ChecksumOffset = 60;
 
+    // The kind of the end record the writer appends when it is disposed; not a TraceEventKind, never returned
+    // to a reader's caller. Its payload word A is the number of event records before it.
+    public const ushort EndKind = 0xFFFF;
+
     // "HMMTRACE" read as a little-endian 64-bit integer.
     public const ulong Magic = 0x4543_4152_544D_4D48;
 
@@ -77,6 +81,50 @@ internal static class TraceFormat
         return hash;
     }
 
+    /// <summary>Fills <paramref name="record"/> with the end record that follows <paramref name="events"/> event records.</summary>
+    public static void WriteEnd(Span<byte> record, long events, long wallTicks)
+    {
+        record[..RecordSize].Clear();
+        BinaryPrimitives.WriteUInt16LittleEndian(record, EndKind);
+        BinaryPrimitives.WriteInt64LittleEndian(record[24..], wallTicks);
+        BinaryPrimitives.WriteUInt64LittleEndian(record[AOffset..], (ulong)events);
+        BinaryPrimitives.WriteUInt32LittleEndian(record[56..], (uint)events);
+        BinaryPrimitives.WriteUInt32LittleEndian(record[ChecksumOffset..], Checksum(record));
+    }
+
+    /// <summary>Whether a record (already checksum-validated) is the end record.</summary>
+    public static bool IsEnd(ReadOnlySpan<byte> record) => BinaryPrimitives.ReadUInt16LittleEndian(record) == EndKind;
+
+    /// <summary>Validates an end record that follows <paramref name="events"/> event records; null when valid.</summary>
+    public static string? ValidateEnd(ReadOnlySpan<byte> record, long events, out int fieldOffset)
+    {
+        fieldOffset = AOffset;
+        if (BinaryPrimitives.ReadUInt64LittleEndian(record[AOffset..]) != (ulong)events)
+        {
+            return $"the end record counts {BinaryPrimitives.ReadUInt64LittleEndian(record[AOffset..])} records, but {events} precede it";
+        }
+
+        fieldOffset = 56;
+        if (BinaryPrimitives.ReadUInt32LittleEndian(record[56..]) != (uint)events)
+        {
+            return "the end record's sequence number does not follow the last record's";
+        }
+
+        // Bytes 2-23 and 40-55 of the end record are reserved (24-31 are the wall-clock ticks).
+        int reserved = record[2..24].IndexOfAnyExcept((byte)0);
+        if (reserved < 0)
+        {
+            reserved = record[BOffset..56].IndexOfAnyExcept((byte)0);
+            fieldOffset = reserved < 0 ? 0 : BOffset + reserved;
+        }
+        else
+        {
+            fieldOffset = 2 + reserved;
+        }
+
+        return reserved < 0 ? null : "reserved bytes of the end record must be zero";
+    }
+
     public static void WriteHeader(Span<byte> header, DateTimeOffset startTime)
     {
         header[..HeaderSize].Clear();
@@ -126,14 +174,22 @@ internal static class TraceFormat
     /// </summary>
     public static string? ValidateRecord(ReadOnlySpan<byte> record, uint expectedSequence, out int fieldOffset)
     {
-        fieldOffset = ChecksumOffset;
-        if (Checksum(record) != BinaryPrimitives.ReadUInt32LittleEndian(record[ChecksumOffset..]))
+        if (ValidateRecordChecksum(record, out fieldOffset) is { } reason)
         {
-            return "record checksum mismatch: the record is corrupted";
+            return reason;
         }
 
         ref readonly TraceEvent e = ref MemoryMarshal.AsRef<TraceEvent>(record);
         return ValidateFields(in e, expectedSequence, out fieldOffset);
+    }
+
+    /// <summary>Checks a record's checksum; null when it matches.</summary>
+    public static string? ValidateRecordChecksum(ReadOnlySpan<byte> record, out int fieldOffset)
+    {
+        fieldOffset = ChecksumOffset;
+        return Checksum(record) == BinaryPrimitives.ReadUInt32LittleEndian(record[ChecksumOffset..])
+            ? null
+            : "record checksum mismatch: the record is corrupted";
     }
 
     /// <summary>Validates an event's fields (not its checksum); used for records read and events written.</summary>

@@ -22,8 +22,9 @@ public sealed class TraceReader : IDisposable, IAsyncDisposable
     private readonly PipeReader _input;
     private TraceHeader? _header;
     private long _offset;
-    private uint _sequence;
+    private long _events;
     private bool _ended;
+    private bool _finished;
     private bool _disposed;
     private TraceFormatException? _failure;
 
@@ -48,7 +49,7 @@ public sealed class TraceReader : IDisposable, IAsyncDisposable
     }
 
     /// <summary>Records read so far.</summary>
-    public long EventsRead => _sequence;
+    public long EventsRead => _events;
 
     /// <summary>Reads and validates the header, once; later calls return it again.</summary>
     /// <param name="cancellationToken">Cancels the wait for data.</param>
@@ -105,32 +106,33 @@ public sealed class TraceReader : IDisposable, IAsyncDisposable
         }
 
         await ReadHeaderAsync(cancellationToken).ConfigureAwait(false);
-        if (_ended)
-        {
-            return 0;
-        }
-
         while (true)
         {
+            if (_ended)
+            {
+                await ExpectNothingAfterEndAsync(cancellationToken).ConfigureAwait(false);
+                return 0;
+            }
+
             ReadResult result = await _input.ReadAsync(cancellationToken).ConfigureAwait(false);
             ReadOnlySequence<byte> buffer = result.Buffer;
-            int count = Decode(buffer, destination.Span);
-            if (count > 0)
+            int consumed = Decode(buffer, destination.Span, out int count);
+            if (consumed > 0)
             {
-                _input.AdvanceTo(buffer.GetPosition((long)count * TraceFormat.RecordSize));
-                return count;
+                _input.AdvanceTo(buffer.GetPosition(consumed));
+                if (count > 0)
+                {
+                    return count;
+                }
+
+                continue;
             }
 
             if (result.IsCompleted)
             {
-                if (buffer.Length > 0)
-                {
-                    throw Fail(_offset, $"the file ends inside a record: {buffer.Length} of {TraceFormat.RecordSize} bytes");
-                }
-
-                _input.AdvanceTo(buffer.End);
-                _ended = true;
-                return 0;
+                throw Fail(_offset, buffer.Length > 0
+                    ? $"the file ends inside a record: {buffer.Length} of {TraceFormat.RecordSize} bytes"
+                    : "the file ends without the end record: it was truncated, or its writer was never disposed");
             }
 
             ThrowIfCanceled(result, buffer);
@@ -183,29 +185,69 @@ public sealed class TraceReader : IDisposable, IAsyncDisposable
         return TraceFormat.ReadHeader(header, out long faultOffset, out string? reason) ?? throw Fail(faultOffset, reason!);
     }
 
-    // Validates and copies whole records from the front of the buffer; returns how many.
-    private int Decode(ReadOnlySequence<byte> buffer, Span<TraceEvent> destination)
+    // Validates and copies whole records from the front of the buffer, stopping after the end record; returns
+    // the bytes consumed, and in count the event records copied.
+    private int Decode(ReadOnlySequence<byte> buffer, Span<TraceEvent> destination, out int count)
     {
-        int count = (int)Math.Min(destination.Length, buffer.Length / TraceFormat.RecordSize);
+        int available = (int)Math.Min(destination.Length + 1L, buffer.Length / TraceFormat.RecordSize);
         Span<byte> record = stackalloc byte[TraceFormat.RecordSize];
         ReadOnlySequence<byte> rest = buffer;
-        for (int i = 0; i < count; i++)
+        count = 0;
+        for (int i = 0; i < available; i++)
         {
             rest.Slice(0, TraceFormat.RecordSize).CopyTo(record);
             rest = rest.Slice(TraceFormat.RecordSize);
-            string? reason = TraceFormat.ValidateRecord(record, _sequence, out int fieldOffset);
+            bool isEnd = TraceFormat.IsEnd(record);
+            if (!isEnd && count == destination.Length)
+            {
+                break;
+            }
+
+            int fieldOffset;
+            string? reason = isEnd
+                ? TraceFormat.ValidateRecordChecksum(record, out fieldOffset) ?? TraceFormat.ValidateEnd(record, _events, out fieldOffset)
+                : TraceFormat.ValidateRecord(record, (uint)_events, out fieldOffset);
             if (reason is not null)
             {
-                throw Fail(_offset + fieldOffset, $"record {_sequence}: {reason}");
+                throw Fail(_offset + fieldOffset, $"record {_events}: {reason}");
+            }
+
+            _offset += TraceFormat.RecordSize;
+            if (isEnd)
+            {
+                _ended = true;
+                return (count + 1) * TraceFormat.RecordSize;
             }
 
             record[TraceFormat.ChecksumOffset..].Clear();
-            destination[i] = MemoryMarshal.Read<TraceEvent>(record);
-            _offset += TraceFormat.RecordSize;
-            _sequence++;
+            destination[count++] = MemoryMarshal.Read<TraceEvent>(record);
+            _events++;
         }
 
-        return count;
+        return count * TraceFormat.RecordSize;
+    }
+
+    private async ValueTask ExpectNothingAfterEndAsync(CancellationToken cancellationToken)
+    {
+        while (!_finished)
+        {
+            ReadResult result = await _input.ReadAsync(cancellationToken).ConfigureAwait(false);
+            ReadOnlySequence<byte> buffer = result.Buffer;
+            if (buffer.Length > 0)
+            {
+                throw Fail(_offset, $"{buffer.Length} bytes follow the end record");
+            }
+
+            _input.AdvanceTo(buffer.End);
+            if (result.IsCompleted)
+            {
+                _finished = true;
+            }
+            else
+            {
+                ThrowIfCanceled(result, buffer);
+            }
+        }
     }
 
     private TraceFormatException Fail(long offset, string reason)

@@ -18,8 +18,9 @@ namespace Hmm;
 /// applies back-pressure (a <see cref="Pipe"/> whose reader is behind), that thread waits for the reader, which
 /// must therefore run on another thread. <see cref="Flush"/>, <see cref="FlushAsync"/> and the disposal take
 /// the same gate.</para>
-/// <para><b>Completion.</b> <see cref="Dispose"/> and <see cref="DisposeAsync"/> flush what is buffered and
-/// complete the <see cref="PipeWriter"/> (which, for <see cref="Create(Stream, bool)"/>, flushes and, unless
+/// <para><b>Completion.</b> <see cref="Dispose"/> and <see cref="DisposeAsync"/> append the end record (which
+/// a reader requires: a trace without it is reported as truncated), flush what is buffered and complete the
+/// <see cref="PipeWriter"/> (which, for <see cref="Create(Stream, bool)"/>, flushes and, unless
 /// <c>leaveOpen</c>, closes the stream).</para>
 /// </remarks>
 public sealed class TraceWriter : IDisposable, IAsyncDisposable
@@ -158,7 +159,7 @@ public sealed class TraceWriter : IDisposable, IAsyncDisposable
         }
     }
 
-    /// <summary>Flushes what is buffered and completes the pipe. Later calls do nothing.</summary>
+    /// <summary>Appends the end record, flushes and completes the pipe. Later calls do nothing.</summary>
     public void Dispose()
     {
         _gate.Wait();
@@ -174,6 +175,7 @@ public sealed class TraceWriter : IDisposable, IAsyncDisposable
             {
                 if (!_readerCompleted)
                 {
+                    WriteEndLocked();
                     FlushLocked();
                 }
             }
@@ -188,7 +190,7 @@ public sealed class TraceWriter : IDisposable, IAsyncDisposable
         }
     }
 
-    /// <summary>Flushes what is buffered and completes the pipe asynchronously. Later calls do nothing.</summary>
+    /// <summary>Appends the end record, flushes and completes the pipe asynchronously. Later calls do nothing.</summary>
     /// <returns>A task that completes when the pipe is completed.</returns>
     public async ValueTask DisposeAsync()
     {
@@ -205,6 +207,7 @@ public sealed class TraceWriter : IDisposable, IAsyncDisposable
             {
                 if (!_readerCompleted)
                 {
+                    WriteEndLocked();
                     Observe(await _output.FlushAsync().ConfigureAwait(false));
                 }
             }
@@ -217,6 +220,14 @@ public sealed class TraceWriter : IDisposable, IAsyncDisposable
         {
             _gate.Release();
         }
+    }
+
+    // The end record tells a reader that the trace is complete, so that a file cut at a record boundary is
+    // reported as truncated rather than read as a shorter trace.
+    private void WriteEndLocked()
+    {
+        TraceFormat.WriteEnd(_output.GetSpan(TraceFormat.RecordSize), _eventsWritten, Stopwatch.GetElapsedTime(_startTimestamp).Ticks);
+        _output.Advance(TraceFormat.RecordSize);
     }
 
     private void FlushLocked()
