@@ -45,7 +45,7 @@ public sealed class TraceReader : IDisposable, IAsyncDisposable
     public static TraceReader Create(Stream stream, bool leaveOpen = false)
     {
         ArgumentNullException.ThrowIfNull(stream);
-        return new TraceReader(PipeReader.Create(stream, new StreamPipeReaderOptions(leaveOpen: leaveOpen)));
+        return new TraceReader(PipeReader.Create(stream, new StreamPipeReaderOptions(bufferSize: 64 * 1024, leaveOpen: leaveOpen)));
     }
 
     /// <summary>Records read so far.</summary>
