@@ -360,29 +360,39 @@ public static partial class Migrate
 
     private static void RemoveMigrationEntriesLocked(PhysicalMemory memory, Pfn source, Pfn target)
     {
-        ref readonly PageFrame frame = ref memory.Page(source);
-        if ((frame.Flags & PageFlags.Anon) != 0 && memory.Mappings.Find(frame.Mapping) is AnonVma anonVma)
+        var pte = default(HeldPteLock);
+        try
         {
-            lock (anonVma.ListLock)
+            ref readonly PageFrame frame = ref memory.Page(source);
+            if ((frame.Flags & PageFlags.Anon) != 0 && memory.Mappings.Find(frame.Mapping) is AnonVma anonVma)
             {
-                RemoveAnonMigrationEntries(memory, anonVma, source, target);
+                lock (anonVma.ListLock)
+                {
+                    RemoveAnonMigrationEntries(memory, anonVma, source, target, ref pte);
+                    pte.Release();
+                }
+
+                return;
             }
 
-            return;
+            bool devicePrivate = IsDevicePrivate(memory, target);
+            foreach ((Vma vma, ulong address) in Rmap.Candidates(memory, source))
+            {
+                RemoveMigrationEntry(memory, vma.Mm, address, source, target, devicePrivate, ref pte);
+            }
         }
-
-        bool devicePrivate = IsDevicePrivate(memory, target);
-        foreach ((Vma vma, ulong address) in Rmap.Candidates(memory, source))
+        finally
         {
-            RemoveMigrationEntry(memory, vma.Mm, address, source, target, devicePrivate);
+            pte.Release();
         }
     }
 
     /// <summary>
     /// The common case: walks the anon_vma's area list in place, so finalize stays allocation-free. The caller holds
-    /// the anon_vma's rmap lock shared and its list lock.
+    /// the anon_vma's rmap lock shared and its list lock; the PTE lock of the last entry restored stays in
+    /// <paramref name="pte"/>, for the next page's entry, which is usually in the same table.
     /// </summary>
-    private static void RemoveAnonMigrationEntries(PhysicalMemory memory, AnonVma anonVma, Pfn source, Pfn target)
+    private static void RemoveAnonMigrationEntries(PhysicalMemory memory, AnonVma anonVma, Pfn source, Pfn target, ref HeldPteLock pte)
     {
         bool devicePrivate = IsDevicePrivate(memory, target);
         ulong pageIndex = memory.Page(source).Index;
@@ -392,18 +402,20 @@ public static partial class Migrate
             Vma vma = vmas[i];
             if (pageIndex >= vma.PgOff && pageIndex - vma.PgOff < (vma.End - vma.Start) >> PageSize.Shift)
             {
-                RemoveMigrationEntry(memory, vma.Mm, vma.Start + ((pageIndex - vma.PgOff) << PageSize.Shift), source, target, devicePrivate);
+                RemoveMigrationEntry(memory, vma.Mm, vma.Start + ((pageIndex - vma.PgOff) << PageSize.Shift), source, target, devicePrivate, ref pte);
             }
         }
     }
 
     /// <summary>
     /// Restores the migration entries of many pages in a row (finalize), keeping the rmap and list locks of one
-    /// anon_vma across consecutive pages of that anon_vma instead of taking them per page. Dispose releases them.
+    /// anon_vma across consecutive pages of that anon_vma, and the PTE lock of one table across consecutive entries
+    /// in it, instead of taking them per page. Dispose releases them, the PTE lock first.
     /// </summary>
     private struct EntryRestorer(PhysicalMemory memory) : IDisposable
     {
         private AnonVma? _held;
+        private HeldPteLock _pte;
 
         public void Restore(Pfn source, Pfn target)
         {
@@ -424,13 +436,14 @@ public static partial class Migrate
                 _held = anonVma;
             }
 
-            RemoveAnonMigrationEntries(memory, anonVma, source, target);
+            RemoveAnonMigrationEntries(memory, anonVma, source, target, ref _pte);
         }
 
         public void Dispose() => Release();
 
         private void Release()
         {
+            _pte.Release();
             if (_held is { } held)
             {
                 _held = null;
@@ -440,38 +453,82 @@ public static partial class Migrate
         }
     }
 
-    private static void RemoveMigrationEntry(PhysicalMemory memory, Mm mm, ulong address, Pfn source, Pfn target, bool devicePrivate)
+    /// <summary>
+    /// The PTE lock of one table, held across consecutive entries of a batch. A table found by an rmap walk can be
+    /// unlinked meanwhile only once it is empty (<see cref="PageTable.FreeEmptyTables"/>), and then it holds none of the
+    /// batch's migration entries; while its lock is held, no entry in it changes. Taken innermost, like every PTE lock:
+    /// released before any other lock is taken or released.
+    /// </summary>
+    private struct HeldPteLock
     {
-        PteTable? table = mm.PageTable.Find(address);
+        private PteTable? _table;
+        private PageTable? _owner;
+
+        /// <summary>The table covering <paramref name="address"/> in <paramref name="mm"/>, its lock held; null when there is none.</summary>
+        public PteTable? Acquire(Mm mm, ulong address)
+        {
+            if (_table is { } held)
+            {
+                if (ReferenceEquals(_owner, mm.PageTable) && held.BaseAddress == (address & ~(PteTableSpan - 1)))
+                {
+                    return held;
+                }
+
+                Release();
+            }
+
+            PteTable? table = mm.PageTable.Find(address);
+            if (table is not null)
+            {
+                table.Lock.Enter();
+                _table = table;
+                _owner = mm.PageTable;
+            }
+
+            return table;
+        }
+
+        public void Release()
+        {
+            if (_table is { } held)
+            {
+                _table = null;
+                _owner = null;
+                held.Lock.Exit();
+            }
+        }
+    }
+
+    /// <summary>Restores one migration entry; the PTE lock it takes stays held in <paramref name="held"/>.</summary>
+    private static void RemoveMigrationEntry(PhysicalMemory memory, Mm mm, ulong address, Pfn source, Pfn target, bool devicePrivate, ref HeldPteLock held)
+    {
+        PteTable? table = held.Acquire(mm, address);
         if (table is null)
         {
             return;
         }
 
-        lock (table.Lock)
+        int index = PageTable.PteIndex(address);
+        Pte pte = table.Read(index);
+        if (pte.Kind != PteKind.Migration || pte.Pfn != source)
         {
-            int index = PageTable.PteIndex(address);
-            Pte pte = table.Read(index);
-            if (pte.Kind != PteKind.Migration || pte.Pfn != source)
-            {
-                return;
-            }
-
-            ref PageFrame frame = ref memory.Frame(target);
-            if (target != source && (memory.Page(source).Flags & PageFlags.AnonExclusive) == 0)
-            {
-                // A fork copied a migration entry of the source meanwhile and cleared its flag: the new page is
-                // shared, so a write fault must copy it, not reuse it in place (the kernel's readable, non-exclusive entry).
-                Interlocked.And(ref frame._flags, ~(ulong)PageFlags.AnonExclusive);
-            }
-
-            bool dirty = pte.IsWritable && (frame.Flags & PageFlags.Dirty) != 0;
-            Interlocked.Increment(ref frame._mapCount);
-            memory.GetPage(target);
-            table.SetUnsynchronized(index, devicePrivate
-                ? Pte.Software(PteKind.DevicePrivate, target, pte.IsWritable)
-                : Pte.Present(target, pte.IsWritable, dirty));
+            return;
         }
+
+        ref PageFrame frame = ref memory.Frame(target);
+        if (target != source && (memory.Page(source).Flags & PageFlags.AnonExclusive) == 0)
+        {
+            // A fork copied a migration entry of the source meanwhile and cleared its flag: the new page is
+            // shared, so a write fault must copy it, not reuse it in place (the kernel's readable, non-exclusive entry).
+            Interlocked.And(ref frame._flags, ~(ulong)PageFlags.AnonExclusive);
+        }
+
+        bool dirty = pte.IsWritable && (frame.Flags & PageFlags.Dirty) != 0;
+        Interlocked.Increment(ref frame._mapCount);
+        memory.GetPage(target);
+        table.SetUnsynchronized(index, devicePrivate
+            ? Pte.Software(PteKind.DevicePrivate, target, pte.IsWritable)
+            : Pte.Present(target, pte.IsWritable, dirty));
     }
 
     /// <summary>References and trylocks one device PFN for eviction (<c>migrate_device_pfn_lock</c>); 0 for a free or contended page.</summary>
