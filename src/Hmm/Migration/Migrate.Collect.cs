@@ -488,7 +488,22 @@ public static partial class Migrate
         private PageTable? _owner;
 
         /// <summary>The table covering <paramref name="address"/> in <paramref name="mm"/>, its lock held; null when there is none.</summary>
-        public PteTable? Acquire(Mm mm, ulong address)
+        public PteTable? Acquire(Mm mm, ulong address) => Acquire(mm, address, allocate: false);
+
+        /// <summary>As <see cref="Acquire(Mm, ulong)"/>, allocating the table when there is none (<c>pte_alloc</c>, after releasing any held PTE lock).</summary>
+        public PteTable AcquireOrAllocate(Mm mm, ulong address) => Acquire(mm, address, allocate: true)!;
+
+        public void Release()
+        {
+            if (_table is { } held)
+            {
+                _table = null;
+                _owner = null;
+                held.Lock.Exit();
+            }
+        }
+
+        private PteTable? Acquire(Mm mm, ulong address, bool allocate)
         {
             if (_table is { } held)
             {
@@ -500,7 +515,7 @@ public static partial class Migrate
                 Release();
             }
 
-            PteTable? table = mm.PageTable.Find(address);
+            PteTable? table = allocate ? mm.PageTable.FindOrAllocate(address) : mm.PageTable.Find(address);
             if (table is not null)
             {
                 table.Lock.Enter();
@@ -509,16 +524,6 @@ public static partial class Migrate
             }
 
             return table;
-        }
-
-        public void Release()
-        {
-            if (_table is { } held)
-            {
-                _table = null;
-                _owner = null;
-                held.Lock.Exit();
-            }
         }
     }
 
