@@ -194,25 +194,34 @@ public static partial class Migrate
             restorer.Dispose();
         }
 
-        for (int i = 0; i < src.Length; i++)
+        // The old RAM pages this frees go back to the allocator in batches.
+        var freed = new RamFreeBatch(memory, stackalloc ulong[64]);
+        try
         {
-            bool hasNew = MigratePfn.TryGetPage(dst[i], out Pfn newPage);
-            if (MigratePfn.TryGetPage(src[i], out Pfn page))
+            for (int i = 0; i < src.Length; i++)
             {
-                if (faultPage != page)
+                bool hasNew = MigratePfn.TryGetPage(dst[i], out Pfn newPage);
+                if (MigratePfn.TryGetPage(src[i], out Pfn page))
                 {
-                    UnlockAndPut(memory, page);
+                    if (faultPage != page)
+                    {
+                        UnlockAndPut(memory, page, ref freed);
+                    }
+                    else
+                    {
+                        memory.PutPageBatched(page, ref freed);
+                    }
                 }
-                else
-                {
-                    memory.PutPage(page);
-                }
-            }
 
-            if (hasNew)
-            {
-                ReleaseDestination(memory, newPage);
+                if (hasNew)
+                {
+                    UnlockAndPut(memory, newPage, ref freed);
+                }
             }
+        }
+        finally
+        {
+            freed.Flush();
         }
 
         if (moved > 0)
@@ -227,8 +236,6 @@ public static partial class Migrate
         }
     }
 
-    private static void ReleaseDestination(PhysicalMemory memory, Pfn newPage) => UnlockAndPut(memory, newPage);
-
     /// <summary>
     /// Releases a page this migration holds locked and referenced. When other references remain (the page is mapped),
     /// the reference goes first: a faulting thread waiting for the lock would otherwise find this one still held,
@@ -236,6 +243,14 @@ public static partial class Migrate
     /// never freed locked).
     /// </summary>
     private static void UnlockAndPut(PhysicalMemory memory, Pfn page)
+    {
+        var freed = new RamFreeBatch(memory, stackalloc ulong[1]);
+        UnlockAndPut(memory, page, ref freed);
+        freed.Flush();
+    }
+
+    /// <summary>As <see cref="UnlockAndPut(PhysicalMemory, Pfn)"/>, leaving a RAM page it frees in <paramref name="freed"/>.</summary>
+    private static void UnlockAndPut(PhysicalMemory memory, Pfn page, ref RamFreeBatch freed)
     {
         ref PageFrame frame = ref memory.Frame(page);
         int count = Volatile.Read(ref frame._refCount);
@@ -252,7 +267,7 @@ public static partial class Migrate
         }
 
         memory.UnlockPage(page);
-        memory.PutPage(page);
+        memory.PutPageBatched(page, ref freed);
     }
 
     [DoesNotReturn]
