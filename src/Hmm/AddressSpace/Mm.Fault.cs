@@ -358,10 +358,11 @@ public sealed partial class Mm
                 return FaultStep.Retry;
             }
 
-            locked = Memory.TryLockPage(page);
+            ref PageFrame frame = ref Memory.Frame(page);
+            locked = PhysicalMemory.TryLockFrame(ref frame);
             if (locked)
             {
-                Memory.GetPage(page);
+                PhysicalMemory.GetFrame(ref frame, page);
             }
         }
 

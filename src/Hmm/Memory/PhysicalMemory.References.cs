@@ -21,6 +21,16 @@ public sealed partial class PhysicalMemory
         }
     }
 
+    /// <summary><see cref="GetPage"/> on a frame the caller already looked up (<paramref name="pfn"/> is its number).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void GetFrame(ref PageFrame frame, Pfn pfn)
+    {
+        if (Interlocked.Increment(ref frame._refCount) <= 1)
+        {
+            UndoGetOfFreePage(ref frame, pfn, 1);
+        }
+    }
+
     /// <summary>Takes a reference unless the page is free (<c>get_page_unless_zero</c>): the speculative form.</summary>
     /// <param name="pfn">The page.</param>
     /// <returns>True when a reference was taken; false when the refcount was zero.</returns>

@@ -333,6 +333,10 @@ public static partial class Migrate
         }
     }
 
-    private static bool IsLockedDevicePrivatePage(PhysicalMemory memory, Pfn page) =>
-        memory.IsPresent(page) && memory.Page(page).IsLocked && IsDevicePrivate(memory, page);
+    private static bool IsLockedDevicePrivatePage(PhysicalMemory memory, Pfn page)
+    {
+        ref PageFrame frame = ref memory.FrameIfPresent(page);
+        return !Unsafe.IsNullRef(ref frame) && frame.IsLocked && frame.IsZoneDevice
+            && memory.FindZoneDeviceOwner(frame.PagemapId) is DevPagemap { Type: MemoryType.DevicePrivate };
+    }
 }
