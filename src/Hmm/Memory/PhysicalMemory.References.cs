@@ -21,6 +21,16 @@ public sealed partial class PhysicalMemory
         }
     }
 
+    /// <summary><see cref="GetPage"/> on a frame the caller already looked up (<paramref name="pfn"/> is its number).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void GetFrame(ref PageFrame frame, Pfn pfn)
+    {
+        if (Interlocked.Increment(ref frame._refCount) <= 1)
+        {
+            UndoGetOfFreePage(ref frame, pfn, 1);
+        }
+    }
+
     /// <summary>Takes a reference unless the page is free (<c>get_page_unless_zero</c>): the speculative form.</summary>
     /// <param name="pfn">The page.</param>
     /// <returns>True when a reference was taken; false when the refcount was zero.</returns>
@@ -66,6 +76,29 @@ public sealed partial class PhysicalMemory
         }
     }
 
+    /// <summary>
+    /// <see cref="PutPage"/> for loops that release many pages: a RAM page the put frees goes to <paramref name="batch"/>,
+    /// which hands its pages to the allocator under one lock round trip when it flushes. The page's frame is cleared at
+    /// once, as by <see cref="PutPage"/>; until the flush it is simply not yet allocatable.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void PutPageBatched(Pfn pfn, ref RamFreeBatch batch)
+    {
+        ref PageFrame frame = ref Frame(pfn);
+        int count = Interlocked.Decrement(ref frame._refCount);
+        if (count <= 0 && ReleaseLastReference(ref frame, pfn, count, 1))
+        {
+            batch.Add(pfn);
+        }
+    }
+
+    /// <summary>Gives freed RAM pages back to the allocator at once (a <see cref="RamFreeBatch"/> flush).</summary>
+    internal void ReturnRamPages(ReadOnlySpan<ulong> pfns)
+    {
+        _ram.FreeMany(pfns);
+        HmmMetrics.PageFrees.Add(pfns.Length);
+    }
+
     /// <summary>Takes <paramref name="count"/> references at once on a referenced page (<c>folio_ref_add</c>; pins add 1024).</summary>
     internal void GetPageRefs(Pfn pfn, int count)
     {
@@ -104,8 +137,21 @@ public sealed partial class PhysicalMemory
     /// The slow path of a put that left <paramref name="left"/> &lt;= 0 after dropping <paramref name="dropped"/>
     /// references. Every refusal gives the dropped references back before it throws, so the count is unchanged.
     /// </summary>
-    [MethodImpl(MethodImplOptions.NoInlining)]
     private void PutLastReference(ref PageFrame frame, Pfn pfn, int left, int dropped)
+    {
+        if (ReleaseLastReference(ref frame, pfn, left, dropped))
+        {
+            _ram.Free(pfn);
+            HmmMetrics.PageFrees.Add(1);
+        }
+    }
+
+    /// <summary>
+    /// <see cref="PutLastReference"/> up to the allocator: checks the page, hands a device page to its owner, clears a
+    /// RAM page's flags and returns true when the RAM page must now go back to the allocator.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private bool ReleaseLastReference(ref PageFrame frame, Pfn pfn, int left, int dropped)
     {
         if (left < 0)
         {
@@ -126,7 +172,7 @@ public sealed partial class PhysicalMemory
         {
             HmmMetrics.PageFrees.Add(1);
             ZoneDeviceOwner(frame._pagemapId).FreeZoneDevicePage(pfn);
-            return;
+            return false;
         }
 
         int mapCount = Volatile.Read(ref frame._mapCount);
@@ -137,7 +183,6 @@ public sealed partial class PhysicalMemory
         }
 
         Volatile.Write(ref frame._flags, 0);
-        _ram.Free(pfn);
-        HmmMetrics.PageFrees.Add(1);
+        return true;
     }
 }
