@@ -29,6 +29,8 @@ internal sealed class SimCopyEngine : ICopyEngine
         HostToHost,
     }
 
+    private const int RouteCount = (int)Route.HostToHost + 1;
+
     /// <inheritdoc/>
     public Errno Copy(ReadOnlySpan<Pfn> source, ReadOnlySpan<Pfn> destination, out CopyCompletion completion)
     {
@@ -92,6 +94,8 @@ internal sealed class SimCopyEngine : ICopyEngine
         SimGpuCostModel costs = _gpu.Costs;
         long cost = 0;
         transfers = 0;
+        Span<long> pagesByRoute = stackalloc long[RouteCount];
+        pagesByRoute.Clear();
         int runStart = 0;
         Route runRoute = RouteOf(source[0], destination[0]);
         for (int i = 0; i < source.Length; i++)
@@ -110,12 +114,12 @@ internal sealed class SimCopyEngine : ICopyEngine
                 memory.ReadPageData(source[i]).CopyTo(memory.PageData(destination[i]));
             }
 
-            Count(route);
+            pagesByRoute[(int)route]++;
         }
 
         cost += TransferTime(costs, runRoute, source.Length - runStart);
         transfers++;
-        Interlocked.Add(ref _gpu.Counters.Transfers, transfers);
+        Count(pagesByRoute, transfers);
         return cost;
     }
 
@@ -144,27 +148,23 @@ internal sealed class SimCopyEngine : ICopyEngine
         };
     }
 
-    private void Count(Route route)
+    private void Count(ReadOnlySpan<long> pagesByRoute, int transfers)
     {
         SimGpuCounters counters = _gpu.Counters;
-        switch (route)
+        Add(ref counters.PagesCopiedToDevice, ref counters.BytesCopiedToDevice, pagesByRoute[(int)Route.HostToDevice]);
+        Add(ref counters.PagesCopiedToHost, ref counters.BytesCopiedToHost, pagesByRoute[(int)Route.DeviceToHost]);
+        Add(ref counters.PagesCopiedHostToHost, ref counters.BytesCopiedHostToHost, pagesByRoute[(int)Route.HostToHost]);
+        Add(ref counters.PagesCopiedDeviceToDevice, ref counters.BytesCopiedDeviceToDevice,
+            pagesByRoute[(int)Route.WithinDevice] + pagesByRoute[(int)Route.DeviceToDevice]);
+        Interlocked.Add(ref counters.Transfers, transfers);
+    }
+
+    private static void Add(ref long pages, ref long bytes, long count)
+    {
+        if (count != 0)
         {
-            case Route.HostToDevice:
-                Interlocked.Increment(ref counters.PagesCopiedToDevice);
-                Interlocked.Add(ref counters.BytesCopiedToDevice, PageSize.Bytes);
-                break;
-            case Route.DeviceToHost:
-                Interlocked.Increment(ref counters.PagesCopiedToHost);
-                Interlocked.Add(ref counters.BytesCopiedToHost, PageSize.Bytes);
-                break;
-            case Route.HostToHost:
-                Interlocked.Increment(ref counters.PagesCopiedHostToHost);
-                Interlocked.Add(ref counters.BytesCopiedHostToHost, PageSize.Bytes);
-                break;
-            default:
-                Interlocked.Increment(ref counters.PagesCopiedDeviceToDevice);
-                Interlocked.Add(ref counters.BytesCopiedDeviceToDevice, PageSize.Bytes);
-                break;
+            Interlocked.Add(ref pages, count);
+            Interlocked.Add(ref bytes, count << PageSize.Shift);
         }
     }
 }
