@@ -1,0 +1,169 @@
+using Hmm.Devices;
+using Hmm.Drivers;
+
+namespace Hmm.SimGpu;
+
+/// <summary>
+/// Runs a kernel's work items on one device: engines x warps, each warp one item at a time, one page access per
+/// turn through <see cref="IDeviceBackend.Access"/> with replayable faults. A warp that misses stalls with its
+/// fault in the device's buffer while the other warps go on; when a batch's worth of faults is pending, or every
+/// working warp is stalled, the driver services a batch and the stalled warps retry (a warp whose page is still
+/// missing faults again, which is how duplicate faults arise). Single-threaded and deterministic.
+/// </summary>
+internal sealed class GpuKernelExecutor
+{
+    private const int PageBytes = 4096;
+
+    /// <summary>Services in a row without any warp completing an access before the run is declared livelocked.</summary>
+    private const int LivelockServices = 100_000;
+
+    private readonly IDeviceBackend _device;
+    private readonly IDeviceAddressSpace _space;
+    private readonly FaultServicingDriver _driver;
+    private readonly ulong _bufferAddress;
+    private readonly int _warpsPerEngine;
+    private readonly int _batchSize;
+    private readonly Warp[] _warps;
+    private readonly byte[]? _scratch;
+    private readonly int _scratchPerWarp;
+    private Workload? _workload;
+    private long _extent;
+    private long _nextItem;
+    private long _endItem;
+    private int _active;
+    private int _stalled;
+    private int _servicesWithoutProgress;
+
+    public GpuKernelExecutor(IDeviceBackend device, IDeviceAddressSpace space, FaultServicingDriver driver, ulong bufferAddress, SimulationOptions options, int maxReadsPerItem)
+    {
+        _device = device;
+        _space = space;
+        _driver = driver;
+        _bufferAddress = bufferAddress;
+        _warpsPerEngine = options.WarpsPerEngine;
+        _batchSize = options.BatchSize;
+        _warps = new Warp[options.Engines * options.WarpsPerEngine];
+        _scratchPerWarp = (maxReadsPerItem + 1) * PageBytes;
+        _scratch = options.MetadataOnly ? null : new byte[_warps.Length * _scratchPerWarp];
+    }
+
+    /// <summary>Whether a launched kernel still has items running or waiting.</summary>
+    public bool Busy => _active > 0;
+
+    /// <summary>Items this device completed since it was created.</summary>
+    public long ItemsCompleted { get; private set; }
+
+    /// <summary>Starts items [<paramref name="start"/>, <paramref name="end"/>) of <paramref name="workload"/> under <paramref name="extent"/>.</summary>
+    public void Launch(Workload workload, long start, long end, long extent)
+    {
+        _workload = workload;
+        _extent = extent;
+        _nextItem = start;
+        _endItem = end;
+        _active = 0;
+        _stalled = 0;
+        for (int w = 0; w < _warps.Length; w++)
+        {
+            ref Warp warp = ref _warps[w];
+            warp = default;
+            if (_nextItem < _endItem)
+            {
+                warp.Item = _nextItem++;
+                warp.Active = true;
+                _active++;
+            }
+        }
+    }
+
+    /// <summary>Gives every warp that is not stalled one access, servicing batches as they fill.</summary>
+    public void RunRound()
+    {
+        Workload workload = _workload!;
+        int reads = workload.ReadsPerItem;
+        for (int w = 0; w < _warps.Length; w++)
+        {
+            ref Warp warp = ref _warps[w];
+            if (!warp.Active || warp.Stalled)
+            {
+                continue;
+            }
+
+            Span<byte> scratch = _scratch is null ? default : _scratch.AsSpan(w * _scratchPerWarp, (reads + 1) * PageBytes);
+            bool write = warp.Step == reads;
+            long page = write ? workload.OutputPage(warp.Item) : workload.InputPage(warp.Item, warp.Step, _extent);
+            Span<byte> data = scratch.IsEmpty ? default : scratch.Slice(warp.Step * PageBytes, PageBytes);
+            DeviceAccessResult result = _device.Access(
+                _space, _bufferAddress + ((ulong)page * PageBytes), PageBytes, write ? DeviceAccessKind.Write : DeviceAccessKind.Read, data, w / _warpsPerEngine, replayable: true);
+            if (!result.Completed)
+            {
+                warp.Stalled = true;
+                _stalled++;
+                if (_device.Faults.Pending >= _batchSize)
+                {
+                    Service();
+                }
+
+                continue;
+            }
+
+            _servicesWithoutProgress = 0;
+            if (!write)
+            {
+                warp.Step++;
+                if (warp.Step == reads && !scratch.IsEmpty)
+                {
+                    workload.Compute(warp.Item, _extent, scratch.Slice(0, reads * PageBytes), scratch.Slice(reads * PageBytes, PageBytes));
+                }
+
+                continue;
+            }
+
+            ItemsCompleted++;
+            if (_nextItem < _endItem)
+            {
+                warp.Item = _nextItem++;
+                warp.Step = 0;
+            }
+            else
+            {
+                warp.Active = false;
+                _active--;
+            }
+        }
+
+        if (_active > 0 && _stalled == _active)
+        {
+            Service();
+        }
+    }
+
+    /// <summary>The driver services one batch; then every stalled warp may retry.</summary>
+    private void Service()
+    {
+        if (++_servicesWithoutProgress > LivelockServices)
+        {
+            throw new KernelBugException($"{_device.Name}: {LivelockServices} fault batches serviced without any warp making progress; the device memory is too small for the warps in flight.");
+        }
+
+        _driver.ServiceNextBatch();
+        if (_stalled == 0)
+        {
+            return;
+        }
+
+        for (int w = 0; w < _warps.Length; w++)
+        {
+            _warps[w].Stalled = false;
+        }
+
+        _stalled = 0;
+    }
+
+    private struct Warp
+    {
+        public long Item;
+        public int Step;
+        public bool Active;
+        public bool Stalled;
+    }
+}
