@@ -87,6 +87,10 @@ public sealed partial class PhysicalMemory
     /// <exception cref="HmmException"><see cref="Errno.EFAULT"/>: no struct page.</exception>
     public bool IsPageLocked(Pfn pfn) => Frame(pfn).IsLocked;
 
+    /// <summary><see cref="TryLockPage"/> on a frame the caller already looked up, for the layers above's per-page loops.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static bool TryLockFrame(ref PageFrame frame) => TryLock(ref frame);
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static bool TryLock(ref PageFrame frame) =>
         (Interlocked.Or(ref frame._flags, (ulong)PageFlags.Locked) & (ulong)PageFlags.Locked) == 0;

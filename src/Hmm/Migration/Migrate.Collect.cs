@@ -10,23 +10,42 @@ public static partial class Migrate
     /// <summary>The page flags a migrated page carries over to its destination (<c>folio_migrate_flags</c>).</summary>
     private const PageFlags MigratedFlags = PageFlags.Anon | PageFlags.AnonExclusive | PageFlags.SwapBacked | PageFlags.Uptodate | PageFlags.Dirty;
 
-    /// <summary>Walks the range, filling <paramref name="src"/>; returns how many entries were marked migrating.</summary>
+    /// <summary>The virtual span of one PTE table: collect takes each table's lock once for all of its entries.</summary>
+    private const ulong PteTableSpan = (ulong)PageTable.EntriesPerTable << PageSize.Shift;
+
+    /// <summary>
+    /// Walks the range, filling <paramref name="src"/>; returns how many entries were marked migrating. As the kernel's
+    /// <c>migrate_vma_collect_pmd</c>, each PTE table is found once and its lock held across its entries of the range.
+    /// </summary>
     private static ulong Collect(Vma vma, ulong start, ulong end, Span<ulong> src, MigrateVmaSelect select, object? owner, Pfn? faultPage)
     {
         Mm mm = vma.Mm;
         var range = new MmuNotifierRange(start, end, MmuNotifierEvent.Migrate, Owner: owner);
         mm.InvalidateRangeStart(range);
         ulong collected = 0;
+        ulong hole = vma.IsAnonymous ? MigratePfn.Migrate : 0;
         try
         {
             int i = 0;
-            for (ulong address = start; address < end; address += PageSize.Bytes, i++)
+            ulong address = start;
+            while (address < end)
             {
-                src[i] = CollectOne(vma, address, select, owner, faultPage);
-                if (MigratePfn.IsMigrating(src[i]))
+                ulong tableEnd = Math.Min(end, (address | (PteTableSpan - 1)) + 1);
+                int count = (int)((tableEnd - address) >> PageSize.Shift);
+                Span<ulong> entries = src.Slice(i, count);
+                PteTable? table = mm.PageTable.Find(address);
+                if (table is null)
                 {
-                    collected++;
+                    entries.Fill(hole);
+                    collected += hole == 0 ? 0 : (ulong)count;
                 }
+                else
+                {
+                    collected += CollectTable(vma, table, PageTable.PteIndex(address), entries, hole, select, owner, faultPage);
+                }
+
+                i += count;
+                address = tableEnd;
             }
         }
         finally
@@ -37,95 +56,98 @@ public static partial class Migrate
         return collected;
     }
 
-    private static ulong CollectOne(Vma vma, ulong address, MigrateVmaSelect select, object? owner, Pfn? faultPage)
+    /// <summary>Collects <paramref name="entries"/>.Length consecutive entries of one PTE table from <paramref name="first"/>, under its lock.</summary>
+    private static ulong CollectTable(Vma vma, PteTable table, int first, Span<ulong> entries, ulong hole, MigrateVmaSelect select, object? owner, Pfn? faultPage)
     {
-        Mm mm = vma.Mm;
-        PhysicalMemory memory = mm.Memory;
-        PteTable? table = mm.PageTable.Find(address);
-        if (table is null)
-        {
-            return vma.IsAnonymous ? MigratePfn.Migrate : 0;
-        }
-
-        int index = PageTable.PteIndex(address);
+        PhysicalMemory memory = vma.Mm.Memory;
+        ulong collected = 0;
         lock (table.Lock)
         {
-            Pte pte = table.Read(index);
-            ulong entry;
-            switch (pte.Kind)
+            for (int i = 0; i < entries.Length; i++)
             {
-                case PteKind.None:
-                    return vma.IsAnonymous ? MigratePfn.Migrate : 0;
-                case PteKind.DevicePrivate:
-                    if ((select & MigrateVmaSelect.DevicePrivate) == 0 || !OwnedBy(memory, pte.Pfn, owner))
-                    {
-                        return 0;
-                    }
-
-                    entry = MigratePfn.FromPfn(pte.Pfn) | MigratePfn.Migrate | (pte.IsWritable ? MigratePfn.Write : 0);
-                    break;
-                case PteKind.Present:
-                    if (pte.Pfn == PhysicalMemory.ZeroPage)
-                    {
-                        // The zero page stays mapped: it is "no page yet", replaced only if the driver supplies one.
-                        return (select & MigrateVmaSelect.System) != 0 ? MigratePfn.Migrate : 0;
-                    }
-
-                    if (!IsSelectedPresentPage(memory, pte.Pfn, select, owner))
-                    {
-                        return 0;
-                    }
-
-                    entry = MigratePfn.FromPfn(pte.Pfn) | MigratePfn.Migrate | (pte.IsWritable ? MigratePfn.Write : 0);
-                    break;
-                default:
-                    // Migration entries belong to another migration; device-exclusive entries are not migratable.
-                    return 0;
+                ulong entry = CollectLocked(memory, table, first + i, hole, select, owner, faultPage);
+                entries[i] = entry;
+                collected += MigratePfn.IsMigrating(entry) ? 1UL : 0;
             }
+        }
 
-            Pfn page = pte.Pfn;
-            ref PageFrame frame = ref memory.Frame(page);
-            if (frame.Mapping == 0)
-            {
-                return 0;
-            }
+        return collected;
+    }
 
-            // The mapping holds a reference, so this one cannot find the page free. It keeps the page from being
-            // freed once its entry is gone, until finalize.
-            memory.GetPage(page);
-            bool isFaultPage = faultPage == page;
-            if (!isFaultPage && !memory.TryLockPage(page))
-            {
-                // Migration is best effort: waiting here could deadlock two migrations on each other's pages.
-                memory.PutPage(page);
-                return 0;
-            }
-
-            const PageFlags exclusiveAnon = PageFlags.Anon | PageFlags.AnonExclusive;
-            if ((frame.Flags & exclusiveAnon) == exclusiveAnon && frame.RefCount > Mm.PinCountingBias)
-            {
-                // A possibly pinned exclusive page cannot be shared with a migration entry (folio_try_share_anon_rmap_pte).
-                if (!isFaultPage)
+    /// <summary>Collects one entry of <paramref name="table"/>, whose lock the caller holds.</summary>
+    private static ulong CollectLocked(PhysicalMemory memory, PteTable table, int index, ulong hole, MigrateVmaSelect select, object? owner, Pfn? faultPage)
+    {
+        Pte pte = table.Read(index);
+        ulong entry;
+        switch (pte.Kind)
+        {
+            case PteKind.None:
+                return hole;
+            case PteKind.DevicePrivate:
+                if ((select & MigrateVmaSelect.DevicePrivate) == 0 || !OwnedBy(memory, pte.Pfn, owner))
                 {
-                    memory.UnlockPage(page);
+                    return 0;
                 }
 
-                memory.PutPage(page);
+                entry = MigratePfn.FromPfn(pte.Pfn) | MigratePfn.Migrate | (pte.IsWritable ? MigratePfn.Write : 0);
+                break;
+            case PteKind.Present:
+                if (pte.Pfn == PhysicalMemory.ZeroPage)
+                {
+                    // The zero page stays mapped: it is "no page yet", replaced only if the driver supplies one.
+                    return (select & MigrateVmaSelect.System) != 0 ? MigratePfn.Migrate : 0;
+                }
+
+                if (!IsSelectedPresentPage(memory, pte.Pfn, select, owner))
+                {
+                    return 0;
+                }
+
+                entry = MigratePfn.FromPfn(pte.Pfn) | MigratePfn.Migrate | (pte.IsWritable ? MigratePfn.Write : 0);
+                break;
+            default:
+                // Migration entries belong to another migration; device-exclusive entries are not migratable.
                 return 0;
-            }
-
-            if (pte.IsDirty)
-            {
-                Interlocked.Or(ref frame._flags, (ulong)PageFlags.Dirty);
-            }
-
-            table.SetUnsynchronized(index, Pte.Software(PteKind.Migration, page, pte.IsWritable));
-            Interlocked.Decrement(ref frame._mapCount);
-
-            // The entry's reference goes with the entry; ours keeps the count above zero.
-            memory.PutPage(page);
-            return entry;
         }
+
+        Pfn page = pte.Pfn;
+        ref PageFrame frame = ref memory.Frame(page);
+        if (frame.Mapping == 0)
+        {
+            return 0;
+        }
+
+        // The kernel takes a reference here and drops the entry's once the entry is gone; under the PTE lock the
+        // entry's reference cannot go meanwhile, so the migration simply inherits it: the count is the same at every
+        // point another thread can look at it, and no pair of atomics is paid per page.
+        bool isFaultPage = faultPage == page;
+        if (!isFaultPage && !PhysicalMemory.TryLockFrame(ref frame))
+        {
+            // Migration is best effort: waiting here could deadlock two migrations on each other's pages.
+            return 0;
+        }
+
+        const PageFlags exclusiveAnon = PageFlags.Anon | PageFlags.AnonExclusive;
+        if ((frame.Flags & exclusiveAnon) == exclusiveAnon && frame.RefCount >= Mm.PinCountingBias)
+        {
+            // A possibly pinned exclusive page (folio_maybe_dma_pinned: at least the pin bias of references) cannot be
+            // shared with a migration entry (folio_try_share_anon_rmap_pte).
+            if (!isFaultPage)
+            {
+                memory.UnlockPage(page);
+            }
+
+            return 0;
+        }
+
+        if (pte.IsDirty)
+        {
+            Interlocked.Or(ref frame._flags, (ulong)PageFlags.Dirty);
+        }
+
+        table.SetUnsynchronized(index, Pte.Software(PteKind.Migration, page, pte.IsWritable));
+        Interlocked.Decrement(ref frame._mapCount);
+        return entry;
     }
 
     /// <summary>A present page's eligibility: RAM with SYSTEM, coherent device memory with DEVICE_COHERENT and the right owner.</summary>
@@ -338,29 +360,39 @@ public static partial class Migrate
 
     private static void RemoveMigrationEntriesLocked(PhysicalMemory memory, Pfn source, Pfn target)
     {
-        ref readonly PageFrame frame = ref memory.Page(source);
-        if ((frame.Flags & PageFlags.Anon) != 0 && memory.Mappings.Find(frame.Mapping) is AnonVma anonVma)
+        var pte = default(HeldPteLock);
+        try
         {
-            lock (anonVma.ListLock)
+            ref readonly PageFrame frame = ref memory.Page(source);
+            if ((frame.Flags & PageFlags.Anon) != 0 && memory.Mappings.Find(frame.Mapping) is AnonVma anonVma)
             {
-                RemoveAnonMigrationEntries(memory, anonVma, source, target);
+                lock (anonVma.ListLock)
+                {
+                    RemoveAnonMigrationEntries(memory, anonVma, source, target, ref pte);
+                    pte.Release();
+                }
+
+                return;
             }
 
-            return;
+            bool devicePrivate = IsDevicePrivate(memory, target);
+            foreach ((Vma vma, ulong address) in Rmap.Candidates(memory, source))
+            {
+                RemoveMigrationEntry(memory, vma.Mm, address, source, target, devicePrivate, ref pte);
+            }
         }
-
-        bool devicePrivate = IsDevicePrivate(memory, target);
-        foreach ((Vma vma, ulong address) in Rmap.Candidates(memory, source))
+        finally
         {
-            RemoveMigrationEntry(memory, vma.Mm, address, source, target, devicePrivate);
+            pte.Release();
         }
     }
 
     /// <summary>
     /// The common case: walks the anon_vma's area list in place, so finalize stays allocation-free. The caller holds
-    /// the anon_vma's rmap lock shared and its list lock.
+    /// the anon_vma's rmap lock shared and its list lock; the PTE lock of the last entry restored stays in
+    /// <paramref name="pte"/>, for the next page's entry, which is usually in the same table.
     /// </summary>
-    private static void RemoveAnonMigrationEntries(PhysicalMemory memory, AnonVma anonVma, Pfn source, Pfn target)
+    private static void RemoveAnonMigrationEntries(PhysicalMemory memory, AnonVma anonVma, Pfn source, Pfn target, ref HeldPteLock pte)
     {
         bool devicePrivate = IsDevicePrivate(memory, target);
         ulong pageIndex = memory.Page(source).Index;
@@ -370,18 +402,20 @@ public static partial class Migrate
             Vma vma = vmas[i];
             if (pageIndex >= vma.PgOff && pageIndex - vma.PgOff < (vma.End - vma.Start) >> PageSize.Shift)
             {
-                RemoveMigrationEntry(memory, vma.Mm, vma.Start + ((pageIndex - vma.PgOff) << PageSize.Shift), source, target, devicePrivate);
+                RemoveMigrationEntry(memory, vma.Mm, vma.Start + ((pageIndex - vma.PgOff) << PageSize.Shift), source, target, devicePrivate, ref pte);
             }
         }
     }
 
     /// <summary>
     /// Restores the migration entries of many pages in a row (finalize), keeping the rmap and list locks of one
-    /// anon_vma across consecutive pages of that anon_vma instead of taking them per page. Dispose releases them.
+    /// anon_vma across consecutive pages of that anon_vma, and the PTE lock of one table across consecutive entries
+    /// in it, instead of taking them per page. Dispose releases them, the PTE lock first.
     /// </summary>
     private struct EntryRestorer(PhysicalMemory memory) : IDisposable
     {
         private AnonVma? _held;
+        private HeldPteLock _pte;
 
         public void Restore(Pfn source, Pfn target)
         {
@@ -402,13 +436,14 @@ public static partial class Migrate
                 _held = anonVma;
             }
 
-            RemoveAnonMigrationEntries(memory, anonVma, source, target);
+            RemoveAnonMigrationEntries(memory, anonVma, source, target, ref _pte);
         }
 
         public void Dispose() => Release();
 
         private void Release()
         {
+            _pte.Release();
             if (_held is { } held)
             {
                 _held = null;
@@ -418,38 +453,82 @@ public static partial class Migrate
         }
     }
 
-    private static void RemoveMigrationEntry(PhysicalMemory memory, Mm mm, ulong address, Pfn source, Pfn target, bool devicePrivate)
+    /// <summary>
+    /// The PTE lock of one table, held across consecutive entries of a batch. A table found by an rmap walk can be
+    /// unlinked meanwhile only once it is empty (<see cref="PageTable.FreeEmptyTables"/>), and then it holds none of the
+    /// batch's migration entries; while its lock is held, no entry in it changes. Taken innermost, like every PTE lock:
+    /// released before any other lock is taken or released.
+    /// </summary>
+    private struct HeldPteLock
     {
-        PteTable? table = mm.PageTable.Find(address);
+        private PteTable? _table;
+        private PageTable? _owner;
+
+        /// <summary>The table covering <paramref name="address"/> in <paramref name="mm"/>, its lock held; null when there is none.</summary>
+        public PteTable? Acquire(Mm mm, ulong address)
+        {
+            if (_table is { } held)
+            {
+                if (ReferenceEquals(_owner, mm.PageTable) && held.BaseAddress == (address & ~(PteTableSpan - 1)))
+                {
+                    return held;
+                }
+
+                Release();
+            }
+
+            PteTable? table = mm.PageTable.Find(address);
+            if (table is not null)
+            {
+                table.Lock.Enter();
+                _table = table;
+                _owner = mm.PageTable;
+            }
+
+            return table;
+        }
+
+        public void Release()
+        {
+            if (_table is { } held)
+            {
+                _table = null;
+                _owner = null;
+                held.Lock.Exit();
+            }
+        }
+    }
+
+    /// <summary>Restores one migration entry; the PTE lock it takes stays held in <paramref name="held"/>.</summary>
+    private static void RemoveMigrationEntry(PhysicalMemory memory, Mm mm, ulong address, Pfn source, Pfn target, bool devicePrivate, ref HeldPteLock held)
+    {
+        PteTable? table = held.Acquire(mm, address);
         if (table is null)
         {
             return;
         }
 
-        lock (table.Lock)
+        int index = PageTable.PteIndex(address);
+        Pte pte = table.Read(index);
+        if (pte.Kind != PteKind.Migration || pte.Pfn != source)
         {
-            int index = PageTable.PteIndex(address);
-            Pte pte = table.Read(index);
-            if (pte.Kind != PteKind.Migration || pte.Pfn != source)
-            {
-                return;
-            }
-
-            ref PageFrame frame = ref memory.Frame(target);
-            if (target != source && (memory.Page(source).Flags & PageFlags.AnonExclusive) == 0)
-            {
-                // A fork copied a migration entry of the source meanwhile and cleared its flag: the new page is
-                // shared, so a write fault must copy it, not reuse it in place (the kernel's readable, non-exclusive entry).
-                Interlocked.And(ref frame._flags, ~(ulong)PageFlags.AnonExclusive);
-            }
-
-            bool dirty = pte.IsWritable && (frame.Flags & PageFlags.Dirty) != 0;
-            Interlocked.Increment(ref frame._mapCount);
-            memory.GetPage(target);
-            table.SetUnsynchronized(index, devicePrivate
-                ? Pte.Software(PteKind.DevicePrivate, target, pte.IsWritable)
-                : Pte.Present(target, pte.IsWritable, dirty));
+            return;
         }
+
+        ref PageFrame frame = ref memory.Frame(target);
+        if (target != source && (memory.Page(source).Flags & PageFlags.AnonExclusive) == 0)
+        {
+            // A fork copied a migration entry of the source meanwhile and cleared its flag: the new page is
+            // shared, so a write fault must copy it, not reuse it in place (the kernel's readable, non-exclusive entry).
+            Interlocked.And(ref frame._flags, ~(ulong)PageFlags.AnonExclusive);
+        }
+
+        bool dirty = pte.IsWritable && (frame.Flags & PageFlags.Dirty) != 0;
+        Interlocked.Increment(ref frame._mapCount);
+        memory.GetPage(target);
+        table.SetUnsynchronized(index, devicePrivate
+            ? Pte.Software(PteKind.DevicePrivate, target, pte.IsWritable)
+            : Pte.Present(target, pte.IsWritable, dirty));
     }
 
     /// <summary>References and trylocks one device PFN for eviction (<c>migrate_device_pfn_lock</c>); 0 for a free or contended page.</summary>
