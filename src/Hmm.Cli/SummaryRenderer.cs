@@ -18,14 +18,16 @@ internal static class SummaryRenderer
         });
         if (!interactive)
         {
-            console.Profile.Width = 120;
+            console.Profile.Width = 140;
         }
 
         SimulationOptions options = report.Options;
+        // The headline goes straight to the writer: Spectre would wrap it at the console width.
         string devices = options.Devices == 1 ? "1 GPU" : Invariant($"{options.Devices} GPUs");
-        string headline = Invariant(
-            $"hmmsim: {options.Workload.ToString().ToLowerInvariant()} over {ByteSize.Format(options.WorkingSetBytes)} ({report.WorkingSetPages:N0} pages) on {devices} with {ByteSize.Format(report.DeviceMemoryBytes)} each ({report.Oversubscription * 100:0}% of device memory), batch {options.BatchSize}, {options.Engines}x{options.WarpsPerEngine} warps, seed {options.Seed}");
-        console.WriteLine(options.MetadataOnly ? headline + ", metadata-only" : headline);
+        writer.WriteLine(Invariant(
+            $"hmmsim: {options.Workload.ToString().ToLowerInvariant()} over {ByteSize.Format(options.WorkingSetBytes)} ({report.WorkingSetPages:N0} pages) on {devices} with {ByteSize.Format(report.DeviceMemoryBytes)} each ({report.Oversubscription * 100:0}% of device memory)"));
+        writer.WriteLine(Invariant(
+            $"        batch {options.BatchSize}, {options.Engines} engines x {options.WarpsPerEngine} warps, {options.Iterations} launch{(options.Iterations == 1 ? "" : "es")} per phase, seed {options.Seed}{(options.MetadataOnly ? ", metadata-only" : "")}"));
 
         var phases = new Table().Border(TableBorder.Rounded).Title("Phases")
             .AddColumn("Phase").AddColumn(Right("Work")).AddColumn(Right("Simulated")).AddColumn(Right("Device faults"))

@@ -16,7 +16,8 @@ public sealed class HmmSimCommandTests
 
         exit.Should().Be(0, error);
         error.Should().BeEmpty();
-        output.Should().Contain("hmmsim: stream over 96 MiB (24,576 pages) on 1 GPU with 64 MiB each (150% of device memory)");
+        output.Should().StartWith("hmmsim: stream over 96 MiB (24,576 pages) on 1 GPU with 64 MiB each (150% of device memory)");
+        output.Should().Contain("batch 256, 8 engines x 64 warps, 1 launch per phase, seed 42");
         foreach (string expected in new[]
         {
             "cpu-init", "gpu-fit", "cpu-readback-fit", "gpu-oversubscribed", "cpu-readback", "Device faults", "CPU faults",
