@@ -14,13 +14,13 @@ public class SimulationBenchmarks
 {
     private const int WorkingSetPages = 24_576;
 
-    private static readonly SimulationOptions DefaultRun = new();
-    private static readonly SimulationOptions DefaultRunMetadataOnly = new() { MetadataOnly = true };
+    private static readonly SimulationOptions s_defaultRun = new();
+    private static readonly SimulationOptions s_defaultRunMetadataOnly = new() { MetadataOnly = true };
 
     [GlobalSetup]
     public void Setup()
     {
-        if (DefaultRun.WorkingSetBytes / 4096 != WorkingSetPages)
+        if (s_defaultRun.WorkingSetBytes / 4096 != WorkingSetPages)
         {
             throw new InvalidOperationException($"The default working set is no longer {WorkingSetPages} pages; update OperationsPerInvoke.");
         }
@@ -28,9 +28,9 @@ public class SimulationBenchmarks
 
     /// <summary>The default run with real data and its data check.</summary>
     [Benchmark(Baseline = true, OperationsPerInvoke = WorkingSetPages)]
-    public long DefaultHmmsimRun() => Simulation.Run(DefaultRun).PagesToDevice;
+    public long DefaultHmmsimRun() => Simulation.Run(s_defaultRun).PagesToDevice;
 
     /// <summary>The same run on a metadata-only machine: the bookkeeping alone.</summary>
     [Benchmark(OperationsPerInvoke = WorkingSetPages)]
-    public long DefaultHmmsimRunMetadataOnly() => Simulation.Run(DefaultRunMetadataOnly).PagesToDevice;
+    public long DefaultHmmsimRunMetadataOnly() => Simulation.Run(s_defaultRunMetadataOnly).PagesToDevice;
 }
