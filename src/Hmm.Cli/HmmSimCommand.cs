@@ -24,17 +24,15 @@ internal sealed class HmmSimCommand
     private readonly bool _interactive;
     private readonly Option<WorkloadKind> _workload = new("--workload", "-w")
     {
-        Description = "Access pattern of the GPU kernels: stream (STREAM triad c = a + 3b over three arrays), random (each item gathers a page picked uniformly from the seed), or stencil (5-point stencil over a 2-D grid, one page per row).",
+        Description = "Access pattern of the GPU kernels: stream (STREAM triad c = a + 3b over three arrays), random (each item gathers a page picked uniformly from the seed), or stencil (5-point stencil over a 2-D grid, one page per row). Default stream.",
         HelpName = "stream|random|stencil",
-        DefaultValueFactory = _ => WorkloadKind.Stream,
         CustomParser = ParseWorkload,
     };
 
-    private readonly Option<ulong> _workingSet = new("--working-set", "-s")
+    private readonly Option<ulong?> _workingSet = new("--working-set", "-s")
     {
-        Description = "Size of the buffer the process allocates and the kernels work on, a multiple of 4 KiB (units K, M, G, T or KiB, MiB, GiB, TiB, all powers of 1024).",
+        Description = "Size of the buffer the process allocates and the kernels work on, a multiple of 4 KiB (units K, M, G, T or KiB, MiB, GiB, TiB, all powers of 1024). Default 96MiB.",
         HelpName = "size",
-        DefaultValueFactory = _ => 96UL << 20,
         CustomParser = result => ParseSize(result, "--working-set"),
     };
 
@@ -119,7 +117,7 @@ internal sealed class HmmSimCommand
         ParseResult parsed = _root.Parse(args);
         if (parsed.Action is ParseErrorAction && parsed.Errors.Count > 0)
         {
-            _error.WriteLine($"hmmsim: {parsed.Errors[0].Message} (see hmmsim --help)");
+            _error.WriteLine($"hmmsim: {parsed.Errors[0].Message.TrimEnd('.')} (see hmmsim --help)");
             return Task.FromResult(ExitUsage);
         }
 
@@ -138,7 +136,7 @@ internal sealed class HmmSimCommand
         return default;
     }
 
-    private static ulong ParseSize(ArgumentResult result, string option)
+    private static ulong? ParseSize(ArgumentResult result, string option)
     {
         string text = result.Tokens.Count == 1 ? result.Tokens[0].Value : string.Empty;
         if (ByteSize.TryParse(text, out ulong bytes))
@@ -147,15 +145,16 @@ internal sealed class HmmSimCommand
         }
 
         result.AddError($"{option} '{text}' is not a size such as 4096, 64MiB or 16GiB");
-        return 0;
+        return null;
     }
 
     private async Task<int> RunAsync(ParseResult parsed, CancellationToken cancellationToken)
     {
+        var defaults = new SimulationOptions();
         var options = new SimulationOptions
         {
             Workload = parsed.GetValue(_workload),
-            WorkingSetBytes = parsed.GetValue(_workingSet),
+            WorkingSetBytes = parsed.GetValue(_workingSet) ?? defaults.WorkingSetBytes,
             DeviceMemoryBytes = parsed.GetValue(_deviceMemory),
             BatchSize = parsed.GetValue(_batchSize),
             Devices = parsed.GetValue(_devices),
@@ -172,7 +171,7 @@ internal sealed class HmmSimCommand
         }
         catch (HmmException error)
         {
-            await _error.WriteLineAsync($"hmmsim: {WithoutErrno(error)} (see hmmsim --help)").ConfigureAwait(false);
+            await _error.WriteLineAsync($"hmmsim: {WithoutErrno(error).TrimEnd('.')} (see hmmsim --help)").ConfigureAwait(false);
             return ExitUsage;
         }
 

@@ -63,12 +63,21 @@ internal sealed class SimulationRun : IDisposable
         _spaces = new GpuVaSpace[options.Devices];
         _executors = new GpuKernelExecutor[options.Devices];
         var gpuOptions = new SimGpuOptions { MemoryBytes = (long)_deviceBytes, FaultBatchSize = options.BatchSize };
-        for (int d = 0; d < options.Devices; d++)
+        try
         {
-            _gpus[d] = new SimulatedGpu(_memory, $"gpu{d}", gpuOptions, _clock);
-            _drivers[d] = new FaultServicingDriver(_gpus[d]);
-            _spaces[d] = _drivers[d].Attach(_mm);
-            _executors[d] = new GpuKernelExecutor(_gpus[d], _spaces[d].Space, _drivers[d], _buffer, options, _workload.ReadsPerItem);
+            for (int d = 0; d < options.Devices; d++)
+            {
+                _gpus[d] = new SimulatedGpu(_memory, $"gpu{d}", gpuOptions, _clock);
+                _drivers[d] = new FaultServicingDriver(_gpus[d]);
+                _spaces[d] = _drivers[d].Attach(_mm);
+                _executors[d] = new GpuKernelExecutor(_gpus[d], _spaces[d].Space, _drivers[d], _buffer, options, _workload.ReadsPerItem);
+            }
+        }
+        catch
+        {
+            // Tear down the devices built so far; the caller never gets the run to dispose.
+            Dispose();
+            throw;
         }
     }
 
