@@ -19,7 +19,10 @@ internal sealed class DevicePageTable
     private const int RegionShift = LeafShift + 9;
     private const int RegionLeaves = 1 << (RegionShift - LeafShift);
 
+    private const int MaxSpareLeaves = 64;
+
     private readonly Dictionary<ulong, Region> _regions = [];
+    private readonly Stack<ulong[]> _spareLeaves = new();   // emptied leaves kept for reuse: mapping after an unmap allocates nothing
     private ulong _lastKey = ulong.MaxValue;
     private Region? _last;
 
@@ -55,7 +58,7 @@ internal sealed class DevicePageTable
         ulong[]? leaf = region.Leaves[leafIndex];
         if (leaf is null)
         {
-            leaf = new ulong[LeafEntries];
+            leaf = _spareLeaves.TryPop(out ulong[]? spare) ? spare : new ulong[LeafEntries];
             region.Leaves[leafIndex] = leaf;
             region.LiveLeaves++;
         }
@@ -119,6 +122,11 @@ internal sealed class DevicePageTable
 
                 if (clear && region.Counts[leafIndex] == 0)
                 {
+                    if (_spareLeaves.Count < MaxSpareLeaves)
+                    {
+                        _spareLeaves.Push(leaf);   // every slot is 0 again
+                    }
+
                     region.Leaves[leafIndex] = null;
                     if (--region.LiveLeaves == 0)
                     {

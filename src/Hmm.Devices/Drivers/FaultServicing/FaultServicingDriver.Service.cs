@@ -82,6 +82,7 @@ public sealed partial class FaultServicingDriver
     private void SortFaults(int count)
     {
         GpuVaSpace? last = null;
+        bool sorted = true;
         for (int i = 0; i < count; i++)
         {
             ref readonly DeviceFault fault = ref _faults[i];
@@ -91,9 +92,13 @@ public sealed partial class FaultServicingDriver
                 ? ulong.MaxValue
                 : ((ulong)space.Slot << SlotShift) | (fault.Address >> PageSize.Shift);
             _order[i] = i;
+            sorted &= i == 0 || _keys[i - 1] <= _keys[i];
         }
 
-        _keys.AsSpan(0, count).Sort(_order.AsSpan(0, count));
+        if (!sorted)
+        {
+            _keys.AsSpan(0, count).Sort(_order.AsSpan(0, count));   // a streaming batch arrives in order already
+        }
     }
 
     private int ServiceSorted(int count)
@@ -601,8 +606,7 @@ public sealed partial class FaultServicingDriver
         int count = _device.LocalMemory.Allocate(pages);
         for (int i = 0; i < count; i++)
         {
-            ForgetLocked(pages[i]);
-            _memory.SetZoneDeviceData(pages[i], 0);
+            ForgetLocked(pages[i]);   // its zone-device word is rewritten when it gets a block, and ignored until then
         }
 
         return count;

@@ -33,10 +33,16 @@ public sealed partial class FaultServicingDriver : IDeviceMemoryClient
     private readonly IDeviceBackend _device;
     private readonly IResidencyPolicy _policy;
     private readonly PhysicalMemory _memory;
+    // Outermost: one batch, eviction, detach or unbind eviction at a time; also guards the scratch arrays, the
+    // RAM-mapped masks and block creation. Taken before a space's update lock and before _lock.
     private readonly Lock _serviceLock = new();
+
+    // Innermost (a leaf but for the policy and device allocation, which call nothing back): the block table, the
+    // spaces' block dictionaries, the policy, Allocate. Never held while calling the core, the copy engine or a
+    // device page table: PageFreed takes it from inside the core's free path.
     private readonly Lock _lock = new();
-    private readonly VaBlockTable _blocks = new();
-    private GpuVaSpace?[] _spaces = [];   // copy on write under _lock; indexed by slot
+    private readonly VaBlockTable _blocks = new();   // guarded by _lock
+    private GpuVaSpace?[] _spaces = [];   // copy on write under _lock, read lock-free; indexed by slot
     private int _unbound;
 
     /// <summary>

@@ -56,10 +56,12 @@ public sealed class LruResidencyPolicy : IResidencyPolicy
 
     /// <summary>Moves the block to the most recently used end (adding it if new).</summary>
     /// <param name="block">The block's id.</param>
+    /// <exception cref="HmmException">EINVAL: a negative id; nothing changes.</exception>
     public void BlockPopulated(int block) => MoveToTail(block);
 
     /// <summary>Moves the block to the most recently used end, so the next victim is another block.</summary>
     /// <param name="block">The block's id.</param>
+    /// <exception cref="HmmException">EINVAL: a negative id; nothing changes.</exception>
     public void BlockEvictionIncomplete(int block) => MoveToTail(block);
 
     /// <summary>Removes the block from the list.</summary>
@@ -74,7 +76,11 @@ public sealed class LruResidencyPolicy : IResidencyPolicy
 
     private void MoveToTail(int block)
     {
-        ArgumentOutOfRangeException.ThrowIfNegative(block);
+        if (block < 0)
+        {
+            throw new HmmException(Errno.EINVAL, $"Block id {block} is negative.");
+        }
+
         if (block >= _linked.Length)
         {
             int size = Math.Max(block + 1, Math.Max(64, _linked.Length * 2));

@@ -627,6 +627,137 @@ public sealed class FaultServicingDriverTests
         kit.AssertNoDevicePages();
     }
 
+    [Fact]
+    public void APolicyCanMigrateTheWholeBlockOnFirstTouchWithoutTouchingTheDriver()
+    {
+        var policy = new WholeBlockPolicy();
+        using var kit = new FaultServicingKit(policy: policy);
+        var model = new byte[Block];
+        ulong area = kit.MapFilled(Block, model, seed: 23);
+        kit.Mm.Munmap(area + Block - (16 * Page), 16 * Page);   // the area ends before the block does
+
+        kit.Touch(0, area + (100 * Page), 1);
+        FaultBatchResult result = kit.Driver.ServiceNextBatch();
+
+        result.Count.Should().Be(1);
+        result.PagesMigrated.Should().Be(496, "every page of the block that has an area moves");
+        policy.Populated.Should().Be(1);
+        kit.CountKind(area, 496, PteKind.DevicePrivate).Should().Be(496);
+        var read = new byte[496 * Page];
+        kit.DeviceAccess(0, area, read, DeviceAccessKind.Read);
+        read.Should().Equal(model.AsSpan(0, 496 * Page).ToArray());
+        kit.Driver.Statistics.Faults.Should().Be(1, "the prefetched pages were mapped with the faulted one");
+    }
+
+    [Fact]
+    public void DeviceCoherentMemoryIsReadByTheCpuWithoutMigratingBack()
+    {
+        var memory = new PhysicalMemory(new PhysicalMemoryOptions { RamBytes = 64UL << 20 });
+        var gpu = new SimulatedGpu(memory, "coherent", new SimGpuOptions { MemoryBytes = 2L << 20, MemoryType = MemoryType.DeviceCoherent });
+        var driver = new FaultServicingDriver(gpu);
+        var mm = new Mm(memory);
+        GpuVaSpace space = driver.Attach(mm);
+        var model = new byte[2 * Block];
+        new Random(24).NextBytes(model);
+        ulong area = mm.Mmap(0, 2 * Block, Protection.ReadWrite, MapFlags.Private | MapFlags.Anonymous);
+        mm.Write(area, model);
+        for (int i = 0; i < 1024; i++)
+        {
+            gpu.Access(space.Space, area + ((ulong)i * Page), Page, DeviceAccessKind.Read, default, 0, replayable: true);
+            if (gpu.Faults.Pending >= 256)
+            {
+                driver.ServiceNextBatch();
+            }
+        }
+
+        while (gpu.Faults.Pending > 0)
+        {
+            driver.ServiceNextBatch();
+        }
+
+        driver.Statistics.PagesToDevice.Should().Be(1024);
+        driver.Statistics.PagesToRamByEviction.Should().Be(512, "one block of device memory for two blocks of data");
+        var cpu = new byte[2 * Block];
+        mm.Read(area, cpu);
+        cpu.Should().Equal(model);
+        driver.Statistics.CpuFaults.Should().Be(0, "coherent memory is CPU-accessible");
+        space.Dispose();
+        driver.ResidentPages.Should().Be(0);
+        mm.Exit();
+        gpu.Device.Unbind(TimeSpan.FromSeconds(10));
+    }
+
+    [Fact]
+    public void InvalidationsRacingTheServicingThreadLeaveNoStaleDeviceMapping()
+    {
+        const int seed = 25;
+        using var kit = new FaultServicingKit(deviceBytes: 4L << 20);
+        ulong area = kit.MapFilled(3 * Block, new byte[3 * Block], seed);
+        using var stop = new CancellationTokenSource();
+        Exception? cpuError = null;
+        var cpu = new Thread(() =>
+        {
+            var random = new Random(seed + 1);
+            try
+            {
+                while (!stop.IsCancellationRequested)
+                {
+                    ulong start = area + ((ulong)random.Next(0, (3 * 512) - 16) * Page);
+                    switch (random.Next(3))
+                    {
+                        case 0:
+                            kit.Mm.Madvise(start, 16 * Page, Advice.DontNeed);
+                            break;
+                        case 1:
+                            kit.Mm.Mprotect(start, 16 * Page, Protection.Read);
+                            kit.Mm.Mprotect(start, 16 * Page, Protection.ReadWrite);
+                            break;
+                        default:
+                            kit.Mm.Write(start, [1, 2, 3]);
+                            break;
+                    }
+                }
+            }
+            catch (Exception e)
+            {
+                cpuError = e;
+            }
+        });
+        cpu.Start();
+        var random = new Random(seed);
+        for (int round = 0; round < 60; round++)
+        {
+            ulong page = (ulong)random.Next(0, (3 * 512) - 128);
+            kit.Touch(0, area + (page * Page), 128, random.Next(2) == 0 ? DeviceAccessKind.Read : DeviceAccessKind.Write);
+            kit.ServiceAll();
+        }
+
+        stop.Cancel();
+        cpu.Join();
+        cpuError.Should().BeNull();
+        int mapped = 0;
+        for (int i = 0; i < 3 * 512; i++)
+        {
+            ulong address = area + ((ulong)i * Page);
+            if (kit.Space.Space.TryLookup(address, out DevicePte device))
+            {
+                mapped++;
+                Pte pte = kit.Mm.ReadPte(address);
+                pte.Kind.Should().BeOneOf([PteKind.Present, PteKind.DevicePrivate], "page {0} is mapped by the device (seed {1})", i, seed);
+                pte.Pfn.Should().Be(device.Page, "the device maps the page the CPU maps at page {0} (seed {1})", i, seed);
+                if ((device.Flags & DevicePteFlags.Write) != 0)
+                {
+                    pte.IsWritable.Should().BeTrue("a device write mapping needs a writable CPU entry at page {0} (seed {1})", i, seed);
+                }
+            }
+        }
+
+        mapped.Should().BeGreaterThan(0, "the last touches left mappings to check (seed {0})", seed);
+        kit.Driver.Statistics.Invalidations.Should().BeGreaterThan(0);
+        kit.Space.Dispose();
+        kit.AssertNoDevicePages();
+    }
+
     private static (string Stats, string Device, long Time) RunSeeded(int seed)
     {
         using var kit = new FaultServicingKit(deviceBytes: 4L << 20, batchSize: 64);
@@ -647,5 +778,27 @@ public sealed class FaultServicingDriverTests
         }
 
         return (kit.Driver.Statistics.ToString(), kit.Gpu.Statistics.ToString(), kit.Clock.Now);
+    }
+
+    private sealed class WholeBlockPolicy : IResidencyPolicy
+    {
+        private readonly LruResidencyPolicy _lru = new();
+
+        public int Populated { get; private set; }
+
+        public void SelectPagesToMigrate(int block, ulong address, ReadOnlySpan<ulong> faulted, ReadOnlySpan<ulong> resident, Span<ulong> migrate) =>
+            migrate.Fill(ulong.MaxValue);
+
+        public int SelectVictim(int busyBlock) => _lru.SelectVictim(busyBlock);
+
+        public void BlockPopulated(int block)
+        {
+            Populated++;
+            _lru.BlockPopulated(block);
+        }
+
+        public void BlockEvictionIncomplete(int block) => _lru.BlockEvictionIncomplete(block);
+
+        public void BlockEmptied(int block) => _lru.BlockEmptied(block);
     }
 }

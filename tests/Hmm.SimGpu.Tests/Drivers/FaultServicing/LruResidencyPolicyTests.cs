@@ -57,7 +57,8 @@ public sealed class LruResidencyPolicyTests
     {
         var lru = new LruResidencyPolicy();
 
-        lru.Invoking(l => l.BlockPopulated(-1)).Should().Throw<ArgumentOutOfRangeException>();
+        lru.Invoking(l => l.BlockPopulated(-1)).Should().Throw<HmmException>().Which.Error.Should().Be(Errno.EINVAL);
+        lru.Invoking(l => l.BlockEvictionIncomplete(-2)).Should().Throw<HmmException>().Which.Error.Should().Be(Errno.EINVAL);
         lru.Count.Should().Be(0);
     }
 }
