@@ -66,6 +66,29 @@ public sealed partial class PhysicalMemory
         }
     }
 
+    /// <summary>
+    /// <see cref="PutPage"/> for loops that release many pages: a RAM page the put frees goes to <paramref name="batch"/>,
+    /// which hands its pages to the allocator under one lock round trip when it flushes. The page's frame is cleared at
+    /// once, as by <see cref="PutPage"/>; until the flush it is simply not yet allocatable.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void PutPageBatched(Pfn pfn, ref RamFreeBatch batch)
+    {
+        ref PageFrame frame = ref Frame(pfn);
+        int count = Interlocked.Decrement(ref frame._refCount);
+        if (count <= 0 && ReleaseLastReference(ref frame, pfn, count, 1))
+        {
+            batch.Add(pfn);
+        }
+    }
+
+    /// <summary>Gives freed RAM pages back to the allocator at once (a <see cref="RamFreeBatch"/> flush).</summary>
+    internal void ReturnRamPages(ReadOnlySpan<ulong> pfns)
+    {
+        _ram.FreeMany(pfns);
+        HmmMetrics.PageFrees.Add(pfns.Length);
+    }
+
     /// <summary>Takes <paramref name="count"/> references at once on a referenced page (<c>folio_ref_add</c>; pins add 1024).</summary>
     internal void GetPageRefs(Pfn pfn, int count)
     {
@@ -104,8 +127,21 @@ public sealed partial class PhysicalMemory
     /// The slow path of a put that left <paramref name="left"/> &lt;= 0 after dropping <paramref name="dropped"/>
     /// references. Every refusal gives the dropped references back before it throws, so the count is unchanged.
     /// </summary>
-    [MethodImpl(MethodImplOptions.NoInlining)]
     private void PutLastReference(ref PageFrame frame, Pfn pfn, int left, int dropped)
+    {
+        if (ReleaseLastReference(ref frame, pfn, left, dropped))
+        {
+            _ram.Free(pfn);
+            HmmMetrics.PageFrees.Add(1);
+        }
+    }
+
+    /// <summary>
+    /// <see cref="PutLastReference"/> up to the allocator: checks the page, hands a device page to its owner, clears a
+    /// RAM page's flags and returns true when the RAM page must now go back to the allocator.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private bool ReleaseLastReference(ref PageFrame frame, Pfn pfn, int left, int dropped)
     {
         if (left < 0)
         {
@@ -126,7 +162,7 @@ public sealed partial class PhysicalMemory
         {
             HmmMetrics.PageFrees.Add(1);
             ZoneDeviceOwner(frame._pagemapId).FreeZoneDevicePage(pfn);
-            return;
+            return false;
         }
 
         int mapCount = Volatile.Read(ref frame._mapCount);
@@ -137,7 +173,6 @@ public sealed partial class PhysicalMemory
         }
 
         Volatile.Write(ref frame._flags, 0);
-        _ram.Free(pfn);
-        HmmMetrics.PageFrees.Add(1);
+        return true;
     }
 }

@@ -186,6 +186,19 @@ public sealed partial class PhysicalMemory
         return ref section.Frames[(int)(pfn.Value & Section.PageMask)];
     }
 
+    /// <summary>The writable frame of <paramref name="pfn"/> when it is present, else a null reference: <see cref="IsPresent"/> and <see cref="Frame"/> in one memmap lookup.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal ref PageFrame FrameIfPresent(Pfn pfn)
+    {
+        Section? section = _sections.Find(pfn);
+        if (section is null || !IsSubsectionOnline(section, pfn))
+        {
+            return ref Unsafe.NullRef<PageFrame>();
+        }
+
+        return ref section.Frames[(int)(pfn.Value & Section.PageMask)];
+    }
+
     /// <summary>
     /// The page's data without the reserved-page check, for the layers above that read any mapped page (the
     /// zero page included) and write only through writable mappings, which never map a reserved page.

@@ -58,6 +58,29 @@ internal sealed class RamAllocator
         return false;
     }
 
+    /// <summary>Takes frames back under one lock round trip, in order (the last one is handed out first). As <see cref="Free"/> for each.</summary>
+    public void FreeMany(ReadOnlySpan<ulong> pfns)
+    {
+        foreach (ulong pfn in pfns)
+        {
+            if (pfn < _firstPfn || pfn >= _endPfn)
+            {
+                ThrowHelper.ThrowBug($"Freeing pfn 0x{pfn:x} to the RAM allocator, which manages only [pfn 0x{_firstPfn:x}, pfn 0x{_endPfn:x}).");
+            }
+        }
+
+        lock (_lock)
+        {
+            if (_freedCount + pfns.Length > _freed.Length)
+            {
+                Array.Resize(ref _freed, Math.Max(_freed.Length * 2, _freedCount + pfns.Length));
+            }
+
+            pfns.CopyTo(_freed.AsSpan(_freedCount));
+            _freedCount += pfns.Length;
+        }
+    }
+
     /// <summary>Takes a frame back. Only frames this allocator manages: a reserved frame below it must never arrive here.</summary>
     public void Free(Pfn pfn)
     {

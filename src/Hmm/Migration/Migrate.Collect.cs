@@ -177,31 +177,39 @@ public static partial class Migrate
     {
         ulong unmapped = 0;
         int restore = 0;
-        for (int i = 0; i < src.Length; i++)
+        var migrator = new Migrator(memory);
+        try
         {
-            if (!MigratePfn.TryGetPage(src[i], out Pfn page))
+            for (int i = 0; i < src.Length; i++)
             {
-                if (MigratePfn.IsMigrating(src[i]))
+                if (!MigratePfn.TryGetPage(src[i], out Pfn page))
                 {
-                    unmapped++;
+                    if (MigratePfn.IsMigrating(src[i]))
+                    {
+                        unmapped++;
+                    }
+
+                    continue;
                 }
 
-                continue;
-            }
+                if (memory.Page(page).MapCount > 0)
+                {
+                    migrator.TryToMigrate(page);
+                }
 
-            if (memory.Page(page).MapCount > 0)
-            {
-                TryToMigrate(memory, page);
-            }
+                if (memory.Page(page).MapCount > 0 || !HasOnlyExpectedReferences(memory, page, faultPage))
+                {
+                    src[i] &= ~MigratePfn.Migrate;
+                    restore++;
+                    continue;
+                }
 
-            if (memory.Page(page).MapCount > 0 || !HasOnlyExpectedReferences(memory, page, faultPage))
-            {
-                src[i] &= ~MigratePfn.Migrate;
-                restore++;
-                continue;
+                unmapped++;
             }
-
-            unmapped++;
+        }
+        finally
+        {
+            migrator.Dispose();
         }
 
         for (int i = 0; i < src.Length && restore > 0; i++)
@@ -243,63 +251,78 @@ public static partial class Migrate
     private static bool IsFilePage(in PageFrame frame) => frame.Mapping != 0 && (frame.Flags & PageFlags.Anon) == 0;
 
     /// <summary>
-    /// Replaces the page's remaining mappings, found through the reverse map in every address space, with migration
-    /// entries (<c>try_to_migrate</c>). Each address space's notifiers hear a <see cref="MmuNotifierEvent.Clear"/> first.
-    /// The caller holds the page lock and a reference.
+    /// Replaces the remaining mappings of a run of pages, found through the reverse map in every address space, with
+    /// migration entries (<c>try_to_migrate</c>); each address space's notifiers hear a <see cref="MmuNotifierEvent.Clear"/>
+    /// of the page first. The caller holds each page's lock and a reference. Across consecutive pages of one anon_vma the
+    /// rmap lock stays held shared and one copy of its area list serves them all: an area linked meanwhile (a fork, a
+    /// split) is missed, which leaves its page mapped, so the caller's mapcount check keeps that page where it is, as for
+    /// any mapping this walk did not reach. Dispose releases the lock.
     /// </summary>
-    private static void TryToMigrate(PhysicalMemory memory, Pfn page)
+    private struct Migrator(PhysicalMemory memory) : IDisposable
     {
-        AnonVma? locked = Rmap.LockAnonVmaRead(memory, page);
-        try
-        {
-            TryToMigrateLocked(memory, page);
-        }
-        finally
-        {
-            locked?.ExitRmapRead();
-        }
-    }
+        private AnonVma? _held;
+        private Vma[]? _areas;
+        private int _count;
 
-    private static void TryToMigrateLocked(PhysicalMemory memory, Pfn page)
-    {
-        ref readonly PageFrame frame = ref memory.Page(page);
-        if ((frame.Flags & PageFlags.Anon) == 0 || memory.Mappings.Find(frame.Mapping) is not AnonVma anonVma)
+        public void TryToMigrate(Pfn page)
         {
-            foreach ((Vma vma, ulong address) in Rmap.Candidates(memory, page))
+            ref readonly PageFrame frame = ref memory.Page(page);
+            AnonVma? anonVma = (frame.Flags & PageFlags.Anon) != 0 ? memory.Mappings.Find(frame.Mapping) as AnonVma : null;
+            if (anonVma is null)
             {
-                MigrateOneMapping(memory, vma.Mm, address, page);
+                Release();
+                foreach ((Vma vma, ulong address) in Rmap.Candidates(memory, page))
+                {
+                    MigrateOneMapping(memory, vma.Mm, address, page);
+                }
+
+                return;
             }
 
-            return;
-        }
-
-        // The areas are copied to a pooled array under the list lock, and the notifiers called outside it: eviction
-        // stays allocation-free without running callbacks under a lock that munmap needs.
-        ulong pageIndex = frame.Index;
-        Vma[] areas;
-        int count;
-        lock (anonVma.ListLock)
-        {
-            List<Vma> vmas = anonVma.VmasUnsynchronized;
-            areas = ArrayPool<Vma>.Shared.Rent(Math.Max(1, vmas.Count));
-            count = vmas.Count;
-            vmas.CopyTo(areas);
-        }
-
-        try
-        {
-            for (int i = 0; i < count; i++)
+            if (!ReferenceEquals(anonVma, _held))
             {
-                Vma vma = areas[i];
+                Release();
+                anonVma.EnterRmapRead();
+                _held = anonVma;
+
+                // The areas are copied to a pooled array under the list lock, and the notifiers called outside it:
+                // eviction stays allocation-free without running callbacks under a lock that munmap needs.
+                lock (anonVma.ListLock)
+                {
+                    List<Vma> vmas = anonVma.VmasUnsynchronized;
+                    _areas = ArrayPool<Vma>.Shared.Rent(Math.Max(1, vmas.Count));
+                    _count = vmas.Count;
+                    vmas.CopyTo(_areas);
+                }
+            }
+
+            ulong pageIndex = frame.Index;
+            for (int i = 0; i < _count; i++)
+            {
+                Vma vma = _areas![i];
                 if (pageIndex >= vma.PgOff && pageIndex - vma.PgOff < (vma.End - vma.Start) >> PageSize.Shift)
                 {
                     MigrateOneMapping(memory, vma.Mm, vma.Start + ((pageIndex - vma.PgOff) << PageSize.Shift), page);
                 }
             }
         }
-        finally
+
+        public void Dispose() => Release();
+
+        private void Release()
         {
-            ArrayPool<Vma>.Shared.Return(areas, clearArray: true);
+            if (_areas is { } areas)
+            {
+                _areas = null;
+                _count = 0;
+                ArrayPool<Vma>.Shared.Return(areas, clearArray: true);
+            }
+
+            if (_held is { } held)
+            {
+                _held = null;
+                held.ExitRmapRead();
+            }
         }
     }
 
@@ -465,7 +488,22 @@ public static partial class Migrate
         private PageTable? _owner;
 
         /// <summary>The table covering <paramref name="address"/> in <paramref name="mm"/>, its lock held; null when there is none.</summary>
-        public PteTable? Acquire(Mm mm, ulong address)
+        public PteTable? Acquire(Mm mm, ulong address) => Acquire(mm, address, allocate: false);
+
+        /// <summary>As <see cref="Acquire(Mm, ulong)"/>, allocating the table when there is none (<c>pte_alloc</c>, after releasing any held PTE lock).</summary>
+        public PteTable AcquireOrAllocate(Mm mm, ulong address) => Acquire(mm, address, allocate: true)!;
+
+        public void Release()
+        {
+            if (_table is { } held)
+            {
+                _table = null;
+                _owner = null;
+                held.Lock.Exit();
+            }
+        }
+
+        private PteTable? Acquire(Mm mm, ulong address, bool allocate)
         {
             if (_table is { } held)
             {
@@ -477,7 +515,7 @@ public static partial class Migrate
                 Release();
             }
 
-            PteTable? table = mm.PageTable.Find(address);
+            PteTable? table = allocate ? mm.PageTable.FindOrAllocate(address) : mm.PageTable.Find(address);
             if (table is not null)
             {
                 table.Lock.Enter();
@@ -486,16 +524,6 @@ public static partial class Migrate
             }
 
             return table;
-        }
-
-        public void Release()
-        {
-            if (_table is { } held)
-            {
-                _table = null;
-                _owner = null;
-                held.Lock.Exit();
-            }
         }
     }
 

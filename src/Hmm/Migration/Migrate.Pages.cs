@@ -13,6 +13,7 @@ public static partial class Migrate
     {
         bool notified = false;
         MmuNotifierRange range = default;
+        var pte = default(HeldPteLock);
         try
         {
             for (int i = 0; i < src.Length; i++)
@@ -46,7 +47,7 @@ public static partial class Migrate
                         notified = true;
                     }
 
-                    src[i] = InsertPage(memory, vma, address, newPage) ? MigratePfn.Migrate : src[i] & ~MigratePfn.Migrate;
+                    src[i] = InsertPage(memory, vma, address, newPage, ref pte) ? MigratePfn.Migrate : src[i] & ~MigratePfn.Migrate;
                     continue;
                 }
 
@@ -61,6 +62,8 @@ public static partial class Migrate
         }
         finally
         {
+            // The PTE lock goes before the notifiers run.
+            pte.Release();
             if (notified)
             {
                 vma!.Mm.InvalidateRangeEnd(range);
@@ -106,9 +109,10 @@ public static partial class Migrate
     /// Maps a destination where setup found no page (<c>migrate_vma_insert_page</c>): only in an anonymous area, only if
     /// the entry is still none or the zero page (else a CPU fault won), as a device-private entry for device-private
     /// memory, a present entry otherwise, writable when the area is. The new page joins the area's anon_vma with a
-    /// mapcount and a reference for the entry.
+    /// mapcount and a reference for the entry. The PTE lock stays held in <paramref name="pte"/> for the next hole, which is
+    /// usually in the same table.
     /// </summary>
-    private static bool InsertPage(PhysicalMemory memory, Vma vma, ulong address, Pfn newPage)
+    private static bool InsertPage(PhysicalMemory memory, Vma vma, ulong address, Pfn newPage, ref HeldPteLock pte)
     {
         Mm mm = vma.Mm;
         if (!vma.IsAnonymous || vma.AnonVma is null || !mm.IsAlive)
@@ -138,24 +142,21 @@ public static partial class Migrate
             }
         }
 
-        PteTable table = mm.PageTable.FindOrAllocate(address);
+        PteTable table = pte.AcquireOrAllocate(mm, address);
         int index = PageTable.PteIndex(address);
-        lock (table.Lock)
+        Pte old = table.Read(index);
+        if (!old.IsNone && !(old.IsPresent && old.Pfn == PhysicalMemory.ZeroPage))
         {
-            Pte old = table.Read(index);
-            if (!old.IsNone && !(old.IsPresent && old.Pfn == PhysicalMemory.ZeroPage))
-            {
-                return false;
-            }
-
-            frame._mapping = vma.AnonVma.Handle;
-            frame._index = vma.PageIndex(address);
-            Interlocked.Or(ref frame._flags, (ulong)(PageFlags.Anon | PageFlags.AnonExclusive | PageFlags.SwapBacked | PageFlags.Uptodate | PageFlags.Dirty));
-            Interlocked.Increment(ref frame._mapCount);
-            memory.GetPage(newPage);
-            table.SetUnsynchronized(index, entry);
-            return true;
+            return false;
         }
+
+        frame._mapping = vma.AnonVma.Handle;
+        frame._index = vma.PageIndex(address);
+        Interlocked.Or(ref frame._flags, (ulong)(PageFlags.Anon | PageFlags.AnonExclusive | PageFlags.SwapBacked | PageFlags.Uptodate | PageFlags.Dirty));
+        Interlocked.Increment(ref frame._mapCount);
+        memory.GetPage(newPage);
+        table.SetUnsynchronized(index, entry);
+        return true;
     }
 
     /// <summary>Shared by <c>migrate_vma_finalize</c> and <c>migrate_device_finalize</c>.</summary>
@@ -193,25 +194,34 @@ public static partial class Migrate
             restorer.Dispose();
         }
 
-        for (int i = 0; i < src.Length; i++)
+        // The old RAM pages this frees go back to the allocator in batches.
+        var freed = new RamFreeBatch(memory, stackalloc ulong[64]);
+        try
         {
-            bool hasNew = MigratePfn.TryGetPage(dst[i], out Pfn newPage);
-            if (MigratePfn.TryGetPage(src[i], out Pfn page))
+            for (int i = 0; i < src.Length; i++)
             {
-                if (faultPage != page)
+                bool hasNew = MigratePfn.TryGetPage(dst[i], out Pfn newPage);
+                if (MigratePfn.TryGetPage(src[i], out Pfn page))
                 {
-                    UnlockAndPut(memory, page);
+                    if (faultPage != page)
+                    {
+                        UnlockAndPut(memory, page, ref freed);
+                    }
+                    else
+                    {
+                        memory.PutPageBatched(page, ref freed);
+                    }
                 }
-                else
-                {
-                    memory.PutPage(page);
-                }
-            }
 
-            if (hasNew)
-            {
-                ReleaseDestination(memory, newPage);
+                if (hasNew)
+                {
+                    UnlockAndPut(memory, newPage, ref freed);
+                }
             }
+        }
+        finally
+        {
+            freed.Flush();
         }
 
         if (moved > 0)
@@ -226,8 +236,6 @@ public static partial class Migrate
         }
     }
 
-    private static void ReleaseDestination(PhysicalMemory memory, Pfn newPage) => UnlockAndPut(memory, newPage);
-
     /// <summary>
     /// Releases a page this migration holds locked and referenced. When other references remain (the page is mapped),
     /// the reference goes first: a faulting thread waiting for the lock would otherwise find this one still held,
@@ -235,6 +243,14 @@ public static partial class Migrate
     /// never freed locked).
     /// </summary>
     private static void UnlockAndPut(PhysicalMemory memory, Pfn page)
+    {
+        var freed = new RamFreeBatch(memory, stackalloc ulong[1]);
+        UnlockAndPut(memory, page, ref freed);
+        freed.Flush();
+    }
+
+    /// <summary>As <see cref="UnlockAndPut(PhysicalMemory, Pfn)"/>, leaving a RAM page it frees in <paramref name="freed"/>.</summary>
+    private static void UnlockAndPut(PhysicalMemory memory, Pfn page, ref RamFreeBatch freed)
     {
         ref PageFrame frame = ref memory.Frame(page);
         int count = Volatile.Read(ref frame._refCount);
@@ -251,7 +267,7 @@ public static partial class Migrate
         }
 
         memory.UnlockPage(page);
-        memory.PutPage(page);
+        memory.PutPageBatched(page, ref freed);
     }
 
     [DoesNotReturn]

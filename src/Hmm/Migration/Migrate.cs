@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using Microsoft.Extensions.Logging;
 
 namespace Hmm;
@@ -319,8 +320,13 @@ public static partial class Migrate
     {
         for (int i = 0; i < dst.Length; i++)
         {
-            if (MigratePfn.TryGetPage(dst[i], out Pfn page)
-                && (!memory.IsPresent(page) || memory.Page(page).RefCount <= 0 || !memory.Page(page).IsLocked || page == faultPage))
+            if (!MigratePfn.TryGetPage(dst[i], out Pfn page))
+            {
+                continue;
+            }
+
+            ref PageFrame frame = ref memory.FrameIfPresent(page);
+            if (Unsafe.IsNullRef(ref frame) || frame.RefCount <= 0 || !frame.IsLocked || page == faultPage)
             {
                 ThrowBadDestination(i, page);
             }
