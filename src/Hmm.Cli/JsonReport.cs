@@ -49,6 +49,7 @@ internal static class JsonReport
             {
                 json.WriteStartObject();
                 json.WriteString("name", phase.Name);
+                json.WriteString("description", phase.Description);
                 json.WriteNumber("workUnits", phase.WorkUnits);
                 json.WriteNumber("simulatedNanoseconds", phase.SimulatedNanoseconds);
                 json.WriteNumber("deviceFaults", phase.DeviceFaults);

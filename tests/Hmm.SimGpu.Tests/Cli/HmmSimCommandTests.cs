@@ -52,6 +52,8 @@ public sealed class HmmSimCommandTests
         }
 
         root.GetProperty("phases").GetArrayLength().Should().Be(5);
+        root.GetProperty("phases")[3].GetProperty("name").GetString().Should().Be("gpu-oversubscribed");
+        root.GetProperty("phases")[3].GetProperty("evictedPages").GetInt64().Should().Be(root.GetProperty("evictedPages").GetInt64());
     }
 
     [Theory]
@@ -101,11 +103,26 @@ public sealed class HmmSimCommandTests
         output.Should().Contain("metadata-only").And.Contain("skipped");
     }
 
-    private static async Task<(int Exit, string Output, string Error)> InvokeAsync(params string[] args)
+    [Fact]
+    public async Task ACancelledRunExitsWith130AndSaysSo()
+    {
+        using var cancellation = new CancellationTokenSource();
+        await cancellation.CancelAsync();
+
+        (int exit, string output, string error) = await InvokeAsync(cancellation.Token, s_smallRun);
+
+        exit.Should().Be(130);
+        output.Should().BeEmpty();
+        error.Should().Be("hmmsim: cancelled" + Environment.NewLine);
+    }
+
+    private static Task<(int Exit, string Output, string Error)> InvokeAsync(params string[] args) => InvokeAsync(CancellationToken.None, args);
+
+    private static async Task<(int Exit, string Output, string Error)> InvokeAsync(CancellationToken cancellationToken, params string[] args)
     {
         using var output = new StringWriter();
         using var error = new StringWriter();
-        int exit = await new HmmSimCommand(output, error, interactive: false).InvokeAsync(args);
+        int exit = await new HmmSimCommand(output, error, interactive: false).InvokeAsync(args, cancellationToken);
         return (exit, output.ToString(), error.ToString());
     }
 }
