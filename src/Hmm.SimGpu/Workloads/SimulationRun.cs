@@ -167,6 +167,7 @@ internal sealed class SimulationRun : IDisposable
 
         for (long page = 0; page < pages; page++)
         {
+            CheckCancellation(page);
             _workload.InitialContents(page, _page);
             _mm.Write(_buffer + ((ulong)page * PageBytes), _page);
             Advance(1);
@@ -220,6 +221,7 @@ internal sealed class SimulationRun : IDisposable
 
         for (long item = 0; item < extent; item++)
         {
+            CheckCancellation(item);
             _mm.Read(_buffer + ((ulong)_workload.OutputPage(item) * PageBytes), _page);
             _workload.Expected(item, extent, _scratch, _expected);
             _pagesChecked++;
@@ -258,12 +260,17 @@ internal sealed class SimulationRun : IDisposable
                 pte = _mm.ReadPte(address);
             }
 
-            if ((index & 4095) == 0)
-            {
-                _cancellationToken.ThrowIfCancellationRequested();
-            }
-
+            CheckCancellation(index);
             Advance(1);
+        }
+    }
+
+    /// <summary>CPU loops look at the token every 4096 pages.</summary>
+    private void CheckCancellation(long index)
+    {
+        if ((index & 4095) == 0)
+        {
+            _cancellationToken.ThrowIfCancellationRequested();
         }
     }
 

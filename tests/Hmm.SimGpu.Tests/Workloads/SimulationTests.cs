@@ -172,13 +172,18 @@ public sealed class SimulationTests
         reports.Select(p => p.Phase).Distinct().Should().Equal(report.Phases.Select(phase => phase.Name));
     }
 
-    [Fact]
-    public void ACancelledRunStopsWithOperationCanceled()
+    [Theory]
+    [InlineData("cpu-init")]
+    [InlineData("gpu-fit")]
+    [InlineData("cpu-readback")]
+    public void ACancelledRunStopsWithOperationCanceledInAnyPhase(string phase)
     {
         using var cancellation = new CancellationTokenSource();
+        string? lastPhase = null;
         var progress = new SynchronousProgress(p =>
         {
-            if (p.Phase == "gpu-fit")
+            lastPhase = p.Phase;
+            if (p.Phase == phase)
             {
                 cancellation.Cancel();
             }
@@ -187,6 +192,7 @@ public sealed class SimulationTests
         Action run = () => Simulation.Run(Oversubscribed(WorkloadKind.Stream), progress, cancellation.Token);
 
         run.Should().Throw<OperationCanceledException>();
+        lastPhase.Should().Be(phase, "the run stops in the phase it was cancelled in");
     }
 
     [Fact]
