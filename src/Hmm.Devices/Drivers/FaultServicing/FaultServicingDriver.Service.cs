@@ -23,6 +23,8 @@ public sealed partial class FaultServicingDriver
     private readonly ulong[] _remote = new ulong[Words];
     private readonly ulong[] _rest = new ulong[Words];
     private readonly ulong[] _unwritable = new ulong[Words];
+    private readonly ulong[] _atomic = new ulong[Words];
+    private readonly ulong[] _exclusive = new ulong[Words];
     private readonly ulong[] _retry = new ulong[Words];
     private readonly ulong[] _src = new ulong[BlockPages];
     private readonly ulong[] _dst = new ulong[BlockPages];
@@ -116,15 +118,22 @@ public sealed partial class FaultServicingDriver
             ulong blockKey = _keys[next] >> VaBlockTable.PageShift;
             Array.Clear(_faulted);
             Array.Clear(_write);
+            Array.Clear(_atomic);
             GpuVaSpace space = SpaceOf(_faults[_order[next]].Space)!;
             while (next < count && (_keys[next] >> VaBlockTable.PageShift) == blockKey)
             {
                 int page = (int)(_keys[next] & (BlockPages - 1));
                 ulong bit = 1UL << (page & 63);
                 _faulted[page >> 6] |= bit;
-                if (_faults[_order[next]].Access != DeviceAccessKind.Read)
+                DeviceAccessKind access = _faults[_order[next]].Access;
+                if (access != DeviceAccessKind.Read)
                 {
                     _write[page >> 6] |= bit;
+                }
+
+                if (access == DeviceAccessKind.Atomic)
+                {
+                    _atomic[page >> 6] |= bit;
                 }
 
                 next++;
@@ -410,6 +419,7 @@ public sealed partial class FaultServicingDriver
     private void MapInPlace(GpuVaSpace space, int id, ulong address)
     {
         Array.Clear(_unwritable);
+        Array.Clear(_exclusive);
         if (FaultPages(space, id, address, _rest, map: true) != Errno.None)
         {
             for (int page = NextSet(_rest, 0); page < BlockPages; page = NextSet(_rest, page + 1))
@@ -425,6 +435,48 @@ public sealed partial class FaultServicingDriver
         {
             BreakDeviceCopyOnWrite(space, id, address);
         }
+
+        if (PopCount(_exclusive) > 0)
+        {
+            MakeExclusive(space, id, address);
+        }
+    }
+
+    // Atomic faults on pages that stay in System RAM: the device needs exclusive access (make_device_exclusive, as
+    // the kernel test driver does), mapped with the atomic permission until the next CPU access revokes it through
+    // the notifier. Pages that cannot be made exclusive (shared, file-backed, read-only) are refused.
+    private void MakeExclusive(GpuVaSpace space, int id, ulong address)
+    {
+        Span<ulong> ramMapped = _blocks.RamMapped(id);
+        int mapped = 0;
+        for (int page = NextSet(_exclusive, 0); page < BlockPages; page = NextSet(_exclusive, page + 1))
+        {
+            ulong pageAddress = address + ((ulong)page << PageSize.Shift);
+            ulong sequence = space.NotifierSubscription.ReadBegin();
+            using MmapLockGuard mmapLock = space.Mm.MmapReadLock();
+            if (DeviceExclusive.Make(space.Mm, pageAddress, Owner, out Pfn exclusive) != Errno.None)
+            {
+                _batchUnserviceable++;
+                continue;
+            }
+
+            lock (space.UpdateLock)
+            {
+                if (!space.NotifierSubscription.ReadRetry(sequence))
+                {
+                    _mapPfns[0] = exclusive;
+                    space.MapLocked(pageAddress, _mapPfns.AsSpan(0, 1), DevicePteFlags.Read | DevicePteFlags.Write | DevicePteFlags.Atomic);
+                    ramMapped[page >> 6] |= 1UL << (page & 63);
+                    mapped++;
+                }
+            }
+
+            _memory.UnlockPage(exclusive);
+            _memory.PutPage(exclusive);
+        }
+
+        Statistics.AddPagesMappedInPlace(mapped);
+        _batchInPlace += mapped;
     }
 
     // hmm_range_fault reports this device's own pages as they are, without faulting them for a write: a write fault
@@ -543,6 +595,12 @@ public sealed partial class FaultServicingDriver
 
             Pfn pfn = HmmPfn.ToPfn(entry);
             bool local = _device.LocalMemory.Contains(pfn);
+            if (!local && IsSet(_atomic, page))
+            {
+                _exclusive[page >> 6] |= 1UL << (page & 63);   // mapped with atomic access by MakeExclusive
+                continue;
+            }
+
             DevicePteFlags flags = (entry & HmmPfn.Write) == 0 ? DevicePteFlags.Read
                 : local ? DevicePteFlags.Read | DevicePteFlags.Write | DevicePteFlags.Atomic
                 : DevicePteFlags.Read | DevicePteFlags.Write;

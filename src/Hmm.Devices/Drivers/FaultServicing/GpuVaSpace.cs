@@ -103,8 +103,9 @@ public sealed class GpuVaSpace : IDisposable
     // The invalidate callback: kept in a private class so that it is not part of the public surface.
     private bool Invalidate(MmuIntervalNotifier subscription, in MmuNotifierRange range, ulong currentSequence)
     {
-        // Migrations this driver started (to the device, or migrate_to_ram) update the device table themselves.
-        if (range.Event == MmuNotifierEvent.Migrate && ReferenceEquals(range.Owner, _driver.Owner))
+        // Migrations this driver started (to the device, or migrate_to_ram) and its own make_device_exclusive update
+        // the device table themselves.
+        if ((range.Event == MmuNotifierEvent.Migrate || range.Event == MmuNotifierEvent.Exclusive) && ReferenceEquals(range.Owner, _driver.Owner))
         {
             return true;
         }

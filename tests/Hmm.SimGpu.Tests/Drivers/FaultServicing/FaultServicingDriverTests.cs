@@ -758,6 +758,45 @@ public sealed class FaultServicingDriverTests
         kit.AssertNoDevicePages();
     }
 
+    [Fact]
+    public void AtomicFaultsOnPagesLeftInRamGetDeviceExclusiveAccessUntilTheCpuTouchesThem()
+    {
+        using var kit = new FaultServicingKit();
+        var model = new byte[Block];
+        ulong area = kit.MapFilled(Block, model, seed: 26);
+        kit.Gpu.Injection.FailNextAllocations(1);
+
+        kit.Touch(0, area, 2, DeviceAccessKind.Atomic);
+        FaultBatchResult result = kit.Driver.ServiceNextBatch();
+
+        result.PagesMappedInPlace.Should().Be(2);
+        kit.CountKind(area, 2, PteKind.DeviceExclusive).Should().Be(2);
+        kit.Space.Space.TryLookup(area, out DevicePte pte).Should().BeTrue();
+        pte.Flags.Should().HaveFlag(DevicePteFlags.Atomic);
+        kit.Gpu.Access(kit.Space.Space, area, 2 * Page, DeviceAccessKind.Atomic, default, 0, replayable: true).Completed.Should().BeTrue();
+
+        var read = new byte[Page];
+        kit.Mm.Read(area, read);
+
+        read.Should().Equal(model.AsSpan(0, Page).ToArray());
+        kit.Space.Space.TryLookup(area, out _).Should().BeFalse("the CPU access revoked the exclusive access");
+        kit.Space.Space.TryLookup(area + Page, out _).Should().BeTrue();
+        kit.AssertNoDevicePages();
+    }
+
+    [Fact]
+    public void AtomicFaultsOnSharedFilePagesAreRefused()
+    {
+        using var kit = new FaultServicingKit();
+        var file = new SimFile(kit.Memory, "atomic", Block);
+        ulong area = kit.Mm.Mmap(0, Block, Protection.ReadWrite, MapFlags.Shared, file);
+
+        kit.Touch(0, area, 3, DeviceAccessKind.Atomic);
+
+        kit.Driver.ServiceNextBatch().FaultsUnserviceable.Should().Be(3);
+        kit.Space.Space.MappedPages.Should().Be(0);
+    }
+
     private static (string Stats, string Device, long Time) RunSeeded(int seed)
     {
         using var kit = new FaultServicingKit(deviceBytes: 4L << 20, batchSize: 64);
