@@ -196,9 +196,12 @@ public sealed partial class Mm
         if (!InstallIfNone(table, index, Pte.Present(page, writable: true, dirty: true)))
         {
             DiscardAnonPage(page);
+            return FaultStep.Retry;
         }
 
-        return FaultStep.Retry;
+        // The entry just installed is present, writable and dirty: looking again would only find it so (as the
+        // kernel's do_anonymous_page, the fault ends here; a later change by another thread is a new fault's business).
+        return FaultStep.Success;
     }
 
     private FaultStep FileFault(Vma vma, PteTable table, int index, ulong address, bool write)

@@ -64,4 +64,48 @@ public class RamAllocatorTests
 
         again.Order().Should().Equal(pfns.Order());
     }
+
+    [Fact]
+    public void FreeingManyAtOnceComesBackInTheOrderOfFreeingOneByOne()
+    {
+        var batched = new RamAllocator(firstPfn: 1, endPfn: 301);
+        var single = new RamAllocator(firstPfn: 1, endPfn: 301);
+        var pfns = new ulong[300];
+        for (int i = 0; i < pfns.Length; i++)
+        {
+            batched.TryAllocate(out Pfn pfn);
+            single.TryAllocate(out _);
+            pfns[i] = pfn.Value;
+        }
+
+        // Freed in a scrambled order, more than the initial stack holds, in two batches.
+        new Random(7).Shuffle(pfns);
+        batched.FreeMany(pfns.AsSpan(0, 100));
+        batched.FreeMany(pfns.AsSpan(100));
+        foreach (ulong pfn in pfns)
+        {
+            single.Free(new Pfn(pfn));
+        }
+
+        batched.FreePages.Should().Be(300);
+        for (int i = 0; i < pfns.Length; i++)
+        {
+            batched.TryAllocate(out Pfn fromBatch).Should().BeTrue();
+            single.TryAllocate(out Pfn fromSingle);
+            fromBatch.Should().Be(fromSingle, $"allocation {i} must not depend on how the frames were freed (seed 7)");
+        }
+    }
+
+    [Fact]
+    public void FreeingManyWithAFrameOutsideTheRangeIsABugAndFreesNone()
+    {
+        var allocator = new RamAllocator(firstPfn: 10, endPfn: 20);
+        allocator.TryAllocate(out Pfn a);
+        allocator.TryAllocate(out Pfn b);
+
+        Action act = () => allocator.FreeMany([a.Value, 20, b.Value]);
+
+        act.Should().Throw<KernelBugException>();
+        allocator.FreePages.Should().Be(8);
+    }
 }
