@@ -83,6 +83,13 @@ internal sealed class HmmSimCommand
         DefaultValueFactory = _ => 64,
     };
 
+    private readonly Option<int> _bytesPerWarpAccess = new("--bytes-per-warp-access")
+    {
+        Description = "Bytes of a page one work item covers, and so one warp access, a power of two from 64 to 4096; the items of a page run on neighbouring warps and fault on it together (duplicate faults merged in a batch).",
+        HelpName = "bytes",
+        DefaultValueFactory = _ => 512,
+    };
+
     private readonly Option<int> _iterations = new("--iterations")
     {
         Description = "Kernel launches in each GPU phase, 1 to 100.",
@@ -106,7 +113,7 @@ internal sealed class HmmSimCommand
             "hmmsim: runs GPU kernels over a process's buffer on simulated GPUs with a fault-servicing driver (batched device faults, " +
             "migration to device memory, eviction when it is oversubscribed, CPU faults back to RAM) and reports what it cost on the simulated clock.")
         {
-            _workload, _workingSet, _deviceMemory, _batchSize, _devices, _seed, _metadataOnly, _engines, _warps, _iterations, _json,
+            _workload, _workingSet, _deviceMemory, _batchSize, _devices, _seed, _metadataOnly, _engines, _warps, _bytesPerWarpAccess, _iterations, _json,
         };
         _root.SetAction(RunAsync);
     }
@@ -162,6 +169,7 @@ internal sealed class HmmSimCommand
             MetadataOnly = parsed.GetValue(_metadataOnly),
             Engines = parsed.GetValue(_engines),
             WarpsPerEngine = parsed.GetValue(_warps),
+            BytesPerItem = parsed.GetValue(_bytesPerWarpAccess),
             Iterations = parsed.GetValue(_iterations),
         };
         bool json = parsed.GetValue(_json);

@@ -23,6 +23,7 @@ internal static class JsonReport
             json.WriteNumber("batchSize", options.BatchSize);
             json.WriteNumber("engines", options.Engines);
             json.WriteNumber("warpsPerEngine", options.WarpsPerEngine);
+            json.WriteNumber("bytesPerItem", options.BytesPerItem);
             json.WriteNumber("iterations", options.Iterations);
             json.WriteNumber("seed", options.Seed);
             json.WriteBoolean("metadataOnly", options.MetadataOnly);

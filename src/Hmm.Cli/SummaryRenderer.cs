@@ -27,7 +27,7 @@ internal static class SummaryRenderer
         writer.WriteLine(Invariant(
             $"hmmsim: {options.Workload.ToString().ToLowerInvariant()} over {ByteSize.Format(options.WorkingSetBytes)} ({report.WorkingSetPages:N0} pages) on {devices} with {ByteSize.Format(report.DeviceMemoryBytes)} each ({report.Oversubscription * 100:0}% of device memory)"));
         writer.WriteLine(Invariant(
-            $"        batch {options.BatchSize}, {options.Engines} engines x {options.WarpsPerEngine} warps, {options.Iterations} launch{(options.Iterations == 1 ? "" : "es")} per phase, seed {options.Seed}{(options.MetadataOnly ? ", metadata-only" : "")}"));
+            $"        batch {options.BatchSize}, {options.Engines} engines x {options.WarpsPerEngine} warps, {options.BytesPerItem} B per warp access, {options.Iterations} launch{(options.Iterations == 1 ? "" : "es")} per phase, seed {options.Seed}{(options.MetadataOnly ? ", metadata-only" : "")}"));
 
         var phases = new Table().Border(TableBorder.Rounded).Title("Phases")
             .AddColumn("Phase").AddColumn(Right("Work")).AddColumn(Right("Simulated")).AddColumn(Right("Device faults"))

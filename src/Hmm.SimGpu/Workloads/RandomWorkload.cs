@@ -1,9 +1,11 @@
 namespace Hmm.SimGpu;
 
 /// <summary>
-/// Uniform random gather over an input and an output array of <c>n</c> pages each: item i reads the input page
-/// picked for it uniformly from the extent (a hash of the seed and i, so any item can be replayed alone) and
-/// writes out[i] = in[pick] * K + i, word by word.
+/// Uniform random gather over an input and an output array of <c>n</c> pages each: row i reads the input page
+/// picked for it uniformly from the extent (a hash of the seed and i, so any row can be replayed alone) and
+/// writes out[i] = in[pick] * K + i, word by word. The pick is per row (per output page), not per work item: the
+/// work items of a row read the same slice of the picked page as they write of theirs, so a gather moves whole
+/// pages (the granularity the driver migrates) and the row's items fault on the same input page together.
 /// </summary>
 internal sealed class RandomWorkload : Workload
 {
@@ -26,9 +28,9 @@ internal sealed class RandomWorkload : Workload
 
     public override long OutputPage(long item) => item + _arrayPages;
 
-    public override void Compute(long item, long extent, ReadOnlySpan<byte> inputs, Span<byte> output)
+    public override void Compute(long item, long extent, ReadOnlySpan<byte> inputs, Span<byte> output, int firstWord, int wordCount)
     {
-        for (int word = 0; word < WordsPerPage; word++)
+        for (int word = firstWord; word < firstWord + wordCount; word++)
         {
             SetWord(output, word, (Word(inputs, 0, word) * Multiplier) + (ulong)item);
         }

@@ -69,6 +69,14 @@ public sealed class SimulationOptions
     /// </summary>
     public int WarpsPerEngine { get; init; } = 64;
 
+    /// <summary>
+    /// Bytes of a row (an output page) one work item covers, and so one warp access: a power of two from 64 to
+    /// 4096. Each access reads or writes that slice of a page (the matching slices of the input pages), so
+    /// 4096 / <see cref="BytesPerItem"/> consecutive items, run by neighbouring warps, share their pages and
+    /// fault on them together (duplicates the device merges within a batch). Default 512 (8 items per page).
+    /// </summary>
+    public int BytesPerItem { get; init; } = 512;
+
     /// <summary>Kernel launches in each GPU phase, 1 to 100 (later launches find the pages that stayed resident). Default 1.</summary>
     public int Iterations { get; init; } = 1;
 
@@ -110,6 +118,10 @@ public sealed class SimulationOptions
         CheckRange(Engines, 1, 256, "engines");
         CheckRange(WarpsPerEngine, 1, 1024, "warps per engine");
         CheckRange(Iterations, 1, 100, "iterations");
+        if (BytesPerItem < 64 || BytesPerItem > (int)PageBytes || (BytesPerItem & (BytesPerItem - 1)) != 0)
+        {
+            Fail($"bytes per item {BytesPerItem} must be a power of two from 64 to 4096");
+        }
     }
 
     private static void CheckRange(int value, int minimum, int maximum, string what)

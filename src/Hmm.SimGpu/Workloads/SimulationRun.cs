@@ -274,6 +274,7 @@ internal sealed class SimulationRun : IDisposable
         }
     }
 
+    /// <summary>Rows the kernels completed so far on every device (progress counts rows, as the phases' work units do).</summary>
     private long ItemsCompleted()
     {
         long items = 0;
@@ -282,7 +283,7 @@ internal sealed class SimulationRun : IDisposable
             items += executor.ItemsCompleted;
         }
 
-        return items;
+        return items / _executors[0].ItemsPerRow;
     }
 
     private void Advance(long units)
@@ -307,6 +308,7 @@ internal sealed class SimulationRun : IDisposable
 
     private SimulationReport BuildReport(TimeSpan wall)
     {
+        CheckFaultAccounting();
         CounterSnapshot totals = CounterSnapshot.Take(_gpus, _drivers);
         var report = new SimulationReport(_options, _deviceBytes, _phases)
         {
@@ -328,6 +330,26 @@ internal sealed class SimulationRun : IDisposable
             WallTime = wall,
         };
         return report;
+    }
+
+    /// <summary>
+    /// The report takes its batch and duplicate counts from the drivers; they must agree with what each device's
+    /// fault buffer handed out (every record fetched is either a fault the driver serviced or a merged duplicate).
+    /// </summary>
+    private void CheckFaultAccounting()
+    {
+        for (int d = 0; d < _gpus.Length; d++)
+        {
+            SimGpuStatistics device = _gpus[d].Statistics;
+            FaultServicingStatistics driver = _drivers[d].Statistics;
+            if (driver.Batches != device.BatchesFetched || driver.DuplicatesMerged != device.DuplicatesMerged
+                || driver.Faults + driver.DuplicatesMerged != device.FaultsFetched || device.FaultsFetched != device.FaultsRaised)
+            {
+                throw new KernelBugException(
+                    $"hmmsim: {_gpus[d].Name}'s driver counted {driver.Batches} batches, {driver.Faults} faults and {driver.DuplicatesMerged} duplicates, " +
+                    $"but its fault buffer raised {device.FaultsRaised}, handed out {device.FaultsFetched} records in {device.BatchesFetched} batches and merged {device.DuplicatesMerged}.");
+            }
+        }
     }
 
     /// <summary>Distinct buffer pages the kernels touched: every input and output page of every extent they ran.</summary>

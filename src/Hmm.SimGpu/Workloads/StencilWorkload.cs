@@ -3,7 +3,9 @@ namespace Hmm.SimGpu;
 /// <summary>
 /// Five-point stencil over an input and an output grid of <c>n</c> rows, one page (512 words) per row: item y
 /// reads input rows y-1, y and y+1 (clamped to the extent) and writes
-/// out[y][x] = 4 in[y][x] - in[y-1][x] - in[y+1][x] - in[y][x-1] - in[y][x+1] (columns clamped, wrapping arithmetic).
+/// out[y][x] = 4 in[y][x] - in[y-1][x] - in[y+1][x] - in[y][x-1] - in[y][x+1] (columns clamped to the row,
+/// wrapping arithmetic). A work item computes a slice of columns of row y: it reads that slice of rows y-1 and y+1
+/// and the slice plus one halo column on each side of row y, so the result does not depend on the slicing.
 /// </summary>
 internal sealed class StencilWorkload : Workload
 {
@@ -24,9 +26,21 @@ internal sealed class StencilWorkload : Workload
 
     public override long OutputPage(long item) => item + _rows;
 
-    public override void Compute(long item, long extent, ReadOnlySpan<byte> inputs, Span<byte> output)
+    public override (int FirstWord, int WordCount) InputWords(int read, int firstWord, int wordCount)
     {
-        for (int x = 0; x < WordsPerPage; x++)
+        if (read != 1)
+        {
+            return (firstWord, wordCount);
+        }
+
+        int first = Math.Max(firstWord - 1, 0);
+        int end = Math.Min(firstWord + wordCount + 1, WordsPerPage);
+        return (first, end - first);
+    }
+
+    public override void Compute(long item, long extent, ReadOnlySpan<byte> inputs, Span<byte> output, int firstWord, int wordCount)
+    {
+        for (int x = firstWord; x < firstWord + wordCount; x++)
         {
             ulong centre = Word(inputs, 1, x);
             ulong left = Word(inputs, 1, Math.Max(x - 1, 0));

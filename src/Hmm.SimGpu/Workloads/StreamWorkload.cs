@@ -2,7 +2,8 @@ namespace Hmm.SimGpu;
 
 /// <summary>
 /// STREAM triad over three arrays of <c>n</c> pages each (a, b, c, one after the other; pages past 3n are never
-/// touched): item i reads a[i] and b[i] and writes c[i] = a[i] + 3 b[i], word by word, wrapping.
+/// touched): row i reads a[i] and b[i] and writes c[i] = a[i] + 3 b[i], word by word, wrapping; each work item
+/// does that for its slice of the row.
 /// </summary>
 internal sealed class StreamWorkload : Workload
 {
@@ -23,9 +24,9 @@ internal sealed class StreamWorkload : Workload
 
     public override long OutputPage(long item) => item + (2 * _arrayPages);
 
-    public override void Compute(long item, long extent, ReadOnlySpan<byte> inputs, Span<byte> output)
+    public override void Compute(long item, long extent, ReadOnlySpan<byte> inputs, Span<byte> output, int firstWord, int wordCount)
     {
-        for (int word = 0; word < WordsPerPage; word++)
+        for (int word = firstWord; word < firstWord + wordCount; word++)
         {
             SetWord(output, word, Word(inputs, 0, word) + (3 * Word(inputs, 1, word)));
         }

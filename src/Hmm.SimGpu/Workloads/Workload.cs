@@ -3,11 +3,13 @@ using System.Buffers.Binary;
 namespace Hmm.SimGpu;
 
 /// <summary>
-/// A GPU kernel as a deterministic access stream: work items, each reading <see cref="ReadsPerItem"/> pages of the
-/// buffer and then writing one output page computed from them. Page numbers are relative to the buffer. The
-/// kernel covers an extent (a prefix of its items whose pages lie in a prefix of each array), so a phase can run
-/// it on a part of the buffer that fits in device memory. Input pages hold a fixed function of the seed, so the
-/// CPU can check an output page without reading the inputs back.
+/// A GPU kernel as a deterministic access stream over output pages ("rows"): row i reads <see cref="ReadsPerItem"/>
+/// input pages of the buffer and writes one output page computed from them, word by word. The executor splits each
+/// row into sub-page work items (a word range each, see <see cref="InputWords"/>), so one row's items touch the
+/// same pages, as neighbouring warps of a real GPU kernel do. Page numbers are relative to the buffer. The kernel
+/// covers an extent (a prefix of its rows whose pages lie in a prefix of each array), so a phase can run it on a
+/// part of the buffer that fits in device memory. Input pages hold a fixed function of the seed, so the CPU can
+/// check an output page without reading the inputs back.
 /// </summary>
 internal abstract class Workload
 {
@@ -21,13 +23,13 @@ internal abstract class Workload
     /// <summary>The seed the input values (and the random workload's picks) derive from.</summary>
     protected ulong Seed { get; }
 
-    /// <summary>Input pages each item reads before it writes its output page.</summary>
+    /// <summary>Input pages each row (and each of its work items) reads before it writes its output page.</summary>
     public abstract int ReadsPerItem { get; }
 
-    /// <summary>Items of the whole kernel (its largest extent).</summary>
+    /// <summary>Rows (output pages) of the whole kernel (its largest extent).</summary>
     public abstract long Items { get; }
 
-    /// <summary>Distinct pages one item adds to the footprint (inputs and output), for sizing an extent that fits.</summary>
+    /// <summary>Distinct pages one row adds to the footprint (inputs and output), for sizing an extent that fits.</summary>
     public abstract int FootprintPagesPerItem { get; }
 
     /// <summary>The input pages: [0, <see cref="InputPages"/>) of the buffer, which the CPU initialises.</summary>
@@ -39,8 +41,19 @@ internal abstract class Workload
     /// <summary>The buffer page <paramref name="item"/> writes.</summary>
     public abstract long OutputPage(long item);
 
-    /// <summary>Computes the output page of <paramref name="item"/> from its input pages (laid one after the other in <paramref name="inputs"/>).</summary>
-    public abstract void Compute(long item, long extent, ReadOnlySpan<byte> inputs, Span<byte> output);
+    /// <summary>
+    /// Computes words [<paramref name="firstWord"/>, <paramref name="firstWord"/> + <paramref name="wordCount"/>) of
+    /// the output page of <paramref name="item"/> from its input pages, laid one after the other in
+    /// <paramref name="inputs"/> (only the words <see cref="InputWords"/> names need to hold data).
+    /// </summary>
+    public abstract void Compute(long item, long extent, ReadOnlySpan<byte> inputs, Span<byte> output, int firstWord, int wordCount);
+
+    /// <summary>
+    /// The words of input page <paramref name="read"/> that output words [<paramref name="firstWord"/>,
+    /// <paramref name="firstWord"/> + <paramref name="wordCount"/>) depend on: by default the same words; a
+    /// stencil's centre row adds its one-word halo on each side (clamped to the page).
+    /// </summary>
+    public virtual (int FirstWord, int WordCount) InputWords(int read, int firstWord, int wordCount) => (firstWord, wordCount);
 
     /// <summary>Creates the workload of <paramref name="kind"/> over a buffer of <paramref name="bufferPages"/> pages.</summary>
     public static Workload Create(WorkloadKind kind, long bufferPages, ulong seed) => kind switch
@@ -75,7 +88,7 @@ internal abstract class Workload
             InitialContents(InputPage(item, read, extent), scratch.Slice(read * PageBytes, PageBytes));
         }
 
-        Compute(item, extent, scratch.Slice(0, ReadsPerItem * PageBytes), output);
+        Compute(item, extent, scratch.Slice(0, ReadsPerItem * PageBytes), output, 0, WordsPerPage);
     }
 
     /// <summary>SplitMix64's finaliser: a bijective, well-mixed function of the input.</summary>
