@@ -17,7 +17,7 @@ public sealed class HmmSimCommandTests
         exit.Should().Be(0, error);
         error.Should().BeEmpty();
         output.Should().StartWith("hmmsim: stream over 96 MiB (24,576 pages) on 1 GPU with 64 MiB each (150% of device memory)");
-        output.Should().Contain("batch 256, 8 engines x 64 warps, 1 launch per phase, seed 42");
+        output.Should().Contain("batch 256, 8 engines x 64 warps, 512 B per warp access, 1 launch per phase, seed 42");
         foreach (string expected in new[]
         {
             "cpu-init", "gpu-fit", "cpu-readback-fit", "gpu-oversubscribed", "cpu-readback", "Device faults", "CPU faults",
@@ -40,6 +40,8 @@ public sealed class HmmSimCommandTests
         root.GetProperty("workingSetBytes").GetUInt64().Should().Be(24UL << 20);
         root.GetProperty("deviceMemoryBytes").GetUInt64().Should().Be(16UL << 20);
         root.GetProperty("dataCheck").GetString().Should().Be("passed");
+        root.GetProperty("bytesPerItem").GetInt32().Should().Be(512);
+        root.GetProperty("duplicatesMerged").GetInt64().Should().BeGreaterThan(0);
         root.GetProperty("evictedPages").GetInt64().Should().BeGreaterThan(0);
         root.GetProperty("bytesToDevice").GetInt64().Should().Be(root.GetProperty("pagesToDevice").GetInt64() * 4096);
         foreach (string name in new[]
@@ -63,6 +65,8 @@ public sealed class HmmSimCommandTests
     [InlineData("--device-memory", "3MiB", "device memory 3145728 bytes must be a multiple of 2 MiB")]
     [InlineData("--batch-size", "0", "batch size 0 must be from 1 to 8192")]
     [InlineData("--devices", "17", "devices 17 must be from 1 to 16")]
+    [InlineData("--bytes-per-warp-access", "100", "bytes per item 100 must be a power of two from 64 to 4096")]
+    [InlineData("--bytes-per-warp-access", "8192", "bytes per item 8192 must be a power of two from 64 to 4096")]
     [InlineData("--seed", "minus-one", "minus-one")]
     [InlineData("--frobnicate", "1", "--frobnicate")]
     public async Task ABadArgumentGivesOneLineOnStderrAndExitCodeTwo(string option, string value, string message)
@@ -85,7 +89,7 @@ public sealed class HmmSimCommandTests
         foreach (string option in new[]
         {
             "--workload", "--working-set", "--device-memory", "--batch-size", "--devices", "--seed", "--metadata-only",
-            "--engines", "--warps", "--iterations", "--json", "--help",
+            "--engines", "--warps", "--bytes-per-warp-access", "--iterations", "--json", "--help",
         })
         {
             output.Should().Contain(option);

@@ -23,6 +23,9 @@ public sealed class SimulationOptionsTests
         { "engines", new SimulationOptions { Engines = 0 } },
         { "warps per engine", new SimulationOptions { WarpsPerEngine = -1 } },
         { "iterations", new SimulationOptions { Iterations = 101 } },
+        { "bytes per item 32 must be a power of two from 64 to 4096", new SimulationOptions { BytesPerItem = 32 } },
+        { "bytes per item 768 must be a power of two from 64 to 4096", new SimulationOptions { BytesPerItem = 768 } },
+        { "bytes per item 8192 must be a power of two from 64 to 4096", new SimulationOptions { BytesPerItem = 8192 } },
     };
 
     [Theory]
@@ -47,6 +50,7 @@ public sealed class SimulationOptionsTests
         options.ResolveDeviceMemoryBytes().Should().Be(64 * MiB);
         options.BatchSize.Should().Be(256);
         options.Devices.Should().Be(1);
+        options.BytesPerItem.Should().Be(512, "eight work items, on eight neighbouring warps, share each page");
     }
 
     [Theory]

@@ -21,9 +21,10 @@ public sealed class SimulationTests
         WarpsPerEngine = 32,
     };
 
-    private static SimulationOptions Fitting(WorkloadKind kind) => new()
+    private static SimulationOptions Fitting(WorkloadKind kind, int bytesPerItem = 512) => new()
     {
         Workload = kind,
+        BytesPerItem = bytesPerItem,
         WorkingSetBytes = 8 * MiB,
         DeviceMemoryBytes = 16 * MiB,
         Engines = 4,
@@ -75,7 +76,7 @@ public sealed class SimulationTests
         report.BytesToRam.Should().Be(report.PagesToRam * 4096);
         report.PagesToRam.Should().BeGreaterThanOrEqualTo(report.EvictedPages);
         report.DeviceFaults.Should().BeGreaterThanOrEqualTo(report.FaultBatches);
-        report.DuplicatesMerged.Should().BeLessThan(report.DeviceFaults);
+        report.DuplicatesMerged.Should().BeGreaterThan(0).And.BeLessThan(report.DeviceFaults);
         report.Phases.Sum(phase => phase.SimulatedNanoseconds).Should().Be(report.SimulatedNanoseconds);
         report.Phases.Sum(phase => phase.DeviceFaults).Should().Be(report.DeviceFaults);
         report.Phases.Sum(phase => phase.CpuFaults).Should().Be(report.CpuFaults);
@@ -85,6 +86,36 @@ public sealed class SimulationTests
         report.Phases[0].DeviceFaults.Should().Be(0, "the CPU initialises the buffer before any kernel runs");
         report.EffectiveBandwidth.Should().BeApproximately((report.BytesToDevice + report.BytesToRam) * 1e9 / report.SimulatedNanoseconds, 1e-3);
         report.PagesChecked.Should().Be(report.Phases[2].WorkUnits + report.Phases[4].WorkUnits);
+    }
+
+    [Fact]
+    public void TheDefaultStreamRunMergesTheDuplicateFaultsOfWarpsSharingAPage()
+    {
+        SimulationReport report = Simulation.Run(new SimulationOptions());
+
+        report.DataCheck.Should().Be(DataCheckResult.Passed);
+        report.DuplicatesMerged.Should().BeGreaterThan(report.DeviceFaults / 2, "eight work items on neighbouring warps fault on each page before a batch is serviced");
+        report.DeviceFaults.Should().Be(report.PagesToDevice + report.DuplicatesMerged, "every fault the driver services migrates its page; the rest were merged");
+        SimulationPhaseReport firstKernels = report.Phases[1];
+        firstKernels.Name.Should().Be("gpu-fit");
+        firstKernels.DeviceFaults.Should().Be(firstKernels.WorkUnits * 3 * 8, "nothing is resident yet: each of a row's 8 items faults once on each of its 3 pages");
+        firstKernels.PagesToDevice.Should().Be(firstKernels.WorkUnits * 3);
+    }
+
+    [Theory]
+    [InlineData(WorkloadKind.Stream)]
+    [InlineData(WorkloadKind.Random)]
+    [InlineData(WorkloadKind.Stencil)]
+    public void TheSliceSizeChangesTheDuplicatesButNotTheResultsOrThePagesMigrated(WorkloadKind kind)
+    {
+        SimulationReport wholePages = Simulation.Run(Fitting(kind, bytesPerItem: 4096));
+        SimulationReport slices = Simulation.Run(Fitting(kind, bytesPerItem: 64));
+
+        wholePages.DataCheck.Should().Be(DataCheckResult.Passed);
+        slices.DataCheck.Should().Be(DataCheckResult.Passed);
+        slices.PagesTouched.Should().Be(wholePages.PagesTouched);
+        slices.PagesToDevice.Should().Be(wholePages.PagesToDevice);
+        slices.DuplicatesMerged.Should().BeGreaterThan(wholePages.DuplicatesMerged);
     }
 
     [Theory]

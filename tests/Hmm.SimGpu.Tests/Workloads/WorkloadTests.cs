@@ -42,6 +42,54 @@ public sealed class WorkloadTests
         stencil.OutputPage(10).Should().Be(110);
     }
 
+    [Theory]
+    [InlineData(WorkloadKind.Stream, 64)]
+    [InlineData(WorkloadKind.Stream, 512)]
+    [InlineData(WorkloadKind.Random, 128)]
+    [InlineData(WorkloadKind.Stencil, 64)]
+    [InlineData(WorkloadKind.Stencil, 512)]
+    [InlineData(WorkloadKind.Stencil, 4096)]
+    public void ARowComputedSliceBySliceFromOnlyTheWordsEachSliceReadsEqualsTheWholeRow(WorkloadKind kind, int sliceBytes)
+    {
+        Workload workload = Workload.Create(kind, 300, seed: 5);
+        int reads = workload.ReadsPerItem;
+        byte[] whole = new byte[4096];
+        workload.Expected(7, 50, new byte[reads * 4096], whole);
+        byte[] full = new byte[reads * 4096];
+        for (int read = 0; read < reads; read++)
+        {
+            workload.InitialContents(workload.InputPage(7, read, 50), full.AsSpan(read * 4096, 4096));
+        }
+
+        byte[] sliced = new byte[4096];
+        int words = sliceBytes / 8;
+        for (int first = 0; first < 512; first += words)
+        {
+            byte[] inputs = new byte[reads * 4096];
+            for (int read = 0; read < reads; read++)
+            {
+                (int inputFirst, int inputWords) = workload.InputWords(read, first, words);
+                full.AsSpan((read * 4096) + (inputFirst * 8), inputWords * 8).CopyTo(inputs.AsSpan((read * 4096) + (inputFirst * 8)));
+            }
+
+            workload.Compute(7, 50, inputs, sliced, first, words);
+        }
+
+        sliced.Should().Equal(whole);
+    }
+
+    [Fact]
+    public void TheStencilsCentreRowSliceCarriesAOneWordHaloClampedToTheRow()
+    {
+        Workload stencil = Workload.Create(WorkloadKind.Stencil, 200, seed: 1);
+
+        stencil.InputWords(0, 64, 64).Should().Be((64, 64));
+        stencil.InputWords(1, 64, 64).Should().Be((63, 66));
+        stencil.InputWords(1, 0, 64).Should().Be((0, 65));
+        stencil.InputWords(1, 448, 64).Should().Be((447, 65));
+        stencil.InputWords(2, 448, 64).Should().Be((448, 64));
+    }
+
     [Fact]
     public void TheStreamTriadComputesAPlusThreeB()
     {
@@ -51,7 +99,7 @@ public sealed class WorkloadTests
         stream.InitialContents(stream.InputPage(2, 0, 10), inputs.AsSpan(0, 4096));
         stream.InitialContents(stream.InputPage(2, 1, 10), inputs.AsSpan(4096, 4096));
 
-        stream.Compute(2, 10, inputs, output);
+        stream.Compute(2, 10, inputs, output, 0, 512);
 
         ulong a = BitConverter.ToUInt64(inputs, 8);
         ulong b = BitConverter.ToUInt64(inputs, 4096 + 8);
