@@ -27,7 +27,10 @@ public interface IDeviceAddressSpace
     /// to the page frame at the same index, with <paramref name="flags"/>; replaces existing entries.
     /// </summary>
     /// <param name="address">Page-aligned device virtual address of the first page.</param>
-    /// <param name="pages">Page frames of this machine; a frame that is not present gives EINVAL.</param>
+    /// <param name="pages">
+    /// Page frames of this machine; a frame that is not present, or a reserved read-only frame (the zero page)
+    /// mapped with <see cref="DevicePteFlags.Write"/> or <see cref="DevicePteFlags.Atomic"/>, gives EINVAL.
+    /// </param>
     /// <param name="flags">Permissions; <see cref="DevicePteFlags.None"/> gives EINVAL.</param>
     /// <exception cref="HmmException">EINVAL, see the type's remarks; nothing is mapped.</exception>
     void Map(ulong address, ReadOnlySpan<Pfn> pages, DevicePteFlags flags);

@@ -1,0 +1,170 @@
+using Hmm.Devices;
+
+namespace Hmm.SimGpu;
+
+/// <summary>
+/// The simulated GPU's copy engine (<see cref="ICopyEngine"/>): moves the bytes at once (unless the machine is
+/// metadata-only) and schedules the batch on the engine's timeline: it starts when both the clock and the engine
+/// are there, and ends after the sum of its transfers' times on the cost model.
+/// </summary>
+/// <remarks>
+/// Concurrency model: <c>_lock</c> guards the engine's timeline and is held while a batch's bytes move, so batches
+/// run one at a time in call order. Nothing that takes a lock is called under it.
+/// </remarks>
+internal sealed class SimCopyEngine : ICopyEngine
+{
+    private readonly SimulatedGpu _gpu;
+    private readonly Lock _lock = new();
+    private long _busyUntil;
+
+    internal SimCopyEngine(SimulatedGpu gpu) => _gpu = gpu;
+
+    /// <summary>What a pair of frames is, for the statistics and the cost of its transfer.</summary>
+    private enum Route
+    {
+        HostToDevice,
+        DeviceToHost,
+        WithinDevice,
+        DeviceToDevice,
+        HostToHost,
+    }
+
+    private const int RouteCount = (int)Route.HostToHost + 1;
+
+    /// <inheritdoc/>
+    public Errno Copy(ReadOnlySpan<Pfn> source, ReadOnlySpan<Pfn> destination, out CopyCompletion completion)
+    {
+        PhysicalMemory memory = _gpu.Memory;
+        if (source.Length != destination.Length)
+        {
+            throw new HmmException(Errno.EINVAL, $"Copy of {source.Length} source frames to {destination.Length} destination frames.");
+        }
+
+        for (int i = 0; i < source.Length; i++)
+        {
+            if (!memory.IsPresent(source[i]) || !memory.IsPresent(destination[i]))
+            {
+                throw new HmmException(Errno.EINVAL, $"Copy {source[i]} -> {destination[i]}: a frame is not present.");
+            }
+
+            if ((memory.Page(destination[i]).Flags & PageFlags.Reserved) != 0)
+            {
+                throw new HmmException(Errno.EINVAL, $"Copy to {destination[i]}: a reserved page is read-only.");
+            }
+        }
+
+        if (source.IsEmpty)
+        {
+            long now = _gpu.VirtualClock.Now;
+            completion = new CopyCompletion(now, now, 0, 0);
+            return Errno.None;
+        }
+
+        if (_gpu.Injection.ConsumeCopyFailure())
+        {
+            Interlocked.Increment(ref _gpu.Counters.FailedCopies);
+            long now = _gpu.VirtualClock.Now;
+            completion = new CopyCompletion(now, now, 0, 0);
+            return Errno.EIO;
+        }
+
+        long delay = _gpu.Injection.ConsumeCopyDelay();
+        if (delay > 0)
+        {
+            Interlocked.Increment(ref _gpu.Counters.DelayedCopies);
+        }
+
+        lock (_lock)
+        {
+            long cost = MoveAndCost(memory, source, destination, out int transfers);
+            long start = Math.Max(_gpu.VirtualClock.Now, _busyUntil);
+            long end = start + cost + delay;
+            _busyUntil = end;
+            completion = new CopyCompletion(start, end, (long)source.Length << PageSize.Shift, transfers);
+        }
+
+        Interlocked.Increment(ref _gpu.Counters.CopyBatches);
+        return Errno.None;
+    }
+
+    /// <summary>Copies the bytes, counts the pages, and returns the batch's time: each contiguous transfer costed on its route.</summary>
+    private long MoveAndCost(PhysicalMemory memory, ReadOnlySpan<Pfn> source, ReadOnlySpan<Pfn> destination, out int transfers)
+    {
+        bool moveBytes = memory.StoresPageData;
+        SimGpuCostModel costs = _gpu.Costs;
+        long cost = 0;
+        transfers = 0;
+        Span<long> pagesByRoute = stackalloc long[RouteCount];
+        pagesByRoute.Clear();
+        int runStart = 0;
+        Route runRoute = RouteOf(source[0], destination[0]);
+        for (int i = 0; i < source.Length; i++)
+        {
+            Route route = i == 0 ? runRoute : RouteOf(source[i], destination[i]);
+            if (i > 0 && (route != runRoute || source[i].Value != source[i - 1].Value + 1 || destination[i].Value != destination[i - 1].Value + 1))
+            {
+                cost += TransferTime(costs, runRoute, i - runStart);
+                transfers++;
+                runStart = i;
+                runRoute = route;
+            }
+
+            if (moveBytes)
+            {
+                memory.ReadPageData(source[i]).CopyTo(memory.PageData(destination[i]));
+            }
+
+            pagesByRoute[(int)route]++;
+        }
+
+        cost += TransferTime(costs, runRoute, source.Length - runStart);
+        transfers++;
+        Count(pagesByRoute, transfers);
+        return cost;
+    }
+
+    private Route RouteOf(Pfn source, Pfn destination)
+    {
+        PhysicalMemory memory = _gpu.Memory;
+        bool sourceDevice = memory.Page(source).IsZoneDevice;
+        bool destinationDevice = memory.Page(destination).IsZoneDevice;
+        return (sourceDevice, destinationDevice) switch
+        {
+            (false, true) => Route.HostToDevice,
+            (true, false) => Route.DeviceToHost,
+            (false, false) => Route.HostToHost,
+            _ => _gpu.LocalMemory.Contains(source) && _gpu.LocalMemory.Contains(destination) ? Route.WithinDevice : Route.DeviceToDevice,
+        };
+    }
+
+    private static long TransferTime(SimGpuCostModel costs, Route route, int pages)
+    {
+        long bytes = (long)pages << PageSize.Shift;
+        return route switch
+        {
+            Route.WithinDevice => costs.LocalCopyTime(bytes),
+            Route.DeviceToDevice => costs.PeerCopyTime(bytes),
+            _ => costs.CopyTime(bytes),
+        };
+    }
+
+    private void Count(ReadOnlySpan<long> pagesByRoute, int transfers)
+    {
+        SimGpuCounters counters = _gpu.Counters;
+        Add(ref counters.PagesCopiedToDevice, ref counters.BytesCopiedToDevice, pagesByRoute[(int)Route.HostToDevice]);
+        Add(ref counters.PagesCopiedToHost, ref counters.BytesCopiedToHost, pagesByRoute[(int)Route.DeviceToHost]);
+        Add(ref counters.PagesCopiedHostToHost, ref counters.BytesCopiedHostToHost, pagesByRoute[(int)Route.HostToHost]);
+        Add(ref counters.PagesCopiedDeviceToDevice, ref counters.BytesCopiedDeviceToDevice,
+            pagesByRoute[(int)Route.WithinDevice] + pagesByRoute[(int)Route.DeviceToDevice]);
+        Interlocked.Add(ref counters.Transfers, transfers);
+    }
+
+    private static void Add(ref long pages, ref long bytes, long count)
+    {
+        if (count != 0)
+        {
+            Interlocked.Add(ref pages, count);
+            Interlocked.Add(ref bytes, count << PageSize.Shift);
+        }
+    }
+}
