@@ -309,6 +309,7 @@ public abstract partial class HmmTests : IAsyncDisposable
 
             // Any error is acceptable while the range goes away; a success must be complete.
             int rc = Cmd(DmirrorRequest.Read, buffer, Npages);
+            _output.WriteLine($"seed {Seed}, round {c}: delay {delayTicks} ticks, READ returned {rc}");
             if (rc == 0)
             {
                 buffer.CPages.Should().Be(Npages, $"seed {Seed}, round {c}");
