@@ -146,6 +146,15 @@ internal sealed class HmmMachine : IAsyncDisposable
             Close(fd);
         }
 
+        // The release of a file evicts every chunk of its device, so device memory is empty while the processes live.
+        for (int unit = 0; unit < Units; unit++)
+        {
+            if (_gpus[unit] is { } gpu)
+            {
+                gpu.LocalMemory.FreePages.Should().Be(gpu.LocalMemory.CapacityPages, $"closing the files of hmm_dmirror{unit} brought every device page back to RAM");
+            }
+        }
+
         foreach (Mm mm in _live.ToArray())
         {
             Exit(mm);
@@ -155,7 +164,6 @@ internal sealed class HmmMachine : IAsyncDisposable
         {
             if (_gpus[unit] is { } gpu)
             {
-                gpu.LocalMemory.FreePages.Should().Be(gpu.LocalMemory.CapacityPages, $"every page of hmm_dmirror{unit} is back once its files are closed and the processes exited");
                 await gpu.Device.UnbindAsync();
             }
         }

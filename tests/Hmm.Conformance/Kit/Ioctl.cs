@@ -1,3 +1,4 @@
+using FluentAssertions;
 using Hmm.Drivers;
 
 namespace Hmm.Conformance;
@@ -6,13 +7,15 @@ namespace Hmm.Conformance;
 /// The selftests' <c>hmm_dmirror_cmd</c>: issues one dmirror command for <c>npages</c> pages at
 /// <see cref="HmmBuffer.Ptr"/> with <see cref="HmmBuffer.Mirror"/> as the user buffer, and returns 0 or the
 /// negated errno. Only a successful command updates <see cref="HmmBuffer.CPages"/> and <see cref="HmmBuffer.Faults"/>,
-/// because the kernel copies the command back to user space only on success.
+/// because the kernel copies the command back to user space only on success; a failed one must leave the command's
+/// counters as they were (the driver's contract for the same rule).
 /// </summary>
 internal static class Ioctl
 {
     public static int Cmd(Dmirror fd, DmirrorRequest request, HmmBuffer buffer, ulong npages)
     {
-        var cmd = new DmirrorCommand { Address = buffer.Ptr, Pages = npages };
+        // The counters start as the buffer's previous ones, so that a failed command can be seen to leave them.
+        var cmd = new DmirrorCommand { Address = buffer.Ptr, Pages = npages, CPages = buffer.CPages, Faults = buffer.Faults };
         int bytes = checked((int)(npages * PageSize.Bytes));
         Errno error = request switch
         {
@@ -29,6 +32,8 @@ internal static class Ioctl
 
         if (error != Errno.None)
         {
+            cmd.CPages.Should().Be(buffer.CPages, $"{request} failed with {error}, so its command is not copied back");
+            cmd.Faults.Should().Be(buffer.Faults, $"{request} failed with {error}, so its command is not copied back");
             return -(int)error;
         }
 
