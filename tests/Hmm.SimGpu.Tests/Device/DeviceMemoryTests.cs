@@ -132,4 +132,73 @@ public sealed class DeviceMemoryTests
         gpu.LocalMemory.Allocate(new Pfn[1]).Should().Be(0);
         machine.Resources().Should().ContainSingle("the device's region is released too");
     }
+
+    [Fact]
+    public void PagemapsAreRegisteredOnlyAsAllocationsNeedThem()
+    {
+        PhysicalMemory machine = NewMachine();
+        (SimulatedGpu gpu, _) = NewGpu(machine, memoryMiB: 640);
+        gpu.LocalMemory.Pagemaps.Should().BeEmpty();
+        int perPagemap = 256 * 256;
+
+        Pfn[] first = AllocateUnlocked(gpu, perPagemap);
+        gpu.LocalMemory.Pagemaps.Should().ContainSingle();
+        Pfn[] second = AllocateUnlocked(gpu, perPagemap + 1);
+
+        gpu.LocalMemory.Pagemaps.Should().HaveCount(3);
+        gpu.LocalMemory.Pagemaps.Select(p => p.PageCount).Should().Equal(65536UL, 65536UL, 32768UL);
+        gpu.Statistics.PagemapsRegistered.Should().Be(3);
+        gpu.LocalMemory.ChunkOf(second[^1]).Should().Be(256, "chunks are numbered across pagemaps");
+        gpu.LocalMemory.Contains(first[0] + (ulong)(3 * perPagemap)).Should().BeFalse("past the last registered pagemap");
+        gpu.LocalMemory.FreePages.Should().Be(gpu.LocalMemory.CapacityPages - (2 * perPagemap) - 1);
+        PutAll(machine, first);
+        PutAll(machine, second);
+    }
+
+    [Fact]
+    public void LargerChunksAreHandedOutWhole()
+    {
+        PhysicalMemory machine = NewMachine();
+        (SimulatedGpu gpu, _) = NewGpu(machine, options: new SimGpuOptions { MemoryBytes = 16 * MiB, ChunkBytes = 4 * MiB });
+
+        Pfn[] pages = AllocateUnlocked(gpu, 1500);
+
+        gpu.LocalMemory.ChunkPages.Should().Be(1024);
+        pages.Select(gpu.LocalMemory.ChunkOf).Distinct().Should().HaveCount(2);
+        pages.Zip(pages.Skip(1)).Should().OnlyContain(p => p.Second.Value == p.First.Value + 1);
+    }
+
+    [Fact]
+    public void APartlyUsedChunkThatFitsIsPreferredOverAFreshOne()
+    {
+        PhysicalMemory machine = NewMachine();
+        (SimulatedGpu gpu, _) = NewGpu(machine);
+        Pfn[] a = AllocateUnlocked(gpu, 492);       // chunk 0: 20 left
+        Pfn[] b = AllocateUnlocked(gpu, 400);       // chunk 1: 112 left
+        b.Select(gpu.LocalMemory.ChunkOf).Distinct().Should().ContainSingle().Which.Should().NotBe(gpu.LocalMemory.ChunkOf(a[0]));
+
+        Pfn[] c = AllocateUnlocked(gpu, 100);       // chunk 1: 12 left
+        Pfn[] d = AllocateUnlocked(gpu, 10);        // the best fit is chunk 1
+        Pfn[] e = AllocateUnlocked(gpu, 15);        // only chunk 0 still fits it
+
+        c.Select(gpu.LocalMemory.ChunkOf).Distinct().Should().Equal(gpu.LocalMemory.ChunkOf(b[0]));
+        d.Select(gpu.LocalMemory.ChunkOf).Distinct().Should().Equal(gpu.LocalMemory.ChunkOf(b[0]));
+        e.Select(gpu.LocalMemory.ChunkOf).Distinct().Should().Equal(gpu.LocalMemory.ChunkOf(a[0]));
+    }
+
+    [Fact]
+    public void DeviceCoherentMemoryServesTheCpuInPlace()
+    {
+        PhysicalMemory machine = NewMachine();
+        (SimulatedGpu gpu, _) = NewGpu(machine, options: new SimGpuOptions { MemoryType = MemoryType.DeviceCoherent, MemoryBytes = 8 * MiB });
+
+        Pfn[] pages = AllocateUnlocked(gpu, 2);
+
+        gpu.LocalMemory.Type.Should().Be(MemoryType.DeviceCoherent);
+        gpu.LocalMemory.Pagemaps[0].Type.Should().Be(MemoryType.DeviceCoherent);
+        machine.PageData(pages[0])[0] = 42;
+        machine.ReadPageData(pages[0])[0].Should().Be(42);
+        PutAll(machine, pages);
+        gpu.LocalMemory.FreePages.Should().Be(gpu.LocalMemory.CapacityPages);
+    }
 }

@@ -239,12 +239,11 @@ public sealed partial class Dmirror : IDisposable
     // The invalidate callback (dmirror_interval_invalidate).
     private bool Invalidate(MmuIntervalNotifier subscription, in MmuNotifierRange range, ulong currentSequence)
     {
-        // The driver's own migrations (and CPU faults on its pages) update the device page table themselves.
-        if (range.Event == MmuNotifierEvent.Migrate && ReferenceEquals(range.Owner, _device.Owner))
-        {
-            return true;
-        }
-
+        // The driver's own migrations (and CPU faults on its pages) update the device page table themselves, so
+        // nothing is erased. Unlike the kernel's callback, which returns at once, this one still moves the sequence
+        // on: a fault round that read the page before it moved must start again rather than map a page that is
+        // about to be freed (the kernel's table would then hold a stale placeholder; here it would be real memory).
+        bool own = range.Event == MmuNotifierEvent.Migrate && ReferenceEquals(range.Owner, _device.Owner);
         if (range.Blockable)
         {
             _lock.Enter();
@@ -257,7 +256,10 @@ public sealed partial class Dmirror : IDisposable
         try
         {
             subscription.SetSequence(currentSequence);
-            EraseLocked(range.Start, range.End);
+            if (!own)
+            {
+                EraseLocked(range.Start, range.End);
+            }
         }
         finally
         {

@@ -86,6 +86,11 @@ public sealed class DmirrorDevice : IDeviceMemoryClient
             throw new HmmException(Errno.EINVAL, $"Address space '{mm.Name}' belongs to another machine than device '{_backend.Name}'.");
         }
 
+        if (!mm.IsAlive)
+        {
+            throw new HmmException(Errno.EINVAL, $"Address space '{mm.Name}' has exited.");
+        }
+
         var mirror = new Dmirror(this, mm);
         lock (_mirrorsLock)
         {
@@ -316,6 +321,11 @@ public sealed class DmirrorDevice : IDeviceMemoryClient
             IReadOnlyList<DevPagemap> pagemaps = local.Pagemaps;
             for (int p = 0; p < pagemaps.Count; p++)
             {
+                if (pagemaps[p].State != DevPagemapState.Live)
+                {
+                    continue;       // being torn down or gone: its pages are the pagemap's teardown's business
+                }
+
                 IReadOnlyList<PhysicalRange> ranges = pagemaps[p].Ranges;
                 for (int r = 0; r < ranges.Count; r++)
                 {
