@@ -59,13 +59,6 @@ internal sealed class HmmMachine : IAsyncDisposable
     /// <summary>Whether a unit is one of the device-coherent ones (<c>hmm_is_coherent_type</c>).</summary>
     public static bool IsCoherent(int unit) => unit >= 2;
 
-    /// <summary>The simulated GPU behind a unit, created on first use.</summary>
-    public SimulatedGpu Gpu(int unit)
-    {
-        Driver(unit);
-        return _gpus[unit]!;
-    }
-
     /// <summary>The dmirror device of a unit, created on first use.</summary>
     public DmirrorDevice Driver(int unit)
     {
