@@ -40,7 +40,10 @@ internal sealed class SimAddressSpace : IDeviceAddressSpace
         }
     }
 
-    /// <summary>Guards <see cref="Table"/>.</summary>
+    /// <summary>
+    /// Guards <see cref="Table"/>; held by every member and by a whole device access through this space. Taken before
+    /// the fault buffer's lock; no core call that takes a lock is made under it.
+    /// </summary>
     internal Lock Gate { get; } = new();
 
     /// <summary>The device page table; only under <see cref="Gate"/>.</summary>

@@ -14,6 +14,8 @@ namespace Hmm.SimGpu;
 internal sealed class SimCopyEngine : ICopyEngine
 {
     private readonly SimulatedGpu _gpu;
+    // Guards _busyUntil and is held while a batch's bytes move, so batches run one at a time in call order.
+    // A leaf: only page data is touched under it.
     private readonly Lock _lock = new();
     private long _busyUntil;
 

@@ -49,8 +49,10 @@ internal sealed class SimDeviceMemory : IDeviceMemory, IDevPagemapOps
     private ReadOnlyCollection<DevPagemap> _pagemapView = new([]);
     private bool _tornDown;
 
-    // Chunks [0, _registeredChunks) have live pagemaps; written under _registerLock, read lock-free.
+    // Chunks [0, _registeredChunks), pages [0, _registeredPages), have live pagemaps; written under _registerLock
+    // (pages after chunks), read lock-free.
     private int _registeredChunks;
+    private long _registeredPages;
     private IDeviceMemoryClient? _client;
 
     internal SimDeviceMemory(SimulatedGpu gpu, SimGpuOptions options, PhysicalRange region)
@@ -117,7 +119,8 @@ internal sealed class SimDeviceMemory : IDeviceMemory, IDevPagemapOps
     /// <inheritdoc/>
     public int Allocate(Span<Pfn> pages)
     {
-        if (pages.IsEmpty)
+        // After teardown began, no page is handed out: the pagemaps are dying or gone.
+        if (pages.IsEmpty || Volatile.Read(ref _tornDown))
         {
             return 0;
         }
@@ -153,8 +156,7 @@ internal sealed class SimDeviceMemory : IDeviceMemory, IDevPagemapOps
     /// <inheritdoc/>
     public bool Contains(Pfn page)
     {
-        ulong index = page.Value - _basePfn;
-        return index < (ulong)CapacityPages && (int)(index / (ulong)_chunkPages) < Volatile.Read(ref _registeredChunks);
+        return page.Value - _basePfn < (ulong)Volatile.Read(ref _registeredPages);
     }
 
     /// <inheritdoc/>
@@ -209,7 +211,7 @@ internal sealed class SimDeviceMemory : IDeviceMemory, IDevPagemapOps
         DevPagemap[] pagemaps;
         lock (_registerLock)
         {
-            _tornDown = true;
+            Volatile.Write(ref _tornDown, true);
             pagemaps = _pagemaps;
         }
 
@@ -218,7 +220,7 @@ internal sealed class SimDeviceMemory : IDeviceMemory, IDevPagemapOps
             await Memremap.UnmapAsync(pagemap).ConfigureAwait(false);
         }
 
-        Volatile.Write(ref _registeredChunks, 0);
+        Volatile.Write(ref _registeredPages, 0);
         Log.PagemapsRemoved(_gpu.Logger, _gpu.Name, pagemaps.Length, null);
     }
 
@@ -380,6 +382,7 @@ internal sealed class SimDeviceMemory : IDeviceMemory, IDevPagemapOps
             }
 
             Volatile.Write(ref _registeredChunks, firstChunk + chunks);
+            Volatile.Write(ref _registeredPages, (long)(firstChunk + chunks) * _chunkPages);
             Interlocked.Increment(ref _gpu.Counters.PagemapsRegistered);
             Log.PagemapRegistered(_gpu.Logger, _gpu.Name, index, range.ToString(), null);
             return true;

@@ -16,6 +16,8 @@ namespace Hmm.SimGpu;
 internal sealed class SimFaultBuffer : IFaultSource
 {
     private readonly SimulatedGpu _gpu;
+    // Guards _ring, _head, _count, the merge table (_slots, _stamps, _generation) and _overflowing. Taken after an
+    // address space's gate (an access raising a fault); nothing is called while it is held.
     private readonly Lock _lock = new();
     private readonly DeviceFault[] _ring;
     private readonly int[] _slots;
@@ -43,8 +45,8 @@ internal sealed class SimFaultBuffer : IFaultSource
     /// <inheritdoc/>
     public int BatchSize { get; }
 
-    /// <summary>Records a fault; a full buffer drops it and counts an overflow. Returns whether it was recorded.</summary>
-    internal bool Push(in DeviceFault fault)
+    /// <summary>Records a fault; a full buffer drops it and counts an overflow.</summary>
+    internal void Push(in DeviceFault fault)
     {
         Interlocked.Increment(ref _gpu.Counters.FaultsRaised);
         bool logOverflow = false;
@@ -55,7 +57,7 @@ internal sealed class SimFaultBuffer : IFaultSource
                 int tail = _head + _count;
                 _ring[tail >= _ring.Length ? tail - _ring.Length : tail] = fault;
                 _count++;
-                return true;
+                return;
             }
 
             logOverflow = !_overflowing;
@@ -67,8 +69,6 @@ internal sealed class SimFaultBuffer : IFaultSource
         {
             Log.FaultBufferOverflow(_gpu.Logger, _gpu.Name, _ring.Length, null);
         }
-
-        return false;
     }
 
     /// <inheritdoc/>

@@ -53,6 +53,9 @@ public sealed class AccessTests
         faults[0].Address.Should().Be(DeviceVa + Page);
         faults[0].Access.Should().Be(DeviceAccessKind.Write);
         faults[0].Engine.Should().Be(3);
+        faults[0].Timestamp.Should().Be(gpu.Clock.Now, "raised once the part done was charged");
+        gpu.Statistics.AccessesStopped.Should().Be(1);
+        gpu.Statistics.BytesAccessed.Should().Be((long)(Page - 100));
     }
 
     [Theory]

@@ -5,8 +5,9 @@ using Xunit;
 namespace Hmm.SimGpu.Tests.Drivers.Dmirror;
 
 /// <summary>
-/// CPU writes, munmap and mmap racing device reads and migrations in both directions on another thread: the
-/// device never sees another page's bytes, no data is lost, and nothing but the documented errors comes back.
+/// CPU writes, reads, munmap and mmap racing the device reads, migrations in both directions and releases of two
+/// mirrors of the process, each on its own thread: the device never sees another page's bytes, no data is lost,
+/// and nothing but the documented errors comes back.
 /// </summary>
 public sealed class DmirrorConcurrencyTests
 {
@@ -17,7 +18,7 @@ public sealed class DmirrorConcurrencyTests
     [InlineData(1)]
     [InlineData(2)]
     [InlineData(3)]
-    public async Task CpuWritesAndMunmapRacingDeviceReadsAndMigrationsLoseNothing(int seed)
+    public async Task CpuAccessesAndMunmapRacingDeviceReadsMigrationsAndReleasesLoseNothing(int seed)
     {
         var machine = new DmirrorMachine();
         ulong address = machine.Map(Pages);
@@ -34,7 +35,21 @@ public sealed class DmirrorConcurrencyTests
             {
                 int index = random.Next(Pages);
                 ulong at = address + ((ulong)index * (ulong)PageSize.Bytes);
-                if (random.Next(8) == 0)
+                int action = random.Next(8);
+                if (action == 1)
+                {
+                    // A CPU read: faults a device page back (migrate_to_ram) and must see the last write.
+                    machine.Mm.Read(at, page);
+                    byte expected = Volatile.Read(ref model[index]);
+                    if (Array.Exists(page, b => b != expected))
+                    {
+                        throw new InvalidOperationException($"seed {seed}: the CPU read page {index} without its last write 0x{expected:x2}.");
+                    }
+
+                    continue;
+                }
+
+                if (action == 0)
                 {
                     machine.Mm.Munmap(at, PageSize.Bytes);
                     machine.Mm.Mmap(at, PageSize.Bytes, Protection.ReadWrite, MapFlags.Private | MapFlags.Anonymous | MapFlags.Fixed);
@@ -51,9 +66,9 @@ public sealed class DmirrorConcurrencyTests
             }
         }
 
-        void Device()
+        void Device(Hmm.Drivers.Dmirror mirror, int stream)
         {
-            var random = new Random(seed * 7919);
+            var random = new Random((seed * 7919) + stream);
             var buffer = new byte[Pages * PageSize.Bytes];
             for (int op = 0; op < Operations; op++)
             {
@@ -61,16 +76,17 @@ public sealed class DmirrorConcurrencyTests
                 int count = 1 + random.Next(Pages - first);
                 var command = new DmirrorCommand { Address = address + ((ulong)first * (ulong)PageSize.Bytes), Pages = (ulong)count };
                 Span<byte> data = buffer.AsSpan(0, count * PageSize.Bytes);
-                int kind = random.Next(4);
+                int kind = random.Next(9);
                 Errno result = kind switch
                 {
-                    0 => machine.Mirror.Read(ref command, data),
-                    1 => machine.Mirror.MigrateToDevice(ref command, data),
-                    2 => machine.Mirror.MigrateToSystem(ref command),
-                    _ => machine.Mirror.Snapshot(ref command, data[..count]),
+                    0 or 5 => mirror.Read(ref command, data),
+                    1 or 6 => mirror.MigrateToDevice(ref command, data),
+                    2 or 7 => mirror.MigrateToSystem(ref command),
+                    3 => mirror.Release(ref command),
+                    _ => mirror.Snapshot(ref command, data[..count]),
                 };
                 result.Should().BeOneOf([Errno.None, Errno.EFAULT, Errno.EINVAL, Errno.ENOENT, Errno.EBUSY], $"seed {seed}, operation {op}");
-                if (result == Errno.None && kind < 2)     // a read or a migration returns the device's view of the pages
+                if (result == Errno.None && kind is 0 or 1 or 5 or 6)     // a read or a migration returns the device's view
                 {
                     for (int i = 0; i < data.Length; i++)
                     {
@@ -85,8 +101,10 @@ public sealed class DmirrorConcurrencyTests
         }
 
         Task cpu = Task.Factory.StartNew(Guard(Cpu), CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
-        Task device = Task.Factory.StartNew(Guard(Device), CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
-        await Task.WhenAll(cpu, device);
+        using Hmm.Drivers.Dmirror second = machine.Device.Open(machine.Mm);
+        Task device = Task.Factory.StartNew(Guard(() => Device(machine.Mirror, 0)), CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+        Task other = Task.Factory.StartNew(Guard(() => Device(second, 1)), CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+        await Task.WhenAll(cpu, device, other);
         failure.Should().BeNull($"seed {seed}: {failure}");
 
         byte[] final = machine.CpuRead(address, Pages);
@@ -96,6 +114,7 @@ public sealed class DmirrorConcurrencyTests
         }
 
         machine.Mm.Munmap(address, length);
+        second.Dispose();
         await machine.TeardownAsync();
         machine.Device.PagesFreed.Should().Be(machine.Device.PagesAllocated, $"seed {seed}: every device page came back");
 
