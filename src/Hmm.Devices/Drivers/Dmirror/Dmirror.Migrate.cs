@@ -86,11 +86,14 @@ public sealed partial class Dmirror
     /// Moves this device's pages in <paramref name="command"/>'s range back to System RAM
     /// (<c>HMM_DMIRROR_MIGRATE_TO_SYS</c>): the device's own device-private pages (device-coherent pages on a
     /// coherent device) are collected, copied into new RAM pages through the copy engine, and dropped from the
-    /// device page tables. Another device's pages and RAM pages are left alone.
+    /// device page tables. Another device's pages and RAM pages are left alone. When
+    /// <see cref="DmirrorFlags.FailAllocation"/> is set, the first RAM allocation consumes it and fails: that
+    /// migration round (up to 512 pages, within one 2 MiB block and one area) stays on the device, mapped as before,
+    /// and the later rounds move (the kernel's <c>VM_FAULT_OOM</c>, which this command ignores).
     /// </summary>
-    /// <param name="command">The range. On success <c>CPages</c> = pages that moved and <c>Faults</c> = 0.</param>
+    /// <param name="command">The range. On success <c>CPages</c> = pages that moved (not those of a round the flag failed) and <c>Faults</c> = 0.</param>
     /// <returns>
-    /// Error model: the kernel's return code. <see cref="Errno.None"/>; EINVAL as for
+    /// Error model: the kernel's return code. <see cref="Errno.None"/>, also when the flag failed a round; EINVAL as for
     /// <see cref="MigrateToDevice"/>, before anything moved; ENOMEM when no System RAM page was free, EIO when a
     /// copy failed: the rest of the range stays on the device, what moved before stays moved.
     /// </returns>
@@ -315,7 +318,9 @@ public sealed partial class Dmirror
     }
 
     // dmirror_devmem_fault_alloc_and_copy: a locked RAM page for every collected device page, the device page
-    // tables' entries dropped, one copy batch device -> RAM. Stops at the first RAM page it cannot get.
+    // tables' entries dropped, one copy batch device -> RAM. Stops at the first RAM page it cannot get: ENOMEM for a
+    // real shortage; the one-shot FailAllocation is the kernel's VM_FAULT_OOM, which MIGRATE_TO_SYS ignores, so the
+    // pages from there on simply get no destination and finalize leaves them on the device.
     private Errno AllocateAndCopyToSystem(ulong start, ReadOnlySpan<ulong> src, Span<ulong> dst)
     {
         PhysicalMemory memory = _backend.Memory;
@@ -328,6 +333,11 @@ public sealed partial class Dmirror
             if (!MigratePfn.IsMigrating(src[i]) || !MigratePfn.TryGetPage(src[i], out Pfn devicePage))
             {
                 continue;
+            }
+
+            if (TakeFailAllocation())
+            {
+                break;
             }
 
             if (!memory.TryAllocatePage(out Pfn ram))

@@ -531,7 +531,9 @@ public sealed partial class Dmirror : IDisposable
         }
     }
 
-    private bool TakeFailAllocation()
+    // Consumes the one-shot allocation failure (HMM_DMIRROR_FLAG_FAIL_ALLOC): true once, then the flag is clear.
+    // Used by migrations to the device, by MigrateToSystem and by the CPU fault of a page this mirror migrated.
+    internal bool TakeFailAllocation()
     {
         while (true)
         {

@@ -149,7 +149,9 @@ public sealed class DmirrorDevice : IDeviceMemoryClient
     /// <returns>
     /// Error model: the kernel's <c>vm_fault_t</c>. <see cref="VmFaultResult.None"/> once the page is back (or
     /// another thread moved it first); <see cref="VmFaultResult.Sigbus"/> when the migration cannot be set up or
-    /// the copy failed; <see cref="VmFaultResult.Oom"/> when no System RAM page is free (the page stays on the device).
+    /// the copy failed; <see cref="VmFaultResult.Oom"/> when no System RAM page is free, or when the mirror that
+    /// migrated the page had <see cref="DmirrorFlags.FailAllocation"/> set (consumed here): the page stays on the
+    /// device with its data, and the CPU access fails with ENOMEM.
     /// </returns>
     public VmFaultResult MigrateToRam(in DevicePrivateFault fault)
     {
@@ -184,7 +186,10 @@ public sealed class DmirrorDevice : IDeviceMemoryClient
         {
             if (MigratePfn.IsMigrating(src[0]) && MigratePfn.TryGetPage(src[0], out Pfn devicePage))
             {
-                if (!memory.TryAllocatePage(out Pfn ram))
+                // The page's mirror (the kernel's rpage->zone_device_data) may hold the one-shot allocation
+                // failure; it fails the RAM allocation like a real shortage. Unlike the kernel, which returns
+                // before migrate_vma_pages, the finally below still restores the page.
+                if (_owners.Get(devicePage)?.TakeFailAllocation() == true || !memory.TryAllocatePage(out Pfn ram))
                 {
                     result = VmFaultResult.Oom;
                 }

@@ -8,8 +8,12 @@ public enum DmirrorFlags
     None = 0,
 
     /// <summary>
-    /// One-shot: the next device page allocation of a migration to the device fails, and the flag clears
-    /// (<c>HMM_DMIRROR_FLAG_FAIL_ALLOC</c>). The page it was for is not migrated.
+    /// One-shot: the next page allocation of a migration fails, and the flag clears
+    /// (<c>HMM_DMIRROR_FLAG_FAIL_ALLOC</c>). To the device (<see cref="Dmirror.MigrateToDevice"/>): the page it
+    /// was for is not migrated. Back to RAM (<see cref="Dmirror.MigrateToSystem"/>, or a CPU fault on a page this
+    /// mirror migrated): that page and the rest of its migration round stay on the device;
+    /// <see cref="Dmirror.MigrateToSystem"/> still returns <see cref="Errno.None"/> without counting them, and the
+    /// CPU access fails with ENOMEM (<see cref="VmFaultResult.Oom"/>).
     /// </summary>
     FailAllocation = 1,
 }

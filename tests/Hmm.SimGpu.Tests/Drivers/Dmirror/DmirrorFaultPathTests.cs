@@ -27,6 +27,64 @@ public sealed class DmirrorFaultPathTests
     }
 
     [Fact]
+    public async Task ACpuFaultUnderFailAllocationIsOutOfMemoryAndConsumesTheFlag()
+    {
+        var machine = new DmirrorMachine();
+        ulong address = machine.Map(Pages);
+        byte[] data = machine.Fill(address, Pages);
+        machine.MigrateToDevice(address, Pages).Result.Should().Be(Errno.None);
+        machine.Mirror.SetFlags(DmirrorFlags.FailAllocation).Should().Be(Errno.None);
+        long freed = machine.Device.PagesFreed;
+
+        // dmirror_devmem_fault_alloc_and_copy returns VM_FAULT_OOM; the core turns it into ENOMEM for the access.
+        Action read = () => machine.CpuRead(address, 1);
+        read.Should().Throw<HmmException>().Which.Error.Should().Be(Errno.ENOMEM);
+        machine.Mirror.Flags.Should().Be(DmirrorFlags.None, "the failure is one-shot");
+        machine.Snapshot(address, Pages).Should().OnlyContain(s => s == (DmirrorSnapshot.DevicePrivateLocal | DmirrorSnapshot.Write));
+        machine.Device.PagesFreed.Should().Be(freed, "no device page was given up");
+        machine.Mirror.AddressSpace.MappedPages.Should().Be(Pages, "the failed fault erased no device entry");
+
+        var deviceRead = new DmirrorCommand { Address = address, Pages = Pages };
+        var buffer = new byte[Pages * PageSize.Bytes];
+        machine.Mirror.Read(ref deviceRead, buffer).Should().Be(Errno.None);
+        buffer.Should().Equal(data, "the page kept its data on the device");
+        deviceRead.Faults.Should().Be(0);
+
+        machine.CpuRead(address, Pages).Should().Equal(data, "with the flag consumed the next access faults the pages back");
+        await machine.TeardownAsync();
+    }
+
+    [Fact]
+    public async Task MigrateToSystemUnderFailAllocationLeavesThatRoundOnTheDeviceAndReturnsSuccess()
+    {
+        // Four pages across a 2 MiB boundary: two migration rounds of two pages each.
+        const ulong Boundary = 0x4000_0000;
+        var machine = new DmirrorMachine();
+        ulong address = machine.Mm.Mmap(Boundary - (2 * (ulong)PageSize.Bytes), Pages * (ulong)PageSize.Bytes, Protection.ReadWrite, MapFlags.Private | MapFlags.Anonymous | MapFlags.Fixed);
+        byte[] data = machine.Fill(address, Pages);
+        machine.MigrateToDevice(address, Pages).Result.Should().Be(Errno.None);
+        machine.Mirror.SetFlags(DmirrorFlags.FailAllocation).Should().Be(Errno.None);
+
+        // The kernel's MIGRATE_TO_SYS ignores the VM_FAULT_OOM of the first round, whose pages get no destination
+        // (migrate_vma_finalize restores them), moves the second round and returns 0 with cpages = 2.
+        var command = new DmirrorCommand { Address = address, Pages = Pages, CPages = 9 };
+        machine.Mirror.MigrateToSystem(ref command).Should().Be(Errno.None);
+        command.CPages.Should().Be(2);
+        command.Faults.Should().Be(0);
+        machine.Mirror.Flags.Should().Be(DmirrorFlags.None, "the failure is one-shot");
+        machine.Snapshot(address, Pages).Should().Equal(
+            DmirrorSnapshot.DevicePrivateLocal | DmirrorSnapshot.Write,
+            DmirrorSnapshot.DevicePrivateLocal | DmirrorSnapshot.Write,
+            DmirrorSnapshot.Write,
+            DmirrorSnapshot.Write);
+        machine.Device.PagesFreed.Should().Be(2);
+        machine.Mirror.AddressSpace.MappedPages.Should().Be(2, "the first round's device entries stay");
+        machine.CpuRead(address, Pages).Should().Equal(data);
+
+        await machine.TeardownAsync();
+    }
+
+    [Fact]
     public async Task ACpuFaultWhoseCopyFailsIsABusErrorAndTheDataStaysOnTheDevice()
     {
         var machine = new DmirrorMachine();
