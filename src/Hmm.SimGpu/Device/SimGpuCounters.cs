@@ -4,8 +4,9 @@ namespace Hmm.SimGpu;
 
 /// <summary>
 /// The live counters behind <see cref="SimGpuStatistics"/>: plain longs updated with Interlocked, so counting never
-/// takes a lock, except the device-access counters, which each address space keeps under the gate every access
-/// already holds (<see cref="SimAccessCounters"/>) and <see cref="Snapshot"/> sums.
+/// takes a lock, except the ones written under a lock their writer already holds: the device-access counters, which
+/// each address space keeps under its gate (<see cref="SimAccessCounters"/>) and <see cref="Snapshot"/> sums, and
+/// <see cref="FaultsRaised"/> and <see cref="FaultBufferOverflows"/>, under the fault buffer's lock.
 /// </summary>
 internal sealed class SimGpuCounters
 {
