@@ -8,7 +8,8 @@ namespace Hmm.Benchmarks;
 /// The simulated GPU's hot paths: a device access over 512 mapped pages (2 MiB) through the device page table,
 /// timing-only and with its bytes, against a plain loop over an equal array of 512 entries; and a fault batch:
 /// 256 fault records pushed (4 per page, so 192 duplicates) and fetched with duplicate merging. Figures are per
-/// page and per fault; both must allocate nothing.
+/// page and per fault; both must allocate nothing. The scale run's common cases, per access: a 512-byte warp access
+/// inside a mapped page, and one to an unmapped page that stops and records a replayable fault.
 /// </summary>
 [MemoryDiagnoser]
 [BenchmarkCategory("SimGpu")]
@@ -17,6 +18,8 @@ public class SimGpuBenchmarks
     private const int Pages = 512;
     private const int Faults = 256;
     private const ulong Va = 0x7f00_0000_0000UL;
+    private const ulong Unmapped = Va + (1UL << 30);
+    private const ulong WarpBytes = 512;
 
     private SimulatedGpu _gpu = null!;
     private IDeviceAddressSpace _space = null!;
@@ -84,6 +87,31 @@ public class SimGpuBenchmarks
     [Benchmark(OperationsPerInvoke = Pages)]
     public ulong AccessReadingBytes() =>
         _gpu.Access(_space, Va, Pages * (ulong)PageSize.Bytes, DeviceAccessKind.Read, _buffer, 0, replayable: true).BytesDone;
+
+    /// <summary>512-byte accesses, one inside each mapped page, per access.</summary>
+    [Benchmark(OperationsPerInvoke = Pages)]
+    public ulong SubPageAccesses()
+    {
+        ulong done = 0;
+        for (int i = 0; i < Pages; i++)
+        {
+            done += _gpu.Access(_space, Va + ((ulong)i * PageSize.Bytes), WarpBytes, DeviceAccessKind.Read, default, 0, replayable: true).BytesDone;
+        }
+
+        return done;
+    }
+
+    /// <summary>512-byte accesses to 64 unmapped pages, 4 each (they stop and record faults), then one fetch, per access.</summary>
+    [Benchmark(OperationsPerInvoke = Faults)]
+    public int FaultingSubPageAccesses()
+    {
+        for (int i = 0; i < Faults; i++)
+        {
+            _gpu.Access(_space, Unmapped + ((ulong)(i % (Faults / 4)) * PageSize.Bytes), WarpBytes, DeviceAccessKind.Read, default, i % 8, replayable: true);
+        }
+
+        return _faultBuffer.FetchBatch(_batch).Count;
+    }
 
     /// <summary>256 fault records pushed and fetched as one batch, merging 192 duplicates, per fault.</summary>
     [Benchmark(OperationsPerInvoke = Faults)]

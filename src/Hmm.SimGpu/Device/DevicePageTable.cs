@@ -6,8 +6,8 @@ namespace Hmm.SimGpu;
 /// A device page table keyed by device virtual page number: a dictionary of 1 GiB regions, each an array of 512
 /// leaves of 512 entries (2 MiB each), created on first use and dropped when empty. An entry is one ulong,
 /// <c>pfn &lt;&lt; 3 | flags</c>, 0 when invalid. A sparse 16 GiB range costs 16 dictionary entries and 8 KiB of
-/// leaf per 2 MiB actually mapped; a lookup is one dictionary probe (skipped for the last region used) and two
-/// array indexings.
+/// leaf per 2 MiB actually mapped; a lookup in the last leaf looked up is one compare and one array indexing,
+/// otherwise one dictionary probe (skipped for the last region used) and two array indexings.
 /// </summary>
 /// <remarks>Concurrency model: not thread-safe; its address space's lock guards it.</remarks>
 internal sealed class DevicePageTable
@@ -26,6 +26,11 @@ internal sealed class DevicePageTable
     private ulong _lastKey = ulong.MaxValue;
     private Region? _last;
 
+    // The last non-null leaf Get found, and its vpn >> LeafShift; warps next to each other hit the same 2 MiB.
+    // Reset whenever that leaf leaves the table.
+    private ulong _lastLeafKey = ulong.MaxValue;
+    private ulong[]? _lastLeaf;
+
     /// <summary>Valid entries in the table.</summary>
     internal long Count { get; private set; }
 
@@ -36,9 +41,22 @@ internal sealed class DevicePageTable
     /// <summary>The entry of a page, 0 when invalid.</summary>
     internal ulong Get(ulong vpn)
     {
-        Region? region = Find(vpn >> RegionShift);
-        ulong[]? leaf = region?.Leaves[(int)(vpn >> LeafShift) & (RegionLeaves - 1)];
-        return leaf is null ? 0 : leaf[(int)vpn & (LeafEntries - 1)];
+        ulong leafKey = vpn >> LeafShift;
+        ulong[]? leaf = _lastLeaf;
+        if (leafKey != _lastLeafKey || leaf is null)
+        {
+            Region? region = Find(vpn >> RegionShift);
+            leaf = region?.Leaves[(int)leafKey & (RegionLeaves - 1)];
+            if (leaf is null)
+            {
+                return 0;
+            }
+
+            _lastLeafKey = leafKey;
+            _lastLeaf = leaf;
+        }
+
+        return leaf[(int)vpn & (LeafEntries - 1)];
     }
 
     /// <summary>Sets a page's entry (non-zero).</summary>
@@ -128,6 +146,12 @@ internal sealed class DevicePageTable
                     }
 
                     region.Leaves[leafIndex] = null;
+                    if (ReferenceEquals(leaf, _lastLeaf))
+                    {
+                        _lastLeaf = null;
+                        _lastLeafKey = ulong.MaxValue;
+                    }
+
                     if (--region.LiveLeaves == 0)
                     {
                         _regions.Remove(key);

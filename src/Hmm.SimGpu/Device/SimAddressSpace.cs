@@ -46,6 +46,9 @@ internal sealed class SimAddressSpace : IDeviceAddressSpace
     /// </summary>
     internal Lock Gate { get; } = new();
 
+    /// <summary>The counters of the accesses through this space; written only under <see cref="Gate"/>.</summary>
+    internal SimAccessCounters AccessCounters { get; } = new();
+
     /// <summary>The device page table; only under <see cref="Gate"/>.</summary>
     internal DevicePageTable Table { get; } = new();
 

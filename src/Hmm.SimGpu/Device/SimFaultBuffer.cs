@@ -10,8 +10,10 @@ namespace Hmm.SimGpu;
 /// batch. Neither pushing nor fetching allocates.
 /// </summary>
 /// <remarks>
-/// Concurrency model: <c>_lock</c> guards the ring, the merge table and the overflow flag. Taken after an address
-/// space's gate by an access raising a fault; nothing is called under it.
+/// Concurrency model: <c>_lock</c> guards the ring, the merge table, the overflow flag and the device's
+/// FaultsRaised and FaultBufferOverflows counters. Taken after an address space's gate by an access raising a
+/// fault; nothing is called under it. Accesses through different address spaces of one device push concurrently
+/// (their gates are distinct), so pushing keeps its own lock.
 /// </remarks>
 internal sealed class SimFaultBuffer : IFaultSource
 {
@@ -48,10 +50,12 @@ internal sealed class SimFaultBuffer : IFaultSource
     /// <summary>Records a fault; a full buffer drops it and counts an overflow.</summary>
     internal void Push(in DeviceFault fault)
     {
-        Interlocked.Increment(ref _gpu.Counters.FaultsRaised);
         bool logOverflow = false;
+        SimGpuCounters counters = _gpu.Counters;
         lock (_lock)
         {
+            // Only Push writes these two counters, always under the lock: no atomic needed.
+            counters.FaultsRaised++;
             if (_count < _ring.Length)
             {
                 int tail = _head + _count;
@@ -60,11 +64,11 @@ internal sealed class SimFaultBuffer : IFaultSource
                 return;
             }
 
+            counters.FaultBufferOverflows++;
             logOverflow = !_overflowing;
             _overflowing = true;
         }
 
-        Interlocked.Increment(ref _gpu.Counters.FaultBufferOverflows);
         if (logOverflow)
         {
             Log.FaultBufferOverflow(_gpu.Logger, _gpu.Name, _ring.Length, null);

@@ -2,9 +2,19 @@ using Hmm.Devices;
 
 namespace Hmm.SimGpu;
 
-/// <summary>The live counters behind <see cref="SimGpuStatistics"/>: plain longs updated with Interlocked, so counting never takes a lock.</summary>
+/// <summary>
+/// The live counters behind <see cref="SimGpuStatistics"/>: plain longs updated with Interlocked, so counting never
+/// takes a lock, except the ones written under a lock their writer already holds: the device-access counters, which
+/// each address space keeps under its gate (<see cref="SimAccessCounters"/>) and <see cref="Snapshot"/> sums, and
+/// <see cref="FaultsRaised"/> and <see cref="FaultBufferOverflows"/>, under the fault buffer's lock.
+/// </summary>
 internal sealed class SimGpuCounters
 {
+    // Guards _spaces (the list, not the counters in it).
+    private readonly Lock _spacesLock = new();
+    private SimAccessCounters[] _spaces = [];
+    private int _spaceCount;
+
     internal long PagesCopiedToDevice;
     internal long BytesCopiedToDevice;
     internal long PagesCopiedToHost;
@@ -24,15 +34,46 @@ internal sealed class SimGpuCounters
     internal long DuplicatesMerged;
     internal long BatchesFetched;
     internal long Replays;
-    internal long Accesses;
-    internal long AccessesStopped;
-    internal long BytesAccessed;
     internal long PagesAllocated;
     internal long PagesFreed;
     internal long FailedAllocations;
     internal long PagemapsRegistered;
 
-    internal SimGpuStatistics Snapshot() => new()
+    /// <summary>Adds the access counters of a new address space to the ones <see cref="Snapshot"/> sums.</summary>
+    internal void Register(SimAccessCounters counters)
+    {
+        lock (_spacesLock)
+        {
+            if (_spaceCount == _spaces.Length)
+            {
+                Array.Resize(ref _spaces, Math.Max(4, 2 * _spaces.Length));
+            }
+
+            _spaces[_spaceCount] = counters;
+            _spaceCount++;
+        }
+    }
+
+    internal SimGpuStatistics Snapshot()
+    {
+        long accesses = 0;
+        long stopped = 0;
+        long bytes = 0;
+        lock (_spacesLock)
+        {
+            for (int i = 0; i < _spaceCount; i++)
+            {
+                SimAccessCounters space = _spaces[i];
+                accesses += Interlocked.Read(ref space.Accesses);
+                stopped += Interlocked.Read(ref space.AccessesStopped);
+                bytes += Interlocked.Read(ref space.BytesAccessed);
+            }
+        }
+
+        return Build(accesses, stopped, bytes);
+    }
+
+    private SimGpuStatistics Build(long accesses, long accessesStopped, long bytesAccessed) => new()
     {
         PagesCopiedToDevice = Interlocked.Read(ref PagesCopiedToDevice),
         BytesCopiedToDevice = Interlocked.Read(ref BytesCopiedToDevice),
@@ -53,9 +94,9 @@ internal sealed class SimGpuCounters
         DuplicatesMerged = Interlocked.Read(ref DuplicatesMerged),
         BatchesFetched = Interlocked.Read(ref BatchesFetched),
         Replays = Interlocked.Read(ref Replays),
-        Accesses = Interlocked.Read(ref Accesses),
-        AccessesStopped = Interlocked.Read(ref AccessesStopped),
-        BytesAccessed = Interlocked.Read(ref BytesAccessed),
+        Accesses = accesses,
+        AccessesStopped = accessesStopped,
+        BytesAccessed = bytesAccessed,
         PagesAllocated = Interlocked.Read(ref PagesAllocated),
         PagesFreed = Interlocked.Read(ref PagesFreed),
         FailedAllocations = Interlocked.Read(ref FailedAllocations),

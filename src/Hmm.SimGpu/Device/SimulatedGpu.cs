@@ -89,7 +89,10 @@ public sealed class SimulatedGpu : IDeviceBackend
     /// <summary>Fault injection for tests.</summary>
     public SimGpuFaultInjection Injection { get; } = new();
 
-    /// <summary>A snapshot of the device's counters; cheap (one atomic read per counter).</summary>
+    /// <summary>
+    /// A snapshot of the device's counters: one atomic read per counter, plus one read per address space for the
+    /// access counters. Exact for every call that has returned; a call still in flight may or may not be counted.
+    /// </summary>
     public SimGpuStatistics Statistics => Counters.Snapshot();
 
     /// <summary>The cost model, from <see cref="Options"/>.</summary>
@@ -103,7 +106,9 @@ public sealed class SimulatedGpu : IDeviceBackend
     public IDeviceAddressSpace CreateAddressSpace(string name)
     {
         ArgumentNullException.ThrowIfNull(name);
-        return new SimAddressSpace(this, name);
+        var space = new SimAddressSpace(this, name);
+        Counters.Register(space.AccessCounters);
+        return space;
     }
 
     /// <inheritdoc/>
@@ -137,7 +142,6 @@ public sealed class SimulatedGpu : IDeviceBackend
                 : "A metadata-only machine has no bytes: a device access takes no buffer.");
         }
 
-        Interlocked.Increment(ref Counters.Accesses);
         DevicePteFlags needed = kind switch
         {
             DeviceAccessKind.Read => DevicePteFlags.Read | DevicePteFlags.Write | DevicePteFlags.Atomic,
@@ -191,17 +195,23 @@ public sealed class SimulatedGpu : IDeviceBackend
                 done += (ulong)bytes;
             }
 
-            long now = VirtualClock.Advance(Costs.AccessTime(localBytes, remoteBytes));
-            if (stopped && replayable)
-            {
-                _faults.Push(new DeviceFault(space, faultAddress, kind, engine, now));
-            }
-        }
+            // An access that moved no byte (it stopped at its first page) charges nothing: read the clock instead of
+            // an atomic add of 0.
+            long cost = Costs.AccessTime(localBytes, remoteBytes);
+            long now = cost == 0 ? VirtualClock.Now : VirtualClock.Advance(cost);
 
-        Interlocked.Add(ref Counters.BytesAccessed, (long)done);
-        if (stopped)
-        {
-            Interlocked.Increment(ref Counters.AccessesStopped);
+            // The gate is held: the space's counters need no atomics.
+            SimAccessCounters counters = own.AccessCounters;
+            counters.Accesses++;
+            counters.BytesAccessed += (long)done;
+            if (stopped)
+            {
+                counters.AccessesStopped++;
+                if (replayable)
+                {
+                    _faults.Push(new DeviceFault(space, faultAddress, kind, engine, now));
+                }
+            }
         }
 
         return new DeviceAccessResult(done, faultAddress, !stopped);

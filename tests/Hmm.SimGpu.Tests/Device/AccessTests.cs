@@ -33,6 +33,48 @@ public sealed class AccessTests
     }
 
     [Fact]
+    public void AnAccessAfterItsLeafWasEmptiedAndReusedElsewhereFaults()
+    {
+        PhysicalMemory machine = NewMachine();
+        (SimulatedGpu gpu, _) = NewGpu(machine);
+        Pfn[] device = AllocateUnlocked(gpu, 1);
+        IDeviceAddressSpace space = gpu.CreateAddressSpace("vm");
+        const ulong OtherLeaf = DeviceVa + (4UL << 20);
+        space.Map(DeviceVa, device, DevicePteFlags.Read);
+        gpu.Access(space, DeviceVa, 64, DeviceAccessKind.Read, default, engine: 0, replayable: false).Completed.Should().BeTrue();
+
+        // Emptying the leaf puts its array on the spare list; mapping 4 MiB further on takes it again.
+        space.Unmap(DeviceVa, Page);
+        space.Map(OtherLeaf, device, DevicePteFlags.Read);
+
+        gpu.Access(space, DeviceVa, 64, DeviceAccessKind.Read, default, engine: 0, replayable: false)
+            .Should().Be(new DeviceAccessResult(0, DeviceVa, false));
+        gpu.Access(space, OtherLeaf, 64, DeviceAccessKind.Read, default, engine: 0, replayable: false).Completed.Should().BeTrue();
+        space.TryLookup(DeviceVa, out _).Should().BeFalse();
+    }
+
+    [Fact]
+    public void AccessStatisticsSumEveryAddressSpace()
+    {
+        PhysicalMemory machine = NewMachine();
+        (SimulatedGpu gpu, _) = NewGpu(machine);
+        Pfn[] device = AllocateUnlocked(gpu, 1);
+        IDeviceAddressSpace first = gpu.CreateAddressSpace("first");
+        IDeviceAddressSpace second = gpu.CreateAddressSpace("second");
+        first.Map(DeviceVa, device, DevicePteFlags.Read);
+
+        gpu.Access(first, DeviceVa, 100, DeviceAccessKind.Read, default, engine: 0, replayable: true);
+        gpu.Access(second, DeviceVa, 100, DeviceAccessKind.Read, default, engine: 1, replayable: true);
+        gpu.Access(second, DeviceVa, 100, DeviceAccessKind.Write, default, engine: 1, replayable: false);
+
+        SimGpuStatistics statistics = gpu.Statistics;
+        statistics.Accesses.Should().Be(3);
+        statistics.AccessesStopped.Should().Be(2);
+        statistics.BytesAccessed.Should().Be(100);
+        statistics.FaultsRaised.Should().Be(1, "only the replayable stopped access records a fault");
+    }
+
+    [Fact]
     public void AMissingPageStopsTheAccessAndRaisesAFault()
     {
         PhysicalMemory machine = NewMachine();
