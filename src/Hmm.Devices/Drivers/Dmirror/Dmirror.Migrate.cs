@@ -55,31 +55,7 @@ public sealed partial class Dmirror
         }
 
         // Return what the device now reads through its page table, for verification.
-        byte[]? bounce = RentBounce(bytes);
-        try
-        {
-            DeviceAccessResult access;
-            lock (_lock)
-            {
-                Span<byte> data = bounce is null ? default : bounce.AsSpan(0, (int)bytes);
-                access = _backend.Access(_space, start, bytes, DeviceAccessKind.Read, data, engine: 0, replayable: false);
-            }
-
-            if (!access.Completed)
-            {
-                return Errno.ENOENT;
-            }
-
-            bounce?.AsSpan(0, (int)bytes).CopyTo(buffer);
-        }
-        finally
-        {
-            ReturnBounce(bounce);
-        }
-
-        command.CPages = bytes >> PageSize.Shift;
-        command.Faults = 0;
-        return Errno.None;
+        return ReadBack(ref command, start, bytes, buffer);
     }
 
     /// <summary>
@@ -366,5 +342,36 @@ public sealed partial class Dmirror
         }
 
         return result;
+    }
+
+    // The end of MIGRATE_TO_DEV and EXCLUSIVE: the device reads the whole range back through its page table into the
+    // caller's buffer; every page must be mapped (ENOENT otherwise, with the command and buffer left as they were).
+    private Errno ReadBack(ref DmirrorCommand command, ulong start, ulong bytes, Span<byte> buffer)
+    {
+        byte[]? bounce = RentBounce(bytes);
+        try
+        {
+            DeviceAccessResult access;
+            lock (_lock)
+            {
+                Span<byte> data = bounce is null ? default : bounce.AsSpan(0, (int)bytes);
+                access = _backend.Access(_space, start, bytes, DeviceAccessKind.Read, data, engine: 0, replayable: false);
+            }
+
+            if (!access.Completed)
+            {
+                return Errno.ENOENT;
+            }
+
+            bounce?.AsSpan(0, (int)bytes).CopyTo(buffer);
+        }
+        finally
+        {
+            ReturnBounce(bounce);
+        }
+
+        command.CPages = bytes >> PageSize.Shift;
+        command.Faults = 0;
+        return Errno.None;
     }
 }

@@ -118,31 +118,7 @@ public sealed partial class Dmirror
             Mm.Put();
         }
 
-        byte[]? bounce = RentBounce(bytes);
-        try
-        {
-            DeviceAccessResult access;
-            lock (_lock)
-            {
-                Span<byte> data = bounce is null ? default : bounce.AsSpan(0, (int)bytes);
-                access = _backend.Access(_space, start, bytes, DeviceAccessKind.Read, data, engine: 0, replayable: false);
-            }
-
-            if (!access.Completed)
-            {
-                return Errno.ENOENT;
-            }
-
-            bounce?.AsSpan(0, (int)bytes).CopyTo(buffer);
-        }
-        finally
-        {
-            ReturnBounce(bounce);
-        }
-
-        command.CPages = bytes >> PageSize.Shift;
-        command.Faults = 0;
-        return Errno.None;
+        return ReadBack(ref command, start, bytes, buffer);
     }
 
     // make_device_exclusive refuses a page without a writable area with EFAULT; checked for the whole range first.
