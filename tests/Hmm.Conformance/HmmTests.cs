@@ -324,6 +324,23 @@ public abstract partial class HmmTests : IAsyncDisposable
             unmapper.Join();
             _machine.Free(buffer);
         }
+
+        // A 4 MiB READ here outlasts the kernel's delays (under 32 µs), so the rounds above usually all see the unmap.
+        // Two more rounds pin both outcomes the kernel accepts, without timing: the unmap after the READ, and before it.
+        HmmBuffer whole = MapAnonymous(Size, (int)Size, Protection.ReadWrite);
+        Cpu.WriteInts(Process, whole.Ptr, SizeInts, i => i);
+        Cmd(DmirrorRequest.Read, whole, Npages).Should().Be(0, "a READ that the unmap follows completes");
+        whole.CPages.Should().Be(Npages);
+        whole.Faults.Should().Be(1);
+        Expect.Ints(whole.MirrorInts, i => i, "mirror of a READ before the unmap");
+        Process.Munmap(whole.Ptr + (Size / 2), Size / 2);
+        _machine.Free(whole);
+
+        HmmBuffer half = MapAnonymous(Size, (int)Size, Protection.ReadWrite);
+        Cpu.WriteInts(Process, half.Ptr, SizeInts, i => i);
+        Process.Munmap(half.Ptr + (Size / 2), Size / 2);
+        Cmd(DmirrorRequest.Read, half, Npages).Should().Be(-(int)Errno.EFAULT, "a READ over a range already half unmapped fails");
+        _machine.Free(half);
     }
 
     [Fact]
