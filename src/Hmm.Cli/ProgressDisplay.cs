@@ -16,7 +16,7 @@ internal static class ProgressDisplay
     public static async Task<SimulationReport> RunAsync(SimulationOptions options, bool show, CancellationToken cancellationToken)
     {
         var latest = new LatestProgress();
-        Task<SimulationReport> run = Task.Run(() => Simulation.Run(options, show ? latest : null, cancellationToken), cancellationToken);
+        Task<SimulationReport> run = Task.Run(() => Simulation.Run(options, show ? latest : null, cancellationToken: cancellationToken), cancellationToken);
         if (!show)
         {
             return await run.ConfigureAwait(false);

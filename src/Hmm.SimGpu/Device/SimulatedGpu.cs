@@ -47,6 +47,10 @@ public sealed class SimulatedGpu : IDeviceBackend
         Costs = options.Costs;
         Logger = options.Logger;
         VirtualClock = clock ?? new VirtualClock();
+
+        // The machine's core layers stamp their trace events with the first device's clock (devices share one).
+        VirtualClock sharedClock = VirtualClock;
+        memory.Trace.UseVirtualClock(() => sharedClock.Now);
         Timing = new DeviceTiming(Costs.FarFaultLatency, Costs.CpuFaultLatency, Costs.TlbInvalidateLatency);
         Device = new ManagedDevice(memory, name);
         PhysicalRange region = Devm.RequestFreeRegion(Device, (ulong)options.MemoryBytes);

@@ -38,7 +38,7 @@ internal sealed class SimulationRun : IDisposable
     private string _currentPhase = "setup";
     private bool _disposed;
 
-    public SimulationRun(SimulationOptions options, IProgress<SimulationProgress>? progress, CancellationToken cancellationToken)
+    public SimulationRun(SimulationOptions options, TraceWriter? trace, IProgress<SimulationProgress>? progress, CancellationToken cancellationToken)
     {
         _options = options;
         _progress = progress;
@@ -56,6 +56,12 @@ internal sealed class SimulationRun : IDisposable
 
         ulong ramBytes = AlignUp(options.WorkingSetBytes, SimulationOptions.ChunkBytes) + RamHeadroomBytes;
         _memory = new PhysicalMemory(new PhysicalMemoryOptions { RamBytes = ramBytes, StorePageData = !options.MetadataOnly });
+        if (trace is not null)
+        {
+            _memory.Trace.UseVirtualClock(() => _clock.Now);
+            _memory.Trace.Attach(trace);
+        }
+
         _mm = new Mm(_memory, "hmmsim");
         _buffer = _mm.Mmap(0, options.WorkingSetBytes, Protection.ReadWrite, MapFlags.Private | MapFlags.Anonymous);
         _gpus = new SimulatedGpu[options.Devices];
@@ -131,6 +137,8 @@ internal sealed class SimulationRun : IDisposable
         {
             gpu?.Device.Unbind(Timeout.InfiniteTimeSpan);
         }
+
+        _memory.Trace.Detach();
     }
 
     private static ulong AlignUp(ulong value, ulong alignment) => (value + alignment - 1) / alignment * alignment;

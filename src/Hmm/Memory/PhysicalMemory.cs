@@ -77,6 +77,12 @@ public sealed partial class PhysicalMemory
     /// <summary>Arms failures of simulated kernel steps on this memory, to test error paths.</summary>
     public FaultInjector FaultInjection { get; } = new();
 
+    /// <summary>
+    /// The machine's trace hook: every layer on this memory (the core, devices, drivers, workloads) emits its
+    /// trace events through it. Off until a <see cref="TraceWriter"/> is attached; never null.
+    /// </summary>
+    public TraceEmitter Trace { get; } = new();
+
     /// <summary>The logger the library's layers above use for this memory (from <see cref="PhysicalMemoryOptions.Logger"/>). Internal: drivers keep their own.</summary>
     internal ILogger Logger { get; }
 

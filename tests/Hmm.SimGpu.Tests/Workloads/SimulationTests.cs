@@ -220,7 +220,7 @@ public sealed class SimulationTests
             }
         });
 
-        Action run = () => Simulation.Run(Oversubscribed(WorkloadKind.Stream), progress, cancellation.Token);
+        Action run = () => Simulation.Run(Oversubscribed(WorkloadKind.Stream), progress, cancellationToken: cancellation.Token);
 
         run.Should().Throw<OperationCanceledException>();
         lastPhase.Should().Be(phase, "the run stops in the phase it was cancelled in");

@@ -17,6 +17,7 @@ namespace Hmm;
 public sealed class TraceEmitter
 {
     private TraceWriter? _writer;
+    private Func<long>? _virtualClock;
 
     /// <summary>Whether a writer is attached: false means tracing is off.</summary>
     public bool IsEnabled
@@ -27,6 +28,29 @@ public sealed class TraceEmitter
 
     /// <summary>The attached writer, or null when tracing is off.</summary>
     public TraceWriter? Writer => Volatile.Read(ref _writer);
+
+    /// <summary>
+    /// The time on the simulation's virtual clock, in nanoseconds, for the events of layers that have no clock
+    /// of their own (the core): the clock set by <see cref="UseVirtualClock"/>, or 0 when none is. Never throws.
+    /// </summary>
+    public long VirtualNow
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => Volatile.Read(ref _virtualClock) is { } clock ? clock() : 0;
+    }
+
+    /// <summary>
+    /// Sets the virtual clock <see cref="VirtualNow"/> reads. The first clock set stays: devices that share a
+    /// machine share one clock, so a device setting the clock it was built with changes nothing after the first.
+    /// </summary>
+    /// <param name="now">Reads the virtual clock in nanoseconds; must be cheap, thread-safe and never throw.</param>
+    /// <returns>True if <paramref name="now"/> is now the clock; false if another was set before (it stays).</returns>
+    /// <exception cref="ArgumentNullException"><paramref name="now"/> is null.</exception>
+    public bool UseVirtualClock(Func<long> now)
+    {
+        ArgumentNullException.ThrowIfNull(now);
+        return Interlocked.CompareExchange(ref _virtualClock, now, null) is null;
+    }
 
     /// <summary>Starts tracing into <paramref name="writer"/>.</summary>
     /// <param name="writer">The writer every emitted event goes to.</param>
