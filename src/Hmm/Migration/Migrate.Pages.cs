@@ -238,10 +238,10 @@ public static partial class Migrate
     }
 
     /// <summary>
-    /// Releases a page this migration holds locked and referenced. When other references remain (the page is mapped),
-    /// the reference goes first: a faulting thread waiting for the lock would otherwise find this one still held,
-    /// take it for a pin and fail its own migration. The last reference can only be put after the unlock (a page is
-    /// never freed locked).
+    /// Releases a page this migration holds locked and referenced: unlock, then put, as the kernel does. The reference
+    /// must outlive the lock: put first, and a concurrent unmap could drop the mapping's reference, the last one, and
+    /// free the page while it is still locked. A faulting thread that takes the lock in between sees this reference as
+    /// a pin, skips the page and retries its fault, as in the kernel.
     /// </summary>
     [SkipLocalsInit]
     private static void UnlockAndPut(PhysicalMemory memory, Pfn page)
@@ -254,20 +254,6 @@ public static partial class Migrate
     /// <summary>As <see cref="UnlockAndPut(PhysicalMemory, Pfn)"/>, leaving a RAM page it frees in <paramref name="freed"/>.</summary>
     private static void UnlockAndPut(PhysicalMemory memory, Pfn page, ref RamFreeBatch freed)
     {
-        ref PageFrame frame = ref memory.Frame(page);
-        int count = Volatile.Read(ref frame._refCount);
-        while (count > 1)
-        {
-            int seen = Interlocked.CompareExchange(ref frame._refCount, count - 1, count);
-            if (seen == count)
-            {
-                memory.UnlockPage(page);
-                return;
-            }
-
-            count = seen;
-        }
-
         memory.UnlockPage(page);
         memory.PutPageBatched(page, ref freed);
     }

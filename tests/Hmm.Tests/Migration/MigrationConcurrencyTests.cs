@@ -142,6 +142,60 @@ public class MigrationConcurrencyTests
     }
 
     [Theory]
+    [InlineData(11)]
+    [InlineData(12)]
+    [InlineData(13)]
+    public void EvictionsRacingMadviseDontNeedNeverFreeAPageTheEvictionStillHoldsLocked(int seed)
+    {
+        // Finalize releases each page it holds locked and referenced. Should the reference go before the lock, an
+        // unmap racing in between drops the mapping's reference, the last one, and the page is freed locked
+        // ("bad page state"), in the middle of the unmap's invalidation. Eviction by PFN holds no mmap lock, so it
+        // is the migration an madvise can overlap.
+        const int pages = 32;
+        var mm = new Mm(_memory);
+        ulong a = mm.MapAnonymous(pages);
+        TestKit.Fill(mm, a, pages, seed);
+        const int rounds = 300;
+        int done = 0;
+        var migrator = new TestThread<int>(() =>
+        {
+            for (int round = 0; round < rounds; round++)
+            {
+                _driver.MigrateToDevice(mm, a, a + (pages * Page));
+                _driver.EvictAll();   // by PFN, without the mmap lock: madvise can run meanwhile
+                Volatile.Write(ref done, round + 1);
+            }
+
+            return rounds;
+        });
+
+        var random = new Random(seed);
+        for (int i = 0; Volatile.Read(ref done) < rounds && !migrator.Join(TimeSpan.Zero); i++)
+        {
+            int first = random.Next(pages);
+            ulong start = a + ((ulong)first * Page);
+            if (random.Next(2) == 0)
+            {
+                mm.Madvise(start, (ulong)(1 + random.Next(pages - first)) * Page, Advice.DontNeed);
+            }
+            else
+            {
+                mm.Write(start + (ulong)random.Next((int)Page), [(byte)i]);
+            }
+        }
+
+        migrator.Join(s_hang).Should().BeTrue($"seed {seed}: the migrator finishes");
+        migrator.Result.Should().Be(rounds, $"seed {seed}: the migrator ran without error");
+        _driver.EvictAll();
+        mm.ShouldBeAccounted(a, pages);
+        Accounting.ShouldBeConsistent(_memory, [mm]);
+        mm.Exit();
+        Accounting.ShouldBeConsistent(_memory, []);
+        _driver.FreePageCount.Should().Be(_driver.InitialFreePages, $"seed {seed}: every device page came back");
+        _memory.FreeRamPages.Should().Be(_freeRamAtStart);
+    }
+
+    [Theory]
     [InlineData(7)]
     [InlineData(8)]
     public void EvictionRacingCpuFaultsAndMigrationsLosesNoByte(int seed)
