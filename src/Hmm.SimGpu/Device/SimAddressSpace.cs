@@ -33,7 +33,7 @@ internal sealed class SimAddressSpace : IDeviceAddressSpace
     {
         get
         {
-            lock (Gate)
+            using (Gate.Enter())
             {
                 return Table.Count;
             }
@@ -44,7 +44,7 @@ internal sealed class SimAddressSpace : IDeviceAddressSpace
     /// Guards <see cref="Table"/>; held by every member and by a whole device access through this space. Taken before
     /// the fault buffer's lock; no core call that takes a lock is made under it.
     /// </summary>
-    internal Lock Gate { get; } = new();
+    internal SpinGate Gate { get; } = new();
 
     /// <summary>The counters of the accesses through this space; written only under <see cref="Gate"/>.</summary>
     internal SimAccessCounters AccessCounters { get; } = new();
@@ -73,7 +73,7 @@ internal sealed class SimAddressSpace : IDeviceAddressSpace
         }
 
         ulong vpn = address >> PageSize.Shift;
-        lock (Gate)
+        using (Gate.Enter())
         {
             for (int i = 0; i < pages.Length; i++)
             {
@@ -86,7 +86,7 @@ internal sealed class SimAddressSpace : IDeviceAddressSpace
     public long Unmap(ulong address, ulong length)
     {
         ValidateRange(address, length, length == 0);
-        lock (Gate)
+        using (Gate.Enter())
         {
             return Table.Clear(address >> PageSize.Shift, length >> PageSize.Shift);
         }
@@ -97,7 +97,7 @@ internal sealed class SimAddressSpace : IDeviceAddressSpace
     {
         ValidateRange(address, length, length == 0);
         ValidateFlags(flags);
-        lock (Gate)
+        using (Gate.Enter())
         {
             return Table.Protect(address >> PageSize.Shift, length >> PageSize.Shift, flags);
         }
@@ -107,7 +107,7 @@ internal sealed class SimAddressSpace : IDeviceAddressSpace
     public bool TryLookup(ulong address, out DevicePte entry)
     {
         ulong raw;
-        lock (Gate)
+        using (Gate.Enter())
         {
             raw = Table.Get(address >> PageSize.Shift);
         }
@@ -122,7 +122,7 @@ internal sealed class SimAddressSpace : IDeviceAddressSpace
         ValidateRange(address, length, length == 0);
 
         // Taking the gate waits for every access in flight, which may still be using an old entry.
-        lock (Gate)
+        using (Gate.Enter())
         {
             Interlocked.Increment(ref _gpu.Counters.TlbInvalidations);
         }

@@ -20,7 +20,7 @@ internal sealed class SimFaultBuffer : IFaultSource
     private readonly SimulatedGpu _gpu;
     // Guards _ring, _head, _count, the merge table (_slots, _stamps, _generation) and _overflowing. Taken after an
     // address space's gate (an access raising a fault); nothing is called while it is held.
-    private readonly Lock _lock = new();
+    private readonly SpinGate _lock = new();
     private readonly DeviceFault[] _ring;
     private readonly int[] _slots;
     private readonly int[] _stamps;
@@ -52,7 +52,7 @@ internal sealed class SimFaultBuffer : IFaultSource
     {
         bool logOverflow = false;
         SimGpuCounters counters = _gpu.Counters;
-        lock (_lock)
+        using (_lock.Enter())
         {
             // Only Push writes these two counters, always under the lock: no atomic needed.
             counters.FaultsRaised++;
@@ -86,7 +86,7 @@ internal sealed class SimFaultBuffer : IFaultSource
         int count = 0;
         int merged = 0;
         int fetched = 0;
-        lock (_lock)
+        using (_lock.Enter())
         {
             if (++_generation == 0)
             {

@@ -158,7 +158,7 @@ public sealed class SimulatedGpu : IDeviceBackend
         long remoteBytes = 0;
         bool stopped = false;
         ulong faultAddress = 0;
-        lock (own.Gate)
+        using (own.Gate.Enter())
         {
             while (done < length)
             {
