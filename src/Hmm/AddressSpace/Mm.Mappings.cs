@@ -171,23 +171,29 @@ public sealed partial class Mm
 
         var range = new MmuNotifierRange(address, end, MmuNotifierEvent.ProtectionVma);
         InvalidateRangeStart(range);
-        VmFlags access = ToVmFlags(protection);
-        foreach (Vma vma in IsolateUnsynchronized(address, end))
+        try
         {
-            vma.Flags = (vma.Flags & ~(VmFlags.Read | VmFlags.Write | VmFlags.Exec)) | access;
-            if ((access & VmFlags.Write) == 0)
+            VmFlags access = ToVmFlags(protection);
+            foreach (Vma vma in IsolateUnsynchronized(address, end))
             {
-                WriteProtectUnsynchronized(vma.Start, vma.End);
-            }
-            else if (vma.IsShared && !(vma.File?.WantsWriteNotify ?? false))
-            {
-                // The area's page protection now includes write and nothing needs to see the first write
-                // (no write-notify), so present entries become writable, as change_protection applies it.
-                MakeWritableUnsynchronized(vma.Start, vma.End);
+                vma.Flags = (vma.Flags & ~(VmFlags.Read | VmFlags.Write | VmFlags.Exec)) | access;
+                if ((access & VmFlags.Write) == 0)
+                {
+                    WriteProtectUnsynchronized(vma.Start, vma.End);
+                }
+                else if (vma.IsShared && !(vma.File?.WantsWriteNotify ?? false))
+                {
+                    // The area's page protection now includes write and nothing needs to see the first write
+                    // (no write-notify), so present entries become writable, as change_protection applies it.
+                    MakeWritableUnsynchronized(vma.Start, vma.End);
+                }
             }
         }
-
-        InvalidateRangeEnd(range);
+        finally
+        {
+            // Even after a KernelBugException: an epoch left open would hang every mirror's ReadBegin silently.
+            InvalidateRangeEnd(range);
+        }
     }
 
     /// <summary>Gives advice about a range (<c>madvise</c>): <see cref="Advice.DontNeed"/> or <see cref="Advice.Free"/>.</summary>
@@ -232,26 +238,31 @@ public sealed partial class Mm
 
         var range = new MmuNotifierRange(address, end, MmuNotifierEvent.Clear);
         InvalidateRangeStart(range);
-        foreach (Vma vma in vmas)
+        try
         {
-            ulong from = Math.Max(address, vma.Start);
-            ulong to = Math.Min(end, vma.End);
+            foreach (Vma vma in vmas)
+            {
+                ulong from = Math.Max(address, vma.Start);
+                ulong to = Math.Min(end, vma.End);
+                if (advice == Advice.DontNeed)
+                {
+                    ZapRangeUnsynchronized(vma, from, to);
+                }
+                else
+                {
+                    MarkLazyFreeUnsynchronized(from, to);
+                }
+            }
+
             if (advice == Advice.DontNeed)
             {
-                ZapRangeUnsynchronized(vma, from, to);
-            }
-            else
-            {
-                MarkLazyFreeUnsynchronized(from, to);
+                _pageTable.FreeEmptyTables(address, end);
             }
         }
-
-        if (advice == Advice.DontNeed)
+        finally
         {
-            _pageTable.FreeEmptyTables(address, end);
+            InvalidateRangeEnd(range);   // even after a KernelBugException, as in Mprotect
         }
-
-        InvalidateRangeEnd(range);
     }
 
     /// <summary>Unmaps <c>[start, end)</c>: notifies, splits, zaps, detaches, frees empty tables. Caller holds the mmap write lock.</summary>
@@ -264,14 +275,20 @@ public sealed partial class Mm
 
         var range = new MmuNotifierRange(start, end, MmuNotifierEvent.Unmap);
         InvalidateRangeStart(range);
-        foreach (Vma vma in IsolateUnsynchronized(start, end))
+        try
         {
-            ZapRangeUnsynchronized(vma, vma.Start, vma.End);
-            DetachUnsynchronized(vma);
-        }
+            foreach (Vma vma in IsolateUnsynchronized(start, end))
+            {
+                ZapRangeUnsynchronized(vma, vma.Start, vma.End);
+                DetachUnsynchronized(vma);
+            }
 
-        _pageTable.FreeEmptyTables(start, end);
-        InvalidateRangeEnd(range);
+            _pageTable.FreeEmptyTables(start, end);
+        }
+        finally
+        {
+            InvalidateRangeEnd(range);   // even after a KernelBugException, as in Mprotect
+        }
     }
 
     /// <summary>

@@ -17,6 +17,25 @@ public class MmMadviseTests
     }
 
     [Fact]
+    public void AKernelBugInsideTheZapStillEndsTheInvalidationSoMirrorsDoNotWaitForEver()
+    {
+        ulong a = _mm.MapAnonymousAt(Base, 1);
+        Fill(_mm, a, 1, seed: 2);
+        Pfn page = _mm.ReadPte(a).Pfn;
+        MmuIntervalNotifier mirror = MmuIntervalNotifier.Insert(_mm, a, Page, new Mirroring.RecordingIntervalOps());
+        _memory.LockPage(page);   // a lock held without a reference: the zap drops the last one and frees it locked
+
+        Action zap = () => _mm.Madvise(a, Page, Advice.DontNeed);
+
+        zap.Should().Throw<KernelBugException>().WithMessage("*Bad page state*");
+        MmuNotifierSubscriptions subscriptions = MmuNotifierSubscriptions.Of(_mm);
+        subscriptions.ActiveInvalidateRanges.Should().Be(0, "the invalidation ended with the exception");
+        subscriptions.IsInvalidating.Should().BeFalse();
+        ulong sequence = mirror.ReadBegin();   // returns instead of sleeping on an epoch that never ends
+        mirror.ReadRetry(sequence).Should().BeFalse();
+    }
+
+    [Fact]
     public void DontNeedMakesAnonymousMemoryReadZerosAndFreesItsPages()
     {
         ulong free = _memory.FreeRamPages;
