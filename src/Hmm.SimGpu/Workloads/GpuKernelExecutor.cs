@@ -244,7 +244,7 @@ internal sealed class GpuKernelExecutor
             (_, ulong address, ulong bytes, TraceDeviceAccess kind, _, ulong itemOfAccess) = _recorded[a].AsDeviceAccess();
             ulong offset = address - _replay.RecordedBuffer;
             bool shapeWrong = withData && (a == count - 1 ? kind != TraceDeviceAccess.Write : kind != TraceDeviceAccess.Read);
-            if (offset >= bufferBytes || bytes == 0 || (offset % PageBytes) + bytes > PageBytes || kind > TraceDeviceAccess.Atomic || itemOfAccess != recordedItem || shapeWrong)
+            if (offset >= bufferBytes || bytes == 0 || bytes > PageBytes || (offset % PageBytes) + bytes > PageBytes || kind > TraceDeviceAccess.Atomic || itemOfAccess != recordedItem || shapeWrong)
             {
                 throw ReplaySource.Inconsistent($"access 0x{address:x} of {bytes} bytes ({kind}) of work item {itemOfAccess} on device {_deviceIndex} is not a {(shapeWrong ? "read then write of the workload" : "access within one page of the recorded buffer")}");
             }

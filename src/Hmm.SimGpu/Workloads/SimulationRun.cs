@@ -166,6 +166,11 @@ internal sealed class SimulationRun : IDisposable
             throw ReplaySource.Inconsistent("the trace holds a run configuration but no phase: the run was not recorded to its end");
         }
 
+        if (replay.DeviceWithItemsLeft() is int left and >= 0)
+        {
+            throw ReplaySource.Inconsistent($"device {left} has recorded work items outside any kernel launch");
+        }
+
         wall.Stop();
         return BuildReport(wall.Elapsed);
     }

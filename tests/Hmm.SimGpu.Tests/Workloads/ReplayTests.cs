@@ -216,6 +216,32 @@ public sealed class ReplayTests
     }
 
     [Fact]
+    public void WorkItemsOutsideAnyLaunchAreRefused()
+    {
+        (_, byte[] recording) = Record(Oversubscribed(WorkloadKind.Stream));
+        List<TraceEvent> events = ReadAll(recording);
+        TraceEvent stray = TraceEvent.DeviceAccess(0, 0, events.First(e => e.Kind == TraceEventKind.DeviceAccess).A, 512, TraceDeviceAccess.Read, true, 0, 0);
+
+        Action replay = () => Simulation.Replay(new MemoryStream(WriteTrace([.. events, stray])));
+
+        replay.Should().Throw<HmmException>().Where(e => e.Error == Errno.EINVAL && e.Message.Contains("outside any kernel launch"));
+    }
+
+    [Fact]
+    public void AnAccessOutsideTheRecordedBufferIsRefused()
+    {
+        (_, byte[] recording) = Record(Oversubscribed(WorkloadKind.Random, metadataOnly: true));
+        List<TraceEvent> events = ReadAll(recording);
+        int first = events.FindIndex(e => e.Kind == TraceEventKind.DeviceAccess);
+        TraceEvent access = events[first];
+        events[first] = TraceEvent.DeviceAccess(access.Device, access.Arg, access.A + (1UL << 40), access.B, access.AsDeviceAccess().Access, access.AsDeviceAccess().EndsItem, access.C, access.VirtualNs);
+
+        Action replay = () => Simulation.Replay(new MemoryStream(WriteTrace([.. events])));
+
+        replay.Should().Throw<HmmException>().Where(e => e.Error == Errno.EINVAL && e.Message.Contains("within one page of the recorded buffer"));
+    }
+
+    [Fact]
     public void ACorruptedTraceSurfacesTheFormatErrorWithItsOffset()
     {
         (_, byte[] trace) = Record(Oversubscribed(WorkloadKind.Stream));
