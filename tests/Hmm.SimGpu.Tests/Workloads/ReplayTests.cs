@@ -69,6 +69,26 @@ public sealed class ReplayTests
     }
 
     [Fact]
+    public void RecordingTheAccessStreamAllocatesNothingPerAccess()
+    {
+        SimulationOptions options = Oversubscribed(WorkloadKind.Stream, metadataOnly: true);
+        Simulation.Run(options); // warm up: JIT and pools
+        long untraced = AllocatedBy(() => Simulation.Run(options));
+        long events;
+        long traced;
+        using (var writer = TraceWriter.Create(Stream.Null))
+        {
+            traced = AllocatedBy(() => Simulation.Run(options, trace: writer));
+            events = writer.EventsWritten;
+        }
+
+        (_, byte[] trace) = Record(options);
+        long accesses = CountAccessEvents(trace);
+        accesses.Should().BeGreaterThan(50_000);
+        ((double)(traced - untraced) / events).Should().BeLessThan(1, $"{traced - untraced} bytes more for {events} events ({accesses} of them accesses)");
+    }
+
+    [Fact]
     public void LessDeviceMemoryEvictsMoreOnTheSameStream()
     {
         var fitting = new SimulationOptions { WorkingSetBytes = 24 * MiB, DeviceMemoryBytes = 32 * MiB, Engines = 4, WarpsPerEngine = 32 };
@@ -279,6 +299,13 @@ public sealed class ReplayTests
         Action replay = () => Simulation.Replay(null!);
 
         replay.Should().Throw<ArgumentNullException>();
+    }
+
+    private static long AllocatedBy(Action action)
+    {
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        action();
+        return GC.GetAllocatedBytesForCurrentThread() - before;
     }
 
     internal static (SimulationReport Report, byte[] Trace) Record(SimulationOptions options)
