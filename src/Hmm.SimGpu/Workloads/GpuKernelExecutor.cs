@@ -15,6 +15,11 @@ namespace Hmm.SimGpu;
 /// one batch, which the device merges; a warp whose page is still missing after a service faults again.
 /// Single-threaded and deterministic.
 /// </summary>
+/// <remarks>
+/// A warp is given an item's accesses all at once when it takes the item: from the workload (a run), or from the
+/// recorded access stream (a replay, <see cref="ReplaySource"/>). That is also when a traced run records them
+/// (<see cref="TraceEventKind.DeviceAccess"/>): the item's input, whatever faults and retries follow.
+/// </remarks>
 internal sealed class GpuKernelExecutor
 {
     private const int PageBytes = 4096;
@@ -22,18 +27,26 @@ internal sealed class GpuKernelExecutor
     /// <summary>Services in a row without any warp completing an access before the run is declared livelocked.</summary>
     private const int LivelockServices = 100_000;
 
+    private const int MaxAccesses = ReplaySource.MaxAccessesPerItem;
+
     private readonly IDeviceBackend _device;
     private readonly IDeviceAddressSpace _space;
     private readonly FaultServicingDriver _driver;
+    private readonly TraceEmitter _trace;
+    private readonly ushort _deviceIndex;
+    private readonly Workload _workload;
+    private readonly ReplaySource? _replay;
+    private readonly PageSet _touched;
     private readonly ulong _bufferAddress;
     private readonly int _warpsPerEngine;
     private readonly int _batchSize;
     private readonly Warp[] _warps;
+    private readonly WorkAccess[] _accesses;
+    private readonly TraceEvent[] _recorded = new TraceEvent[MaxAccesses];
     private readonly byte[]? _scratch;
     private readonly int _scratchPerWarp;
     private readonly int _itemShift;
     private readonly int _wordsPerItem;
-    private Workload? _workload;
     private long _extent;
     private long _nextItem;
     private long _endItem;
@@ -41,16 +54,24 @@ internal sealed class GpuKernelExecutor
     private int _stalled;
     private int _servicesWithoutProgress;
 
-    public GpuKernelExecutor(IDeviceBackend device, IDeviceAddressSpace space, FaultServicingDriver driver, ulong bufferAddress, SimulationOptions options, int maxReadsPerItem)
+    public GpuKernelExecutor(
+        IDeviceBackend device, IDeviceAddressSpace space, FaultServicingDriver driver, TraceEmitter trace, int deviceIndex,
+        Workload workload, ReplaySource? replay, PageSet touched, ulong bufferAddress, SimulationOptions options)
     {
         _device = device;
         _space = space;
         _driver = driver;
+        _trace = trace;
+        _deviceIndex = (ushort)deviceIndex;
+        _workload = workload;
+        _replay = replay;
+        _touched = touched;
         _bufferAddress = bufferAddress;
         _warpsPerEngine = options.WarpsPerEngine;
         _batchSize = options.BatchSize;
         _warps = new Warp[options.Engines * options.WarpsPerEngine];
-        _scratchPerWarp = (maxReadsPerItem + 1) * PageBytes;
+        _accesses = new WorkAccess[_warps.Length * MaxAccesses];
+        _scratchPerWarp = (workload.ReadsPerItem + 1) * PageBytes;
         _scratch = options.MetadataOnly ? null : new byte[_warps.Length * _scratchPerWarp];
         _itemShift = BitOperations.Log2((uint)(PageBytes / options.BytesPerItem));
         _wordsPerItem = options.BytesPerItem / sizeof(ulong);
@@ -65,10 +86,14 @@ internal sealed class GpuKernelExecutor
     /// <summary>Work items per row (output page).</summary>
     public int ItemsPerRow => 1 << _itemShift;
 
-    /// <summary>Starts the work items of rows [<paramref name="start"/>, <paramref name="end"/>) of <paramref name="workload"/> under <paramref name="extent"/>.</summary>
-    public void Launch(Workload workload, long start, long end, long extent)
+    /// <summary>Starts the work items of rows [<paramref name="start"/>, <paramref name="end"/>) of the kernel over <paramref name="extent"/> rows.</summary>
+    public void Launch(long start, long end, long extent)
     {
-        _workload = workload;
+        if (_trace.IsEnabled)
+        {
+            _trace.Emit(TraceEvent.KernelLaunch(_deviceIndex, (ulong)start, (ulong)end, (ulong)extent, _trace.VirtualNow));
+        }
+
         _extent = extent;
         _nextItem = start << _itemShift;
         _endItem = end << _itemShift;
@@ -76,12 +101,10 @@ internal sealed class GpuKernelExecutor
         _stalled = 0;
         for (int w = 0; w < _warps.Length; w++)
         {
-            ref Warp warp = ref _warps[w];
-            warp = default;
+            _warps[w] = default;
             if (_nextItem < _endItem)
             {
-                warp.Item = _nextItem++;
-                warp.Active = true;
+                Deal(w);
                 _active++;
             }
         }
@@ -90,8 +113,6 @@ internal sealed class GpuKernelExecutor
     /// <summary>Gives every warp that is not stalled one access, servicing batches as they fill.</summary>
     public void RunRound()
     {
-        Workload workload = _workload!;
-        int reads = workload.ReadsPerItem;
         for (int w = 0; w < _warps.Length; w++)
         {
             ref Warp warp = ref _warps[w];
@@ -100,29 +121,11 @@ internal sealed class GpuKernelExecutor
                 continue;
             }
 
-            Span<byte> scratch = _scratch is null ? default : _scratch.AsSpan(w * _scratchPerWarp, (reads + 1) * PageBytes);
-            bool write = warp.Step == reads;
-            long row = warp.Item >> _itemShift;
-            int firstWord = (int)(warp.Item & (ItemsPerRow - 1)) * _wordsPerItem;
-            long page;
-            int first = firstWord;
-            int words = _wordsPerItem;
-            if (write)
-            {
-                page = workload.OutputPage(row);
-            }
-            else
-            {
-                page = workload.InputPage(row, warp.Step, _extent);
-                (first, words) = workload.InputWords(warp.Step, firstWord, _wordsPerItem);
-            }
-
-            int offset = (warp.Step * PageBytes) + (first * sizeof(ulong));
-            int length = words * sizeof(ulong);
-            Span<byte> data = scratch.IsEmpty ? default : scratch.Slice(offset, length);
+            ref WorkAccess access = ref _accesses[(w * MaxAccesses) + warp.Step];
+            Span<byte> scratch = _scratch is null ? default : _scratch.AsSpan(w * _scratchPerWarp, _scratchPerWarp);
+            Span<byte> data = scratch.IsEmpty ? default : scratch.Slice(access.ScratchOffset, access.Length);
             DeviceAccessResult result = _device.Access(
-                _space, _bufferAddress + ((ulong)page * PageBytes) + ((ulong)first * sizeof(ulong)), (ulong)length,
-                write ? DeviceAccessKind.Write : DeviceAccessKind.Read, data, w / _warpsPerEngine, replayable: true);
+                _space, access.Address, (ulong)access.Length, access.Kind, data, w / _warpsPerEngine, replayable: true);
             if (!result.Completed)
             {
                 warp.Stalled = true;
@@ -136,12 +139,16 @@ internal sealed class GpuKernelExecutor
             }
 
             _servicesWithoutProgress = 0;
-            if (!write)
+            warp.Step++;
+            if (warp.Step < warp.Accesses)
             {
-                warp.Step++;
-                if (warp.Step == reads && !scratch.IsEmpty)
+                if (warp.Step == warp.Accesses - 1 && !scratch.IsEmpty)
                 {
-                    workload.Compute(row, _extent, scratch.Slice(0, reads * PageBytes), scratch.Slice(reads * PageBytes, PageBytes), firstWord, _wordsPerItem);
+                    // Every input is in: compute the output slice the last access writes.
+                    int reads = warp.Accesses - 1;
+                    long row = warp.Item >> _itemShift;
+                    int firstWord = (int)(warp.Item & (ItemsPerRow - 1)) * _wordsPerItem;
+                    _workload.Compute(row, _extent, scratch.Slice(0, reads * PageBytes), scratch.Slice(reads * PageBytes, PageBytes), firstWord, _wordsPerItem);
                 }
 
                 continue;
@@ -150,8 +157,7 @@ internal sealed class GpuKernelExecutor
             ItemsCompleted++;
             if (_nextItem < _endItem)
             {
-                warp.Item = _nextItem++;
-                warp.Step = 0;
+                Deal(w);
             }
             else
             {
@@ -164,6 +170,90 @@ internal sealed class GpuKernelExecutor
         {
             Service();
         }
+    }
+
+    /// <summary>Gives warp <paramref name="w"/> the next work item: its accesses, from the workload or the recording.</summary>
+    private void Deal(int w)
+    {
+        ref Warp warp = ref _warps[w];
+        Span<WorkAccess> accesses = _accesses.AsSpan(w * MaxAccesses, MaxAccesses);
+        long item = _nextItem++;
+        int count = _replay is null ? Generate(item, accesses) : Replayed(accesses, out item);
+        warp.Item = item;
+        warp.Step = 0;
+        warp.Accesses = count;
+        warp.Active = true;
+        for (int a = 0; a < count; a++)
+        {
+            _touched.Add((long)((accesses[a].Address - _bufferAddress) / PageBytes));
+        }
+
+        if (_trace.IsEnabled)
+        {
+            long now = _trace.VirtualNow;
+            for (int a = 0; a < count; a++)
+            {
+                _trace.Emit(TraceEvent.DeviceAccess(
+                    _deviceIndex, (uint)w, accesses[a].Address, (ulong)accesses[a].Length, (TraceDeviceAccess)accesses[a].Kind, a == count - 1, (ulong)item, now));
+            }
+        }
+    }
+
+    /// <summary>The workload's accesses of <paramref name="item"/>: its input slices, in order, then its output slice.</summary>
+    private int Generate(long item, Span<WorkAccess> accesses)
+    {
+        int reads = _workload.ReadsPerItem;
+        long row = item >> _itemShift;
+        int firstWord = (int)(item & (ItemsPerRow - 1)) * _wordsPerItem;
+        for (int read = 0; read < reads; read++)
+        {
+            long page = _workload.InputPage(row, read, _extent);
+            (int first, int words) = _workload.InputWords(read, firstWord, _wordsPerItem);
+            accesses[read] = new WorkAccess(
+                _bufferAddress + ((ulong)page * PageBytes) + ((ulong)first * sizeof(ulong)), words * sizeof(ulong), DeviceAccessKind.Read, (read * PageBytes) + (first * sizeof(ulong)));
+        }
+
+        accesses[reads] = new WorkAccess(
+            _bufferAddress + ((ulong)_workload.OutputPage(row) * PageBytes) + ((ulong)firstWord * sizeof(ulong)), _wordsPerItem * sizeof(ulong), DeviceAccessKind.Write,
+            (reads * PageBytes) + (firstWord * sizeof(ulong)));
+        return reads + 1;
+    }
+
+    /// <summary>
+    /// The next recorded item of this device, its addresses moved from the recorded buffer to this run's. With
+    /// data, the item must have the workload's shape (its reads, then the write its values are computed for).
+    /// </summary>
+    private int Replayed(Span<WorkAccess> accesses, out long item)
+    {
+        int count = _replay!.NextItem(_deviceIndex, _recorded);
+        (_, _, _, _, _, ulong recordedItem) = _recorded[0].AsDeviceAccess();
+        bool withData = _scratch is not null;
+        if (withData && count != _workload.ReadsPerItem + 1)
+        {
+            throw ReplaySource.Inconsistent($"a work item on device {_deviceIndex} has {count} accesses, where the recorded workload's items have {_workload.ReadsPerItem + 1}");
+        }
+
+        if (withData && (recordedItem >> _itemShift) >= (ulong)_workload.Items)
+        {
+            throw ReplaySource.Inconsistent($"work item {recordedItem} on device {_deviceIndex} is not an item of the recorded workload");
+        }
+
+        ulong bufferBytes = (ulong)_touched.Pages * PageBytes;
+        for (int a = 0; a < count; a++)
+        {
+            (_, ulong address, ulong bytes, TraceDeviceAccess kind, _, ulong itemOfAccess) = _recorded[a].AsDeviceAccess();
+            ulong offset = address - _replay.RecordedBuffer;
+            bool shapeWrong = withData && (a == count - 1 ? kind != TraceDeviceAccess.Write : kind != TraceDeviceAccess.Read);
+            if (offset >= bufferBytes || bytes == 0 || bytes > PageBytes || (offset % PageBytes) + bytes > PageBytes || kind > TraceDeviceAccess.Atomic || itemOfAccess != recordedItem || shapeWrong)
+            {
+                throw ReplaySource.Inconsistent($"access 0x{address:x} of {bytes} bytes ({kind}) of work item {itemOfAccess} on device {_deviceIndex} is not a {(shapeWrong ? "read then write of the workload" : "access within one page of the recorded buffer")}");
+            }
+
+            accesses[a] = new WorkAccess(_bufferAddress + offset, (int)bytes, (DeviceAccessKind)kind, (a * PageBytes) + (int)(offset % PageBytes));
+        }
+
+        item = (long)recordedItem;
+        return count;
     }
 
     /// <summary>The driver services one batch; then every stalled warp may retry.</summary>
@@ -192,6 +282,7 @@ internal sealed class GpuKernelExecutor
     {
         public long Item;
         public int Step;
+        public int Accesses;
         public bool Active;
         public bool Stalled;
     }

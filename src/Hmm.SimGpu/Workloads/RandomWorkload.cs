@@ -28,6 +28,8 @@ internal sealed class RandomWorkload : Workload
 
     public override long OutputPage(long item) => item + _arrayPages;
 
+    public override long OutputItem(long page) => page >= _arrayPages && page < 2 * _arrayPages ? page - _arrayPages : -1;
+
     public override void Compute(long item, long extent, ReadOnlySpan<byte> inputs, Span<byte> output, int firstWord, int wordCount)
     {
         for (int word = firstWord; word < firstWord + wordCount; word++)

@@ -38,4 +38,42 @@ public static class Simulation
         using var run = new SimulationRun(options, trace, progress, cancellationToken);
         return run.Execute();
     }
+
+    /// <summary>
+    /// Replays a run recorded by <see cref="Run"/> with a trace writer: rebuilds the machine from the recorded
+    /// configuration, changed by <paramref name="changes"/>, and feeds it the recorded access stream (the CPU's
+    /// accesses in their phases, and the kernels' work items, which the warps take in the recorded order). With no
+    /// changes the report equals the recorded run's, bit for bit, except wall time; with others it shows what the
+    /// same input costs on the changed machine. The trace is streamed, never loaded whole.
+    /// </summary>
+    /// <param name="recording">The trace of the recorded run, read from its current position; left open.</param>
+    /// <param name="changes">What to change from the recorded configuration, or null to replay it as recorded.</param>
+    /// <param name="trace">Where the replay's own events go (a trace that can be replayed in turn), or null.</param>
+    /// <param name="cancellationToken">Stops the replay between two steps; the machine is torn down.</param>
+    /// <returns>The replay's report; <see cref="SimulationReport.Options"/> are the options it ran with.</returns>
+    /// <exception cref="ArgumentNullException"><paramref name="recording"/> is null.</exception>
+    /// <exception cref="TraceFormatException">The trace is truncated or corrupted (error model rule 2: EINVAL, naming the byte offset).</exception>
+    /// <exception cref="HmmException">
+    /// Error model: EINVAL when the trace holds no recorded run (no configuration or access stream: a trace of
+    /// another program, or of a writer without them), when its records do not fit together, or when a change is
+    /// out of range (checked before anything is built).
+    /// </exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled.</exception>
+    /// <exception cref="KernelBugException">The simulation broke an invariant (for example the warps livelocked).</exception>
+    public static SimulationReport Replay(
+        Stream recording,
+        SimulationReplayOptions? changes = null,
+        TraceWriter? trace = null,
+        CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(recording);
+        cancellationToken.ThrowIfCancellationRequested();
+        using TraceReader reader = TraceReader.Create(recording, leaveOpen: true);
+        var source = new ReplaySource(reader, cancellationToken);
+        (SimulationOptions recorded, _) = source.ReadConfiguration();
+        SimulationOptions options = changes?.ApplyTo(recorded) ?? recorded;
+        options.Validate();
+        using var run = new SimulationRun(options, trace, progress: null, cancellationToken, source, changes);
+        return run.Execute();
+    }
 }

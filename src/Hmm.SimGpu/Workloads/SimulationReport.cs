@@ -77,6 +77,12 @@ public sealed class SimulationReport
     /// <summary>Output pages that did not hold the expected values.</summary>
     public long DataErrors { get; internal set; }
 
+    /// <summary>
+    /// Recorded access events (device and CPU) a <see cref="Simulation.Replay"/> fed to the machine; 0 for a
+    /// <see cref="Simulation.Run"/>. Replays of one trace under any configuration feed the same number.
+    /// </summary>
+    public long AccessesReplayed { get; internal set; }
+
     /// <summary>Wall-clock time of the phases (setup and teardown excluded).</summary>
     public TimeSpan WallTime { get; internal set; }
 

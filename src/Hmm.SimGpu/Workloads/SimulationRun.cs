@@ -16,6 +16,8 @@ internal sealed class SimulationRun : IDisposable
     private readonly CancellationToken _cancellationToken;
     private readonly ulong _deviceBytes;
     private readonly Workload _workload;
+    private readonly ReplaySource? _replay;
+    private readonly PageSet _touched;
     private readonly PhysicalMemory _memory;
     private readonly VirtualClock _clock = new();
     private readonly SimulatedGpu[] _gpus;
@@ -34,12 +36,19 @@ internal sealed class SimulationRun : IDisposable
     private long _nextReport;
     private long _pagesChecked;
     private long _dataErrors;
-    private readonly List<long> _extentsRun = [];
     private string _currentPhase = "setup";
     private bool _disposed;
 
-    public SimulationRun(SimulationOptions options, TraceWriter? trace, IProgress<SimulationProgress>? progress, CancellationToken cancellationToken)
+    /// <summary>Builds the machine for a run of <paramref name="options"/>, or for a replay of <paramref name="replay"/> with them.</summary>
+    public SimulationRun(
+        SimulationOptions options,
+        TraceWriter? trace,
+        IProgress<SimulationProgress>? progress,
+        CancellationToken cancellationToken,
+        ReplaySource? replay = null,
+        SimulationReplayOptions? replayOptions = null)
     {
+        _replay = replay;
         _options = options;
         _progress = progress;
         _cancellationToken = cancellationToken;
@@ -47,6 +56,7 @@ internal sealed class SimulationRun : IDisposable
         long bufferPages = (long)(options.WorkingSetBytes / PageBytes);
         _workload = Workload.Create(options.Workload, bufferPages, options.Seed);
         _scratch = new byte[_workload.ReadsPerItem * PageBytes];
+        _touched = new PageSet(bufferPages);
         long devicePages = (long)(_deviceBytes / PageBytes) * options.Devices;
 
         // Three quarters of device memory: the arrays' prefixes each end in a partly used 2 MiB block, and the
@@ -64,19 +74,24 @@ internal sealed class SimulationRun : IDisposable
 
         _mm = new Mm(_memory, "hmmsim");
         _buffer = _mm.Mmap(0, options.WorkingSetBytes, Protection.ReadWrite, MapFlags.Private | MapFlags.Anonymous);
+        if (trace is not null)
+        {
+            RunRecording.EmitConfiguration(_memory.Trace, options, _deviceBytes, _buffer);
+        }
+
         _gpus = new SimulatedGpu[options.Devices];
         _drivers = new FaultServicingDriver[options.Devices];
         _spaces = new GpuVaSpace[options.Devices];
         _executors = new GpuKernelExecutor[options.Devices];
-        var gpuOptions = new SimGpuOptions { MemoryBytes = (long)_deviceBytes, FaultBatchSize = options.BatchSize };
+        var gpuOptions = new SimGpuOptions { MemoryBytes = (long)_deviceBytes, FaultBatchSize = options.BatchSize, Costs = replayOptions?.Costs ?? new SimGpuCostModel() };
         try
         {
             for (int d = 0; d < options.Devices; d++)
             {
                 _gpus[d] = new SimulatedGpu(_memory, $"gpu{d}", gpuOptions, _clock);
-                _drivers[d] = new FaultServicingDriver(_gpus[d]);
+                _drivers[d] = new FaultServicingDriver(_gpus[d], replayOptions?.ResidencyPolicy?.Invoke(d));
                 _spaces[d] = _drivers[d].Attach(_mm);
-                _executors[d] = new GpuKernelExecutor(_gpus[d], _spaces[d].Space, _drivers[d], _buffer, options, _workload.ReadsPerItem);
+                _executors[d] = new GpuKernelExecutor(_gpus[d], _spaces[d].Space, _drivers[d], _memory.Trace, d, _workload, replay, _touched, _buffer, options);
             }
         }
         catch
@@ -89,6 +104,11 @@ internal sealed class SimulationRun : IDisposable
 
     public SimulationReport Execute()
     {
+        if (_replay is not null)
+        {
+            return ExecuteReplay(_replay);
+        }
+
         long iterations = _options.Iterations;
         _totalUnits = _workload.InputPages;
         if (_fitExtent > 0)
@@ -99,19 +119,58 @@ internal sealed class SimulationRun : IDisposable
         _totalUnits += (_workload.Items * iterations) + _workload.Items;
 
         var wall = Stopwatch.StartNew();
-        RunPhase("cpu-init", "the CPU writes the kernels' input pages", CpuInitialise);
+        RunPhase(RunRecording.CpuInitPhase, _workload.InputPages, CpuInitialise);
         if (_fitExtent > 0)
         {
-            RunPhase("gpu-fit", "GPU kernels over the part of the buffer that fits in device memory", () => RunKernels(_fitExtent));
-            RunPhase("cpu-readback-fit", "the CPU reads that part's results back and checks them", () => CpuReadBack(_fitExtent));
-            RunPhase("gpu-oversubscribed", "GPU kernels over the whole buffer, more than device memory holds", () => RunKernels(_workload.Items));
+            RunPhase(RunRecording.GpuFitPhase, _fitExtent, () => RunKernels(_fitExtent));
+            RunPhase(RunRecording.CpuReadBackFitPhase, _fitExtent, () => CpuReadBack(_fitExtent));
+            RunPhase(RunRecording.GpuOversubscribedPhase, _workload.Items, () => RunKernels(_workload.Items));
         }
         else
         {
-            RunPhase("gpu", "GPU kernels over the whole buffer, which fits in device memory", () => RunKernels(_workload.Items));
+            RunPhase(RunRecording.GpuPhase, _workload.Items, () => RunKernels(_workload.Items));
         }
 
-        RunPhase("cpu-readback", "the CPU reads every result back and checks it", () => CpuReadBack(_workload.Items));
+        RunPhase(RunRecording.CpuReadBackPhase, _workload.Items, () => CpuReadBack(_workload.Items));
+        wall.Stop();
+        return BuildReport(wall.Elapsed);
+    }
+
+    /// <summary>
+    /// Runs the recorded phases in order: a GPU phase launches the recorded kernels (the warps take the recorded
+    /// work items), a CPU phase issues the recorded CPU accesses.
+    /// </summary>
+    private SimulationReport ExecuteReplay(ReplaySource replay)
+    {
+        var wall = Stopwatch.StartNew();
+        TraceEventKind next;
+        while ((next = replay.PeekControl()) != TraceEventKind.None)
+        {
+            if (next != TraceEventKind.Phase)
+            {
+                throw ReplaySource.Inconsistent($"a {next} record comes outside the phase it belongs to");
+            }
+
+            (uint phase, ulong extent) = replay.TakeControl().AsPhase();
+            if (extent == 0 || extent > (ulong)_touched.Pages)
+            {
+                throw ReplaySource.Inconsistent($"phase {phase} has extent {extent}, outside the buffer's {_touched.Pages} pages");
+            }
+
+            long phaseExtent = (long)extent;
+            RunPhase(phase, phaseExtent, RunRecording.PhaseOf(phase).Gpu ? () => ReplayKernels(replay) : () => ReplayCpu(replay, phaseExtent));
+        }
+
+        if (_phases.Count == 0)
+        {
+            throw ReplaySource.Inconsistent("the trace holds a run configuration but no phase: the run was not recorded to its end");
+        }
+
+        if (replay.DeviceWithItemsLeft() is int left and >= 0)
+        {
+            throw ReplaySource.Inconsistent($"device {left} has recorded work items outside any kernel launch");
+        }
+
         wall.Stop();
         return BuildReport(wall.Elapsed);
     }
@@ -143,11 +202,18 @@ internal sealed class SimulationRun : IDisposable
 
     private static ulong AlignUp(ulong value, ulong alignment) => (value + alignment - 1) / alignment * alignment;
 
-    private void RunPhase(string name, string description, Func<long> body)
+    private void RunPhase(uint number, long extent, Func<long> body)
     {
+        (string name, string description, _) = RunRecording.PhaseOf(number);
         var phase = new SimulationPhaseReport(name, description);
         CounterSnapshot before = CounterSnapshot.Take(_gpus, _drivers);
         long start = _clock.Now;
+        TraceEmitter trace = _memory.Trace;
+        if (trace.IsEnabled)
+        {
+            trace.Emit(TraceEvent.Phase(number, (ulong)extent, start));
+        }
+
         var wall = Stopwatch.StartNew();
         _currentPhase = name;
         Report();
@@ -177,6 +243,7 @@ internal sealed class SimulationRun : IDisposable
         {
             CheckCancellation(page);
             _workload.InitialContents(page, _page);
+            EmitCpuAccess((ulong)page * PageBytes, write: true);
             _mm.Write(_buffer + ((ulong)page * PageBytes), _page);
             Advance(1);
         }
@@ -186,37 +253,83 @@ internal sealed class SimulationRun : IDisposable
 
     private long RunKernels(long extent)
     {
-        _extentsRun.Add(extent);
         int devices = _executors.Length;
         for (int iteration = 0; iteration < _options.Iterations; iteration++)
         {
             for (int d = 0; d < devices; d++)
             {
-                _executors[d].Launch(_workload, extent * d / devices, extent * (d + 1) / devices, extent);
+                _executors[d].Launch(extent * d / devices, extent * (d + 1) / devices, extent);
             }
 
-            long completed = ItemsCompleted();
-            bool busy = true;
-            while (busy)
-            {
-                _cancellationToken.ThrowIfCancellationRequested();
-                busy = false;
-                for (int d = 0; d < devices; d++)
-                {
-                    if (_executors[d].Busy)
-                    {
-                        _executors[d].RunRound();
-                        busy |= _executors[d].Busy;
-                    }
-                }
-
-                long now = ItemsCompleted();
-                Advance(now - completed);
-                completed = now;
-            }
+            RunLaunched();
         }
 
         return extent * _options.Iterations;
+    }
+
+    /// <summary>Launches the recorded kernels of a GPU phase, one launch per device at a time, and runs them.</summary>
+    private long ReplayKernels(ReplaySource replay)
+    {
+        int devices = _executors.Length;
+        Span<(long Start, long End)> rows = stackalloc (long, long)[devices];
+        long units = 0;
+        while (replay.PeekControl() == TraceEventKind.KernelLaunch)
+        {
+            long extent = 0;
+            for (int d = 0; d < devices; d++)
+            {
+                TraceEvent launch = replay.PeekControl() == TraceEventKind.KernelLaunch ? replay.TakeControl() : default;
+                (ulong first, ulong end, ulong launchExtent) = launch.Kind == TraceEventKind.KernelLaunch ? launch.AsKernelLaunch() : default;
+                if (launch.Kind != TraceEventKind.KernelLaunch || launch.Device != d || first > end || end > launchExtent
+                    || launchExtent > (ulong)_touched.Pages || (d > 0 && (long)launchExtent != extent))
+                {
+                    throw ReplaySource.Inconsistent($"the kernel launches of a GPU phase must name devices 0 to {devices - 1} in order, each with a row range inside one extent of at most {_touched.Pages} rows");
+                }
+
+                extent = (long)launchExtent;
+                rows[d] = ((long)first, (long)end);
+            }
+
+            for (int d = 0; d < devices; d++)
+            {
+                _executors[d].Launch(rows[d].Start, rows[d].End, extent);
+            }
+
+            RunLaunched();
+            if (replay.DeviceWithItemsLeft() is int left and >= 0)
+            {
+                throw ReplaySource.Inconsistent($"device {left} has more recorded work items than its kernel launch's rows");
+            }
+
+            units += extent;
+        }
+
+        return units;
+    }
+
+    /// <summary>Runs the launched kernels of every device, round by round, until none is busy.</summary>
+    private void RunLaunched()
+    {
+        int devices = _executors.Length;
+        long completed = ItemsCompleted();
+        bool busy = true;
+        while (busy)
+        {
+            _cancellationToken.ThrowIfCancellationRequested();
+            busy = false;
+            for (int d = 0; d < devices; d++)
+            {
+                if (_executors[d].Busy)
+                {
+                    _executors[d].RunRound();
+                    busy |= _executors[d].Busy;
+                }
+            }
+
+            long now = ItemsCompleted();
+            Advance(now - completed);
+            completed = now;
+        }
     }
 
     private long CpuReadBack(long extent)
@@ -230,18 +343,84 @@ internal sealed class SimulationRun : IDisposable
         for (long item = 0; item < extent; item++)
         {
             CheckCancellation(item);
-            _mm.Read(_buffer + ((ulong)_workload.OutputPage(item) * PageBytes), _page);
-            _workload.Expected(item, extent, _scratch, _expected);
-            _pagesChecked++;
-            if (!_page.AsSpan().SequenceEqual(_expected))
-            {
-                _dataErrors++;
-            }
-
+            ulong offset = (ulong)_workload.OutputPage(item) * PageBytes;
+            EmitCpuAccess(offset, write: false);
+            ReadAndCheck(offset, item, extent);
             Advance(1);
         }
 
         return extent;
+    }
+
+    /// <summary>
+    /// Issues the recorded CPU accesses of a phase (whole pages): a write stores the page's initial contents, a
+    /// read of an output page checks it against the workload's expected values; metadata-only, each touches its page.
+    /// </summary>
+    private long ReplayCpu(ReplaySource replay, long extent)
+    {
+        long accesses = 0;
+        while (replay.PeekControl() == TraceEventKind.CpuAccess)
+        {
+            (ulong address, ulong bytes, bool write) = replay.TakeControl().AsCpuAccess();
+            ulong offset = address - replay.RecordedBuffer;
+            long page = (long)(offset / PageBytes);
+            long item = write ? 0 : _workload.OutputItem(page);
+            if (offset >= _options.WorkingSetBytes || offset % PageBytes != 0 || bytes != PageBytes || (!_options.MetadataOnly && (item < 0 || item >= extent)))
+            {
+                throw ReplaySource.Inconsistent($"CPU access 0x{address:x} of {bytes} bytes is not a {(write ? "write" : "read back of an output page")} of one whole page of the recorded buffer");
+            }
+
+            CheckCancellation(accesses);
+            EmitCpuAccess(offset, write);
+            if (_options.MetadataOnly)
+            {
+                TouchPage(_buffer + offset, write);
+            }
+            else if (write)
+            {
+                _workload.InitialContents(page, _page);
+                _mm.Write(_buffer + offset, _page);
+            }
+            else
+            {
+                ReadAndCheck(offset, item, extent);
+            }
+
+            accesses++;
+            Advance(1);
+        }
+
+        return accesses;
+    }
+
+    /// <summary>Reads the output page at <paramref name="offset"/> in the buffer and checks it holds what <paramref name="item"/> computes under <paramref name="extent"/>.</summary>
+    private void ReadAndCheck(ulong offset, long item, long extent)
+    {
+        _mm.Read(_buffer + offset, _page);
+        _workload.Expected(item, extent, _scratch, _expected);
+        _pagesChecked++;
+        if (!_page.AsSpan().SequenceEqual(_expected))
+        {
+            _dataErrors++;
+        }
+    }
+
+    /// <summary>Records a CPU access of one page at <paramref name="offset"/> in the buffer, when tracing.</summary>
+    private void EmitCpuAccess(ulong offset, bool write)
+    {
+        TraceEmitter trace = _memory.Trace;
+        if (trace.IsEnabled)
+        {
+            trace.Emit(TraceEvent.CpuAccess(_buffer + offset, PageBytes, write, _clock.Now));
+        }
+    }
+
+    /// <summary>The CPU touches one page on a metadata-only machine (see <see cref="TouchPages"/>).</summary>
+    private void TouchPage(ulong address, bool write)
+    {
+        using MmapLockGuard guard = _mm.MmapReadLock();
+        Vma vma = _mm.FindVma(_buffer) ?? throw new KernelBugException("hmmsim: the buffer's mapping is gone.");
+        Touch(vma, address, write);
     }
 
     /// <summary>
@@ -252,24 +431,30 @@ internal sealed class SimulationRun : IDisposable
     {
         using MmapLockGuard guard = _mm.MmapReadLock();
         Vma vma = _mm.FindVma(_buffer) ?? throw new KernelBugException("hmmsim: the buffer's mapping is gone.");
-        FaultFlags flags = write ? FaultFlags.Write : FaultFlags.None;
         for (long index = start; index < end; index++)
         {
-            ulong address = _buffer + ((ulong)pageOf(index) * PageBytes);
-            Pte pte = _mm.ReadPte(address);
-            while (!pte.IsPresent || (write && !pte.IsWritable))
-            {
-                VmFaultResult result = _mm.HandleMmFault(vma, address, flags);
-                if (result != VmFaultResult.None)
-                {
-                    throw new KernelBugException($"hmmsim: the CPU fault at 0x{address:x} failed with {result}.");
-                }
-
-                pte = _mm.ReadPte(address);
-            }
-
+            ulong offset = (ulong)pageOf(index) * PageBytes;
+            EmitCpuAccess(offset, write);
+            Touch(vma, _buffer + offset, write);
             CheckCancellation(index);
             Advance(1);
+        }
+    }
+
+    /// <summary>Faults the page at <paramref name="address"/> in until its entry allows the access; the caller holds the mmap lock.</summary>
+    private void Touch(Vma vma, ulong address, bool write)
+    {
+        FaultFlags flags = write ? FaultFlags.Write : FaultFlags.None;
+        Pte pte = _mm.ReadPte(address);
+        while (!pte.IsPresent || (write && !pte.IsWritable))
+        {
+            VmFaultResult result = _mm.HandleMmFault(vma, address, flags);
+            if (result != VmFaultResult.None)
+            {
+                throw new KernelBugException($"hmmsim: the CPU fault at 0x{address:x} failed with {result}.");
+            }
+
+            pte = _mm.ReadPte(address);
         }
     }
 
@@ -320,7 +505,8 @@ internal sealed class SimulationRun : IDisposable
         CounterSnapshot totals = CounterSnapshot.Take(_gpus, _drivers);
         var report = new SimulationReport(_options, _deviceBytes, _phases)
         {
-            PagesTouched = CountPagesTouched(),
+            PagesTouched = _touched.Count,
+            AccessesReplayed = _replay?.AccessesReplayed ?? 0,
             DeviceFaults = totals.DeviceFaults,
             FaultBatches = totals.Batches,
             DuplicatesMerged = totals.DuplicatesMerged,
@@ -358,31 +544,5 @@ internal sealed class SimulationRun : IDisposable
                     $"but its fault buffer raised {device.FaultsRaised}, handed out {device.FaultsFetched} records in {device.BatchesFetched} batches and merged {device.DuplicatesMerged}.");
             }
         }
-    }
-
-    /// <summary>Distinct buffer pages the kernels touched: every input and output page of every extent they ran.</summary>
-    private long CountPagesTouched()
-    {
-        long pages = (long)(_options.WorkingSetBytes / PageBytes);
-        ulong[] touched = new ulong[(pages + 63) / 64];
-        long count = 0;
-        foreach (long extent in _extentsRun)
-        {
-            for (long item = 0; item < extent; item++)
-            {
-                for (int read = 0; read <= _workload.ReadsPerItem; read++)
-                {
-                    long page = read == _workload.ReadsPerItem ? _workload.OutputPage(item) : _workload.InputPage(item, read, extent);
-                    ulong bit = 1UL << (int)(page & 63);
-                    if ((touched[page >> 6] & bit) == 0)
-                    {
-                        touched[page >> 6] |= bit;
-                        count++;
-                    }
-                }
-            }
-        }
-
-        return count;
     }
 }

@@ -26,6 +26,8 @@ internal sealed class StencilWorkload : Workload
 
     public override long OutputPage(long item) => item + _rows;
 
+    public override long OutputItem(long page) => page >= _rows && page < 2 * _rows ? page - _rows : -1;
+
     public override (int FirstWord, int WordCount) InputWords(int read, int firstWord, int wordCount)
     {
         if (read != 1)

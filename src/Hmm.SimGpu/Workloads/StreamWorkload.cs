@@ -24,6 +24,8 @@ internal sealed class StreamWorkload : Workload
 
     public override long OutputPage(long item) => item + (2 * _arrayPages);
 
+    public override long OutputItem(long page) => page >= 2 * _arrayPages && page < 3 * _arrayPages ? page - (2 * _arrayPages) : -1;
+
     public override void Compute(long item, long extent, ReadOnlySpan<byte> inputs, Span<byte> output, int firstWord, int wordCount)
     {
         for (int word = firstWord; word < firstWord + wordCount; word++)

@@ -41,6 +41,9 @@ internal abstract class Workload
     /// <summary>The buffer page <paramref name="item"/> writes.</summary>
     public abstract long OutputPage(long item);
 
+    /// <summary>The item whose output page is buffer page <paramref name="page"/>, or -1 if it is not an output page.</summary>
+    public abstract long OutputItem(long page);
+
     /// <summary>
     /// Computes words [<paramref name="firstWord"/>, <paramref name="firstWord"/> + <paramref name="wordCount"/>) of
     /// the output page of <paramref name="item"/> from its input pages, laid one after the other in

@@ -274,6 +274,107 @@ public readonly partial record struct TraceEvent
         return (_a, (TracePagemapChange)_flags, _b);
     }
 
+    /// <summary>
+    /// One field of the configuration a recorded run used, so that a replay can rebuild the same machine. The
+    /// recorder numbers the fields (docs/trace-format.md lists those of <c>Hmm.SimGpu</c>'s simulation runs) and
+    /// writes them before the run's first <see cref="TraceEventKind.Phase"/> event.
+    /// </summary>
+    /// <param name="field">The field's number, as the recorder defines it.</param>
+    /// <param name="value">The field's value (integers as they are, booleans as 0 or 1).</param>
+    /// <returns>The event. Never throws.</returns>
+    public static TraceEvent RunConfiguration(uint field, ulong value) =>
+        new(TraceEventKind.RunConfiguration, TraceEngine.Cpu, 0, 0, field, 0, value, 0, 0);
+
+    /// <summary>Reads a <see cref="TraceEventKind.RunConfiguration"/> event.</summary>
+    /// <returns>The field's number and value.</returns>
+    /// <exception cref="HmmException"><see cref="Errno.EINVAL"/>: the event is of another kind.</exception>
+    public (uint Field, ulong Value) AsRunConfiguration()
+    {
+        Expect(TraceEventKind.RunConfiguration);
+        return (_arg, _a);
+    }
+
+    /// <summary>A phase of a recorded run begins.</summary>
+    /// <param name="phase">The phase's number, as the recorder defines it.</param>
+    /// <param name="extent">What the phase covers (the recorder says: rows of the kernels, pages of the CPU).</param>
+    /// <param name="virtualNs">When, on the virtual clock.</param>
+    /// <returns>The event. Never throws.</returns>
+    public static TraceEvent Phase(uint phase, ulong extent, long virtualNs) =>
+        new(TraceEventKind.Phase, TraceEngine.Cpu, 0, 0, phase, virtualNs, extent, 0, 0);
+
+    /// <summary>Reads a <see cref="TraceEventKind.Phase"/> event.</summary>
+    /// <returns>The phase's number and extent.</returns>
+    /// <exception cref="HmmException"><see cref="Errno.EINVAL"/>: the event is of another kind.</exception>
+    public (uint Phase, ulong Extent) AsPhase()
+    {
+        Expect(TraceEventKind.Phase);
+        return (_arg, _a);
+    }
+
+    /// <summary>A kernel launch on one device's compute engine: the device runs rows [<paramref name="firstRow"/>, <paramref name="endRow"/>) of a kernel over <paramref name="extent"/> rows.</summary>
+    /// <param name="device">The device.</param>
+    /// <param name="firstRow">The first row the device runs.</param>
+    /// <param name="endRow">The row after the last one the device runs.</param>
+    /// <param name="extent">The rows of the whole kernel, over every device.</param>
+    /// <param name="virtualNs">When, on the virtual clock.</param>
+    /// <returns>The event. Never throws.</returns>
+    public static TraceEvent KernelLaunch(ushort device, ulong firstRow, ulong endRow, ulong extent, long virtualNs) =>
+        new(TraceEventKind.KernelLaunch, TraceEngine.Compute, device, 0, 0, virtualNs, firstRow, endRow, extent);
+
+    /// <summary>Reads a <see cref="TraceEventKind.KernelLaunch"/> event.</summary>
+    /// <returns>The first row, the end row and the kernel's extent.</returns>
+    /// <exception cref="HmmException"><see cref="Errno.EINVAL"/>: the event is of another kind.</exception>
+    public (ulong FirstRow, ulong EndRow, ulong Extent) AsKernelLaunch()
+    {
+        Expect(TraceEventKind.KernelLaunch);
+        return (_a, _b, _c);
+    }
+
+    /// <summary>
+    /// One access of a work item, recorded when the item is given to a warp (its accesses, in the order the warp
+    /// issues them, follow one another; the last has <paramref name="endsItem"/> set). This is the kernel's input,
+    /// independent of faults and retries: a replay feeds it to its own warps.
+    /// </summary>
+    /// <param name="device">The device.</param>
+    /// <param name="warp">The warp the item was given to (engine times warps per engine plus warp).</param>
+    /// <param name="address">The first virtual address accessed.</param>
+    /// <param name="bytes">Bytes accessed.</param>
+    /// <param name="access">Read, write or atomic.</param>
+    /// <param name="endsItem">Whether this is the item's last access.</param>
+    /// <param name="item">The work item's index in the kernel.</param>
+    /// <param name="virtualNs">When the item was given to the warp, on the virtual clock.</param>
+    /// <returns>The event. Never throws.</returns>
+    public static TraceEvent DeviceAccess(
+        ushort device, uint warp, ulong address, ulong bytes, TraceDeviceAccess access, bool endsItem, ulong item, long virtualNs) =>
+        new(TraceEventKind.DeviceAccess, TraceEngine.Compute, device, (ushort)(((uint)access & 0x3) | (endsItem ? 0x4u : 0)), warp, virtualNs, address, bytes, item);
+
+    /// <summary>Reads a <see cref="TraceEventKind.DeviceAccess"/> event.</summary>
+    /// <returns>The warp, the address, the bytes, the access, whether it ends its item, and the item.</returns>
+    /// <exception cref="HmmException"><see cref="Errno.EINVAL"/>: the event is of another kind.</exception>
+    public (uint Warp, ulong Address, ulong Bytes, TraceDeviceAccess Access, bool EndsItem, ulong Item) AsDeviceAccess()
+    {
+        Expect(TraceEventKind.DeviceAccess);
+        return (_arg, _a, _b, (TraceDeviceAccess)(_flags & 0x3), (_flags & 0x4) != 0, _c);
+    }
+
+    /// <summary>One access of a recorded run's CPU (the replayable CPU input).</summary>
+    /// <param name="address">The first virtual address accessed.</param>
+    /// <param name="bytes">Bytes accessed.</param>
+    /// <param name="write">Whether it is a write (else a read).</param>
+    /// <param name="virtualNs">When, on the virtual clock.</param>
+    /// <returns>The event. Never throws.</returns>
+    public static TraceEvent CpuAccess(ulong address, ulong bytes, bool write, long virtualNs) =>
+        new(TraceEventKind.CpuAccess, TraceEngine.Cpu, 0, write ? (ushort)1 : (ushort)0, 0, virtualNs, address, bytes, 0);
+
+    /// <summary>Reads a <see cref="TraceEventKind.CpuAccess"/> event.</summary>
+    /// <returns>The address, the bytes, and whether it is a write.</returns>
+    /// <exception cref="HmmException"><see cref="Errno.EINVAL"/>: the event is of another kind.</exception>
+    public (ulong Address, ulong Bytes, bool Write) AsCpuAccess()
+    {
+        Expect(TraceEventKind.CpuAccess);
+        return (_a, _b, (_flags & 0x1) != 0);
+    }
+
     private void Expect(TraceEventKind kind)
     {
         if (_kind != kind)

@@ -51,4 +51,19 @@ public enum TraceEventKind : ushort
 
     /// <summary>A pagemap lifetime change (kill, idle, removed): pagemap id, pages still referenced.</summary>
     PagemapLifetime = 14,
+
+    /// <summary>One field of the configuration a recorded run used (for replay): field number, value.</summary>
+    RunConfiguration = 15,
+
+    /// <summary>A phase of a recorded run begins: phase number, extent.</summary>
+    Phase = 16,
+
+    /// <summary>A kernel launch on a device of a recorded run: first row, end row, extent.</summary>
+    KernelLaunch = 17,
+
+    /// <summary>One access of a work item a device's warp was given: address, bytes, access, item (the replayable GPU input).</summary>
+    DeviceAccess = 18,
+
+    /// <summary>One access of a recorded run's CPU: address, bytes, read or write (the replayable CPU input).</summary>
+    CpuAccess = 19,
 }

@@ -61,6 +61,11 @@ internal static class TraceFormat
         new(Uses.Device | Uses.A | Uses.B | Uses.C, 0), // DeviceAlloc
         new(Uses.Device | Uses.A | Uses.B | Uses.C, 0), // DeviceFree
         new(Uses.Device | Uses.A | Uses.B, 0x3), // PagemapLifetime
+        new(Uses.Arg | Uses.A, 0), // RunConfiguration
+        new(Uses.Arg | Uses.A, 0), // Phase
+        new(Uses.Device | Uses.A | Uses.B | Uses.C, 0), // KernelLaunch
+        new(Uses.Device | Uses.Arg | Uses.A | Uses.B | Uses.C, 0x7), // DeviceAccess
+        new(Uses.A | Uses.B, 0x1), // CpuAccess
     ];
 
     public static int KindCount => s_layouts.Length;

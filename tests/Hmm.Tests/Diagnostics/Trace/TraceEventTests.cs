@@ -38,6 +38,11 @@ public class TraceEventTests
         events[11].AsDeviceAlloc().Should().Be((0x10_0200UL, 16UL, 528UL));
         events[12].AsDeviceFree().Should().Be((0x10_0200UL, 16UL, 512UL));
         events[13].AsPagemapLifetime().Should().Be((42UL, TracePagemapChange.Idle, 0UL));
+        events[14].AsRunConfiguration().Should().Be((3u, 96UL << 20));
+        events[15].AsPhase().Should().Be((2u, 4096UL));
+        events[16].AsKernelLaunch().Should().Be((2048UL, 4096UL, 4096UL));
+        events[17].AsDeviceAccess().Should().Be((511u, 0x7f00_3200UL, 512UL, TraceDeviceAccess.Write, true, 32_775UL));
+        events[18].AsCpuAccess().Should().Be((0x7f00_4000UL, 4096UL, true));
     }
 
     [Fact]
@@ -53,6 +58,19 @@ public class TraceEventTests
         fault.ThreadId.Should().Be(Environment.CurrentManagedThreadId);
         fault.WallTicks.Should().Be(0, "the writer stamps the wall clock");
         fault.Sequence.Should().Be(0, "the writer stamps the sequence number");
+    }
+
+    [Fact]
+    public void AnAccessThatDoesNotEndItsItemAndAReadKeepTheirFlagsClear()
+    {
+        TraceEvent read = TraceEvent.DeviceAccess(0, 3, 0x1000, 64, TraceDeviceAccess.Read, false, 7, 10);
+        TraceEvent cpuRead = TraceEvent.CpuAccess(0x1000, 4096, false, 10);
+
+        read.Flags.Should().Be(0);
+        read.Engine.Should().Be(TraceEngine.Compute);
+        read.AsDeviceAccess().EndsItem.Should().BeFalse();
+        cpuRead.Flags.Should().Be(0);
+        cpuRead.AsCpuAccess().Write.Should().BeFalse();
     }
 
     [Fact]

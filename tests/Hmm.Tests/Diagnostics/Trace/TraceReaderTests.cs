@@ -156,6 +156,26 @@ public class TraceReaderTests
         failure.Message.Should().Contain(reason);
     }
 
+    [Theory]
+    [InlineData(TraceEventKind.RunConfiguration, 4, 1, "device")]
+    [InlineData(TraceEventKind.RunConfiguration, 40, 1, "payload word B")]
+    [InlineData(TraceEventKind.Phase, 2, 1, "flags")]
+    [InlineData(TraceEventKind.KernelLaunch, 12, 1, "arg")]
+    [InlineData(TraceEventKind.DeviceAccess, 2, 0x8, "flags")]
+    [InlineData(TraceEventKind.CpuAccess, 2, 0x2, "flags")]
+    [InlineData(TraceEventKind.CpuAccess, 48, 1, "payload word C")]
+    public async Task TheReplayKindsRefuseFieldsTheyDoNotUse(TraceEventKind kind, int field, ushort value, string reason)
+    {
+        byte[] file = TraceTestKit.WriteTrace(TraceTestKit.OneOfEachKind().Where(e => e.Kind == kind));
+        BinaryPrimitives.WriteUInt16LittleEndian(file.AsSpan(Header + field), (ushort)(BinaryPrimitives.ReadUInt16LittleEndian(file.AsSpan(Header + field)) | value));
+        Reseal(file, Header);
+
+        TraceFormatException failure = (await TraceTestKit.ReadFailureAsync(file))!;
+
+        failure.Offset.Should().Be(Header + field);
+        failure.Message.Should().Contain(reason);
+    }
+
     [Fact]
     public async Task SwappedRecordsAreRefusedByTheirSequenceNumbers()
     {

@@ -22,6 +22,11 @@ internal static class TraceTestKit
         TraceEvent.DeviceAlloc(1, 0x10_0200, 16, 528, 1900),
         TraceEvent.DeviceFree(1, 0x10_0200, 16, 512, 2000),
         TraceEvent.PagemapLifetime(1, 42, TracePagemapChange.Idle, 0, 2100),
+        TraceEvent.RunConfiguration(3, 96UL << 20),
+        TraceEvent.Phase(2, 4096, 2200),
+        TraceEvent.KernelLaunch(1, 2048, 4096, 4096, 2300),
+        TraceEvent.DeviceAccess(1, 511, 0x7f00_3200, 512, TraceDeviceAccess.Write, true, 32_775, 2400),
+        TraceEvent.CpuAccess(0x7f00_4000, 4096, true, 2500),
     ];
 
     /// <summary>Writes the events through a <see cref="TraceWriter"/> and returns the complete file.</summary>
