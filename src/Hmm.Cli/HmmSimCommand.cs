@@ -116,6 +116,7 @@ internal sealed class HmmSimCommand
             _workload, _workingSet, _deviceMemory, _batchSize, _devices, _seed, _metadataOnly, _engines, _warps, _bytesPerWarpAccess, _iterations, _json,
         };
         _root.SetAction(RunAsync);
+        _root.Subcommands.Add(Tracing.TraceCommand.Create(output, error));
     }
 
     /// <summary>Parses <paramref name="args"/> and runs the command.</summary>
