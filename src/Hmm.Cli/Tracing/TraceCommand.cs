@@ -31,7 +31,7 @@ internal static class TraceCommand
             HelpName = "perfetto|csv",
             Required = true,
         };
-        format.AcceptOnlyFromAmong("perfetto", "csv");
+        OneOf(format, "perfetto", "csv");
         var outputPath = new Option<string?>("--output", "-o")
         {
             Description = "Where to write; default FILE with the extension .json or .csv.",
@@ -101,7 +101,7 @@ internal static class TraceCommand
             HelpName = "png|svg",
             DefaultValueFactory = _ => "png",
         };
-        imageFormat.AcceptOnlyFromAmong("png", "svg");
+        OneOf(imageFormat, "png", "svg");
         var plot = new Command("plot", "Plot traces: faults, migrated bytes and device memory over simulated time, a comparison of several runs, and an HTML summary.")
         {
             files, directory, imageFormat,
@@ -132,6 +132,17 @@ internal static class TraceCommand
         }));
         return plot;
     }
+
+    // Like AcceptOnlyFromAmong, with a one-line message (System.CommandLine's lists the values on several lines).
+    private static void OneOf(Option<string> option, string first, string second) =>
+        option.Validators.Add(result =>
+        {
+            string? value = result.GetValueOrDefault<string>();
+            if (value != first && value != second)
+            {
+                result.AddError($"{option.Name} '{value}' is not {first} or {second}");
+            }
+        });
 
     /// <summary>Reads a trace once into a <see cref="TraceStatistics"/>.</summary>
     public static async Task<TraceStatistics> ComputeStatisticsAsync(string path, CancellationToken cancellationToken)
