@@ -60,8 +60,8 @@ internal static class TraceEventFields
                 {
                     (ulong address, FaultFlags flags, VmFaultResult result) = e.AsCpuFault();
                     sink.Hex("address", address);
-                    sink.Text("flags", flags.ToString());
-                    sink.Text("result", result.ToString());
+                    sink.Text("flags", EnumNames.Of(flags));
+                    sink.Text("result", EnumNames.Of(result));
                     break;
                 }
 
@@ -69,7 +69,7 @@ internal static class TraceEventFields
                 {
                     (ulong address, TraceDeviceAccess access) = e.AsDeviceFault();
                     sink.Hex("address", address);
-                    sink.Text("access", access.ToString());
+                    sink.Text("access", EnumNames.Of(access));
                     break;
                 }
 
@@ -89,7 +89,7 @@ internal static class TraceEventFields
                     sink.Hex("start", start);
                     sink.Number("pages", (long)pages);
                     sink.Number("retries", (long)retries);
-                    sink.Text("result", result.ToString());
+                    sink.Text("result", EnumNames.Of(result));
                     break;
                 }
 
@@ -98,7 +98,7 @@ internal static class TraceEventFields
                     (ulong start, ulong end, MmuNotifierEvent reason, ulong visited) = e.AsInvalidate();
                     sink.Hex("start", start);
                     sink.Hex("end", end);
-                    sink.Text("event", reason.ToString());
+                    sink.Text("event", EnumNames.Of(reason));
                     sink.Number("notifiers_visited", (long)visited);
                     break;
                 }
@@ -106,8 +106,8 @@ internal static class TraceEventFields
             case TraceEventKind.MigrateSetup:
                 {
                     (TraceDirection direction, MigrateVmaSelect select, ulong start, ulong pages, ulong selected) = e.AsMigrateSetup();
-                    sink.Text("direction", direction.ToString());
-                    sink.Text("select", select.ToString());
+                    sink.Text("direction", EnumNames.Of(direction));
+                    sink.Text("select", EnumNames.Of(select));
                     sink.Hex("start", start);
                     sink.Number("pages", (long)pages);
                     sink.Number("selected", (long)selected);
@@ -117,7 +117,7 @@ internal static class TraceEventFields
             case TraceEventKind.MigratePages:
                 {
                     (TraceDirection direction, ulong start, ulong pages, ulong migrating) = e.AsMigratePages();
-                    sink.Text("direction", direction.ToString());
+                    sink.Text("direction", EnumNames.Of(direction));
                     sink.Hex("start", start);
                     sink.Number("pages", (long)pages);
                     sink.Number("migrating", (long)migrating);
@@ -127,7 +127,7 @@ internal static class TraceEventFields
             case TraceEventKind.MigrateFinalize:
                 {
                     (TraceDirection direction, ulong start, ulong moved, ulong declined) = e.AsMigrateFinalize();
-                    sink.Text("direction", direction.ToString());
+                    sink.Text("direction", EnumNames.Of(direction));
                     sink.Hex("start", start);
                     sink.Number("moved", (long)moved);
                     sink.Number("declined", (long)declined);
@@ -138,7 +138,7 @@ internal static class TraceEventFields
                 {
                     (uint engine, TraceDirection direction, ulong bytes, long endNs) = e.AsCopy();
                     sink.Number("copy_engine", engine);
-                    sink.Text("direction", direction.ToString());
+                    sink.Text("direction", EnumNames.Of(direction));
                     sink.Number("bytes", (long)bytes);
                     sink.Number("end_ns", endNs);
                     break;
@@ -182,7 +182,7 @@ internal static class TraceEventFields
                 {
                     (ulong pagemapId, TracePagemapChange change, ulong referenced) = e.AsPagemapLifetime();
                     sink.Number("pagemap", (long)pagemapId);
-                    sink.Text("change", change.ToString());
+                    sink.Text("change", EnumNames.Of(change));
                     sink.Number("referenced_pages", (long)referenced);
                     break;
                 }

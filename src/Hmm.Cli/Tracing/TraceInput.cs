@@ -11,6 +11,14 @@ internal static class TraceInput
     public static async Task<TraceHeader> ReadAsync(Stream stream, IReadOnlyList<ITraceConsumer> consumers, CancellationToken cancellationToken)
     {
         await using TraceReader reader = TraceReader.Create(stream, leaveOpen: true);
+        return await ReadAsync(reader, consumers, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Reads every event of <paramref name="reader"/> into each consumer, in file order.</summary>
+    /// <returns>The trace's header.</returns>
+    /// <exception cref="TraceFormatException">The input is not a valid trace (the message names the byte offset).</exception>
+    public static async Task<TraceHeader> ReadAsync(TraceReader reader, IReadOnlyList<ITraceConsumer> consumers, CancellationToken cancellationToken)
+    {
         TraceHeader header = await reader.ReadHeaderAsync(cancellationToken).ConfigureAwait(false);
         var batch = new TraceEvent[BatchSize];
         int count;
