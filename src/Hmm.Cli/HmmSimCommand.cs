@@ -102,6 +102,12 @@ internal sealed class HmmSimCommand
         Description = "Print the report as JSON on stdout instead of the summary tables (no progress display).",
     };
 
+    private readonly Option<string?> _trace = new("--trace")
+    {
+        Description = "Record the run's events (faults, batches, migrations, copies, evictions...) into FILE, a binary trace (docs/trace-format.md) for hmmsim trace export, stats and plot.",
+        HelpName = "file",
+    };
+
     private readonly RootCommand _root;
 
     public HmmSimCommand(TextWriter output, TextWriter error, bool interactive)
@@ -113,7 +119,7 @@ internal sealed class HmmSimCommand
             "hmmsim: runs GPU kernels over a process's buffer on simulated GPUs with a fault-servicing driver (batched device faults, " +
             "migration to device memory, eviction when it is oversubscribed, CPU faults back to RAM) and reports what it cost on the simulated clock.")
         {
-            _workload, _workingSet, _deviceMemory, _batchSize, _devices, _seed, _metadataOnly, _engines, _warps, _bytesPerWarpAccess, _iterations, _json,
+            _workload, _workingSet, _deviceMemory, _batchSize, _devices, _seed, _metadataOnly, _engines, _warps, _bytesPerWarpAccess, _iterations, _json, _trace,
         };
         _root.SetAction(RunAsync);
         _root.Subcommands.Add(Tracing.TraceCommand.Create(output, error));
@@ -184,17 +190,28 @@ internal sealed class HmmSimCommand
             return ExitUsage;
         }
 
+        string? tracePath = parsed.GetValue(_trace);
+        TraceWriter? trace = null;
+        if (tracePath is not null && !TraceFile.TryCreate(tracePath, out trace, out string? problem))
+        {
+            await _error.WriteLineAsync($"hmmsim: {problem} (see hmmsim --help)").ConfigureAwait(false);
+            return ExitUsage;
+        }
+
         SimulationReport report;
         try
         {
-            report = await ProgressDisplay.RunAsync(options, _interactive && !json, cancellationToken).ConfigureAwait(false);
+            await using (trace)
+            {
+                report = await ProgressDisplay.RunAsync(options, _interactive && !json, cancellationToken, trace).ConfigureAwait(false);
+            }
         }
         catch (OperationCanceledException)
         {
             await _error.WriteLineAsync("hmmsim: cancelled").ConfigureAwait(false);
             return ExitCancelled;
         }
-        catch (Exception error) when (error is HmmException or KernelBugException)
+        catch (Exception error) when (error is HmmException or KernelBugException or IOException)
         {
             await _error.WriteLineAsync($"hmmsim: the simulation failed: {error.Message}").ConfigureAwait(false);
             return ExitFailure;
@@ -207,6 +224,12 @@ internal sealed class HmmSimCommand
         else
         {
             SummaryRenderer.Write(report, _output, _interactive);
+        }
+
+        if (trace is not null)
+        {
+            // With --json, stdout holds only the JSON document.
+            await (json ? _error : _output).WriteLineAsync(TraceFile.Summary(tracePath!, trace.EventsWritten)).ConfigureAwait(false);
         }
 
         if (report.DataCheck == DataCheckResult.Failed)

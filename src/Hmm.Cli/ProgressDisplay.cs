@@ -13,10 +13,10 @@ internal static class ProgressDisplay
     private static readonly TimeSpan s_quietStart = TimeSpan.FromSeconds(1);
     private static readonly TimeSpan s_refresh = TimeSpan.FromMilliseconds(100);
 
-    public static async Task<SimulationReport> RunAsync(SimulationOptions options, bool show, CancellationToken cancellationToken)
+    public static async Task<SimulationReport> RunAsync(SimulationOptions options, bool show, CancellationToken cancellationToken, TraceWriter? trace = null)
     {
         var latest = new LatestProgress();
-        Task<SimulationReport> run = Task.Run(() => Simulation.Run(options, show ? latest : null, cancellationToken: cancellationToken), cancellationToken);
+        Task<SimulationReport> run = Task.Run(() => Simulation.Run(options, show ? latest : null, trace, cancellationToken), cancellationToken);
         if (!show)
         {
             return await run.ConfigureAwait(false);

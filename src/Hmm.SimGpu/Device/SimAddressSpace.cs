@@ -127,7 +127,12 @@ internal sealed class SimAddressSpace : IDeviceAddressSpace
             Interlocked.Increment(ref _gpu.Counters.TlbInvalidations);
         }
 
-        _gpu.VirtualClock.Advance(_gpu.Costs.TlbInvalidateLatency);
+        long now = _gpu.VirtualClock.Advance(_gpu.Costs.TlbInvalidateLatency);
+        TraceEmitter trace = _gpu.Memory.Trace;
+        if (trace.IsEnabled)
+        {
+            trace.Emit(TraceEvent.TlbInvalidate(_gpu.TraceDevice, address, address + length, now - _gpu.Costs.TlbInvalidateLatency));
+        }
     }
 
     /// <inheritdoc/>

@@ -76,13 +76,21 @@ internal sealed class SimCopyEngine : ICopyEngine
             Interlocked.Increment(ref _gpu.Counters.DelayedCopies);
         }
 
+        Span<long> pagesByRoute = stackalloc long[RouteCount];
         lock (_lock)
         {
-            long cost = MoveAndCost(memory, source, destination, out int transfers);
+            long cost = MoveAndCost(memory, source, destination, pagesByRoute, out int transfers);
             long start = Math.Max(_gpu.VirtualClock.Now, _busyUntil);
             long end = start + cost + delay;
             _busyUntil = end;
             completion = new CopyCompletion(start, end, (long)source.Length << PageSize.Shift, transfers);
+
+            // Under the lock, so the copy engine's events are in the order its batches ran.
+            TraceEmitter trace = memory.Trace;
+            if (trace.IsEnabled)
+            {
+                TraceCopy(trace, pagesByRoute, start, end);
+            }
         }
 
         Interlocked.Increment(ref _gpu.Counters.CopyBatches);
@@ -90,13 +98,12 @@ internal sealed class SimCopyEngine : ICopyEngine
     }
 
     /// <summary>Copies the bytes, counts the pages, and returns the batch's time: each contiguous transfer costed on its route.</summary>
-    private long MoveAndCost(PhysicalMemory memory, ReadOnlySpan<Pfn> source, ReadOnlySpan<Pfn> destination, out int transfers)
+    private long MoveAndCost(PhysicalMemory memory, ReadOnlySpan<Pfn> source, ReadOnlySpan<Pfn> destination, Span<long> pagesByRoute, out int transfers)
     {
         bool moveBytes = memory.StoresPageData;
         SimGpuCostModel costs = _gpu.Costs;
         long cost = 0;
         transfers = 0;
-        Span<long> pagesByRoute = stackalloc long[RouteCount];
         pagesByRoute.Clear();
         int runStart = 0;
         Route runRoute = RouteOf(source[0], destination[0]);
@@ -137,6 +144,29 @@ internal sealed class SimCopyEngine : ICopyEngine
             (false, false) => Route.HostToHost,
             _ => _gpu.LocalMemory.Contains(source) && _gpu.LocalMemory.Contains(destination) ? Route.WithinDevice : Route.DeviceToDevice,
         };
+    }
+
+    // One Copy event per direction the batch moved pages in (a batch is usually one direction), each spanning the
+    // whole batch on the device's only copy engine (number 0). Copies within RAM have no device direction: Unknown.
+    private void TraceCopy(TraceEmitter trace, ReadOnlySpan<long> pagesByRoute, long start, long end)
+    {
+        ushort device = _gpu.TraceDevice;
+        for (int route = 0; route < RouteCount; route++)
+        {
+            if (pagesByRoute[route] == 0)
+            {
+                continue;
+            }
+
+            TraceDirection direction = (Route)route switch
+            {
+                Route.HostToDevice => TraceDirection.HostToDevice,
+                Route.DeviceToHost => TraceDirection.DeviceToHost,
+                Route.WithinDevice or Route.DeviceToDevice => TraceDirection.DeviceToDevice,
+                _ => TraceDirection.Unknown,
+            };
+            trace.Emit(TraceEvent.Copy(device, 0, direction, (ulong)pagesByRoute[route] << PageSize.Shift, start, end));
+        }
     }
 
     private static long TransferTime(SimGpuCostModel costs, Route route, int pages)

@@ -150,6 +150,12 @@ internal sealed class SimDeviceMemory : IDeviceMemory, IDevPagemapOps
 
         int initialised = InitPages(pages[..taken]);
         Interlocked.Add(ref _gpu.Counters.PagesAllocated, initialised);
+        TraceEmitter trace = _memory.Trace;
+        if (initialised > 0 && trace.IsEnabled)
+        {
+            TraceAllocation(trace, pages[0], initialised);
+        }
+
         return initialised;
     }
 
@@ -192,6 +198,13 @@ internal sealed class SimDeviceMemory : IDeviceMemory, IDevPagemapOps
             int chunk = (int)(index / (ulong)_chunkPages);
             MoveChunkUnsynchronized(chunk, _chunkFree[chunk] + 1);
             _allocated--;
+
+            // Under the lock, so the pages in use that the events carry follow each other in the trace.
+            TraceEmitter trace = _memory.Trace;
+            if (trace.IsEnabled)
+            {
+                trace.Emit(TraceEvent.DeviceFree(_gpu.TraceDevice, pfn.Value, 1, (ulong)_allocated, _gpu.VirtualClock.Now));
+            }
         }
 
         Interlocked.Increment(ref _gpu.Counters.PagesFreed);
@@ -222,6 +235,16 @@ internal sealed class SimDeviceMemory : IDeviceMemory, IDevPagemapOps
 
         Volatile.Write(ref _registeredPages, 0);
         Log.PagemapsRemoved(_gpu.Logger, _gpu.Name, pagemaps.Length, null);
+    }
+
+    // One DeviceAlloc per allocation (its pages need not be consecutive: the first page and the count), with the
+    // pages in use read under the pool lock, as the frees' are.
+    private void TraceAllocation(TraceEmitter trace, Pfn first, int pages)
+    {
+        lock (_lock)
+        {
+            trace.Emit(TraceEvent.DeviceAlloc(_gpu.TraceDevice, first.Value, (ulong)pages, (ulong)_allocated, _gpu.VirtualClock.Now));
+        }
     }
 
     /// <summary>

@@ -61,6 +61,14 @@ internal sealed class SimFaultBuffer : IFaultSource
                 int tail = _head + _count;
                 _ring[tail >= _ring.Length ? tail - _ring.Length : tail] = fault;
                 _count++;
+
+                // Under the lock, so the fault unit's events are in the order the faults entered the buffer.
+                TraceEmitter trace = _gpu.Memory.Trace;
+                if (trace.IsEnabled)
+                {
+                    trace.Emit(TraceEvent.DeviceFault(_gpu.TraceDevice, fault.Address, (TraceDeviceAccess)fault.Access, fault.Timestamp));
+                }
+
                 return;
             }
 

@@ -106,6 +106,9 @@ public sealed class SimulatedGpu : IDeviceBackend
 
     internal SimGpuCounters Counters { get; } = new();
 
+    /// <summary>The device's number in trace events (<see cref="ManagedDevice.TraceId"/>).</summary>
+    internal ushort TraceDevice => Device.TraceId;
+
     /// <inheritdoc/>
     public IDeviceAddressSpace CreateAddressSpace(string name)
     {

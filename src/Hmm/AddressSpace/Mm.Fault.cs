@@ -39,6 +39,12 @@ public sealed partial class Mm
         VmFlags needed = write ? VmFlags.Write : VmFlags.Read | VmFlags.Write | VmFlags.Exec;
         if ((vma.Flags & needed) == 0)
         {
+            TraceEmitter trace = Memory.Trace;
+            if (trace.IsEnabled)
+            {
+                trace.Emit(TraceEvent.CpuFault(address, flags, VmFaultResult.Sigsegv, trace.VirtualNow));
+            }
+
             return VmFaultResult.Sigsegv;
         }
 
@@ -61,6 +67,19 @@ public sealed partial class Mm
 
     /// <summary><see cref="HandleMmFault"/> for callers that found the area themselves and checked the access.</summary>
     private VmFaultResult HandleMmFaultUnchecked(Vma vma, ulong address, FaultFlags flags)
+    {
+        VmFaultResult result = HandleMmFaultSteps(vma, address, flags);
+        TraceEmitter trace = Memory.Trace;
+        if (trace.IsEnabled)
+        {
+            trace.Emit(TraceEvent.CpuFault(address, flags, result, trace.VirtualNow));
+        }
+
+        return result;
+    }
+
+    /// <summary>The fault handler's steps, retried until one completes.</summary>
+    private VmFaultResult HandleMmFaultSteps(Vma vma, ulong address, FaultFlags flags)
     {
         HmmMetrics.Faults.Add(1);
         bool write = (flags & FaultFlags.Write) != 0;

@@ -88,6 +88,12 @@ public sealed class DevPagemap : IZoneDevicePageOwner
     internal ManagedDevice? Device { get; set; }
 
     /// <summary>
+    /// The number its device's trace events carry (<see cref="ManagedDevice.TraceId"/>): the device of
+    /// <see cref="Devm.Map"/>, else the device that claimed the region it maps (<see cref="Devm.RequestFreeRegion"/>), else 0.
+    /// </summary>
+    internal ushort TraceDevice { get; set; }
+
+    /// <summary>
     /// Finds the pagemap owning a frame and takes a lifetime reference on it (<c>get_dev_pagemap</c>); disposing
     /// the returned handle puts it (<c>put_dev_pagemap</c>). Allocation-free and lock-free.
     /// </summary>
@@ -310,6 +316,7 @@ public sealed class DevPagemap : IZoneDevicePageOwner
             }
 
             Log.PagemapKilled(Memory.Logger, Id, Ref.Count);
+            TraceLifetime(TracePagemapChange.Kill);
             _teardown = Ref.Idle.ContinueWith(
                 static (_, state) => ((DevPagemap)state!).Remove(),
                 this,
@@ -325,6 +332,8 @@ public sealed class DevPagemap : IZoneDevicePageOwner
 
     private void Remove()
     {
+        // Runs once the last reference is gone: the pagemap is idle, then its pages are removed.
+        TraceLifetime(TracePagemapChange.Idle);
         lock (Memory.HotplugLock)
         {
             Memremap.RemoveRangesUnsynchronized(this, _ranges.Length);
@@ -334,5 +343,35 @@ public sealed class DevPagemap : IZoneDevicePageOwner
 
         HmmMetrics.PagemapTeardowns.Add(1);
         Log.PagemapRemoved(Memory.Logger, Id);
+        TraceLifetime(TracePagemapChange.Removed);
+    }
+
+    // A PagemapLifetime event with the pages still referenced: counted for the kill (once per pagemap, and only
+    // when tracing is on), zero once the pagemap is idle.
+    private void TraceLifetime(TracePagemapChange change)
+    {
+        TraceEmitter trace = Memory.Trace;
+        if (trace.IsEnabled)
+        {
+            ulong referenced = change == TracePagemapChange.Kill ? CountReferencedPages() : 0;
+            trace.Emit(TraceEvent.PagemapLifetime(TraceDevice, (ulong)Id, change, referenced, trace.VirtualNow));
+        }
+    }
+
+    private ulong CountReferencedPages()
+    {
+        ulong referenced = 0;
+        foreach (PhysicalRange range in _ranges)
+        {
+            for (Pfn pfn = range.StartPfn; pfn.PhysicalAddress < range.End; pfn += 1)
+            {
+                if (Memory.Page(pfn).RefCount > 0)
+                {
+                    referenced++;
+                }
+            }
+        }
+
+        return referenced;
     }
 }

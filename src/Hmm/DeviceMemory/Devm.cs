@@ -21,6 +21,7 @@ public static class Devm
         ArgumentNullException.ThrowIfNull(device);
         device.ThrowIfUnbinding();
         PhysicalRange range = device.Memory.RequestFreeRegion(length, device.Name);
+        device.Memory.RecordDeviceRegion(range, device);
         device.AddOrReset(
             () =>
             {
@@ -51,6 +52,7 @@ public static class Devm
         device.ThrowIfUnbinding();
         DevPagemap pagemap = Memremap.Map(device.Memory, options);
         pagemap.Device = device;
+        pagemap.TraceDevice = device.TraceId;
         device.TrackPagemap(pagemap);
         device.AddOrReset(() => pagemap.StartTeardown(), key: pagemap);
         return pagemap;

@@ -25,6 +25,7 @@ public sealed class ManagedDevice
         ArgumentNullException.ThrowIfNull(name);
         Memory = memory;
         Name = name;
+        TraceId = memory.NextTraceDevice();
     }
 
     /// <summary>The physical memory the device lives in.</summary>
@@ -32,6 +33,14 @@ public sealed class ManagedDevice
 
     /// <summary>The device name.</summary>
     public string Name { get; }
+
+    /// <summary>
+    /// The device's number in trace events (<see cref="TraceEvent.Device"/>): devices are numbered 0, 1, 2, ... in the
+    /// order they were created on their <see cref="PhysicalMemory"/>. The core's events for the device's pagemaps (the
+    /// pagemaps of <see cref="Devm.Map"/>, or mapped into a region claimed with <see cref="Devm.RequestFreeRegion"/>)
+    /// carry the same number, so a driver emitting its own events uses this one.
+    /// </summary>
+    public ushort TraceId { get; }
 
     /// <summary>False once unbinding has started.</summary>
     public bool IsBound

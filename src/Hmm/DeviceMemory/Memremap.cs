@@ -37,6 +37,7 @@ public static class Memremap
         lock (memory.HotplugLock)
         {
             pagemap.Id = memory.RegisterZoneDeviceOwnerUnsynchronized(pagemap);
+            pagemap.TraceDevice = memory.TraceDeviceOfRegionUnsynchronized(ranges[0]);
             for (int i = 0; i < ranges.Length; i++)
             {
                 try

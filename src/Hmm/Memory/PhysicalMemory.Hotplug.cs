@@ -99,6 +99,7 @@ public sealed partial class PhysicalMemory
             }
 
             _resources.RemoveAt(index);
+            ForgetDeviceRegionUnsynchronized(range);
         }
     }
 

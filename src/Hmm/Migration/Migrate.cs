@@ -69,6 +69,11 @@ public static partial class Migrate
         ulong collected = Collect(vma, args.Start, args.End, src, args.Flags, args.PgmapOwner, args.FaultPage);
         args.NPages = (ulong)npages;
         args.CPages = collected == 0 ? 0 : Unmap(memory, src, args.FaultPage);
+        if (memory.Trace.IsEnabled)
+        {
+            TraceSetup(memory, args.Flags, args.Start, src, args.CPages, args.PgmapOwner);
+        }
+
         if (memory.Logger.IsEnabled(LogLevel.Debug))
         {
             Log.MigrateVmaSetUp(memory.Logger, vma.Mm.Name, args.Start, args.End, args.Flags, args.CPages, args.NPages);
@@ -94,6 +99,10 @@ public static partial class Migrate
         int npages = (int)args.NPages;
         ValidateDestinations(vma.Mm.Memory, args.Dst[..npages], args.FaultPage);
         MovePages(vma.Mm.Memory, args.Src[..npages], args.Dst[..npages], vma, args.Start, args.PgmapOwner, args.FaultPage);
+        if (vma.Mm.Memory.Trace.IsEnabled)
+        {
+            TracePages(vma.Mm.Memory, args.Start, args.Src[..npages], args.Dst[..npages], args.PgmapOwner);
+        }
     }
 
     /// <summary>
@@ -110,6 +119,11 @@ public static partial class Migrate
         Vma vma = ValidateStep(ref args);
         int npages = (int)args.NPages;
         ValidateDestinations(vma.Mm.Memory, args.Dst[..npages], args.FaultPage);
+        if (vma.Mm.Memory.Trace.IsEnabled)
+        {
+            TraceFinalize(vma.Mm.Memory, args.Start, args.Src[..npages], args.Dst[..npages], args.PgmapOwner);
+        }
+
         FinalizePages(vma.Mm.Memory, args.Src[..npages], args.Dst[..npages], args.FaultPage);
     }
 
@@ -146,7 +160,11 @@ public static partial class Migrate
             src[i] = LockDevicePfn(memory, start + (ulong)i);
         }
 
-        Unmap(memory, src, faultPage: null);
+        ulong selected = Unmap(memory, src, faultPage: null);
+        if (memory.Trace.IsEnabled)
+        {
+            TraceSetup(memory, MigrateVmaSelect.None, start.PhysicalAddress, src, selected, owner: null);
+        }
     }
 
     /// <summary>
@@ -173,12 +191,17 @@ public static partial class Migrate
             }
         }
 
+        ulong first = pfns[0] << PageSize.Shift;
         for (int i = 0; i < pfns.Length; i++)
         {
             pfns[i] = LockDevicePfn(memory, new Pfn(pfns[i]));
         }
 
-        Unmap(memory, pfns, faultPage: null);
+        ulong selected = Unmap(memory, pfns, faultPage: null);
+        if (memory.Trace.IsEnabled)
+        {
+            TraceSetup(memory, MigrateVmaSelect.None, first, pfns, selected, owner: null);
+        }
     }
 
     /// <summary>
@@ -201,6 +224,10 @@ public static partial class Migrate
 
         ValidateDestinations(memory, dst[..src.Length], faultPage: null);
         MovePages(memory, src, dst[..src.Length], vma: null, start: 0, owner: null, faultPage: null);
+        if (memory.Trace.IsEnabled)
+        {
+            TracePages(memory, DeviceRangeStart(src), src, dst[..src.Length], owner: null);
+        }
     }
 
     /// <summary>Ends a <see cref="DeviceRange"/> migration (<c>migrate_device_finalize</c>); see <see cref="VmaFinalize"/>.</summary>
@@ -219,6 +246,11 @@ public static partial class Migrate
         }
 
         ValidateDestinations(memory, dst[..src.Length], faultPage: null);
+        if (memory.Trace.IsEnabled)
+        {
+            TraceFinalize(memory, DeviceRangeStart(src), src, dst[..src.Length], owner: null);
+        }
+
         FinalizePages(memory, src, dst[..src.Length], faultPage: null);
     }
 

@@ -58,13 +58,15 @@ public sealed partial class MmuNotifierSubscriptions
 
         // From here until this epoch ends the tree cannot change, so the walk continues without the lock.
         s_callbackDepth++;
+        int visited = 0;
         try
         {
             try
             {
-                if (hit && !InvokeIntervalCallbacks(ref walk, range, currentSequence))
+                if (hit && !InvokeIntervalCallbacks(ref walk, range, currentSequence, ref visited))
                 {
                     EndInvalidation(closeOpenRange: true);
+                    TraceInvalidation(range, visited);
                     return false;
                 }
             }
@@ -74,6 +76,7 @@ public sealed partial class MmuNotifierSubscriptions
                 throw;
             }
 
+            TraceInvalidation(range, visited);
             return StartNotifiers(range);
         }
         finally
@@ -191,19 +194,22 @@ public sealed partial class MmuNotifierSubscriptions
         }
 
         s_callbackDepth++;
+        int visited = 0;
         try
         {
             try
             {
                 if (hit)
                 {
-                    InvokeIntervalCallbacks(ref walk, range, currentSequence);
+                    InvokeIntervalCallbacks(ref walk, range, currentSequence, ref visited);
                 }
             }
             finally
             {
                 EndInvalidation(closeOpenRange: false);
             }
+
+            TraceInvalidation(range, visited);
 
             int notifierCount = ReleaseNotifiers();
             Log.NotifiersReleased(_logger, intervalCount, notifierCount);
@@ -223,12 +229,14 @@ public sealed partial class MmuNotifierSubscriptions
     /// <inheritdoc cref="Release"/>
     void IMmNotifierChain.Release() => Release();
 
-    // Calls the interval callbacks from the current node of 'walk' on. False: a non-blockable range was refused.
-    private bool InvokeIntervalCallbacks(ref IntervalTree.OverlapEnumerator walk, in MmuNotifierRange range, ulong currentSequence)
+    // Calls the interval callbacks from the current node of 'walk' on, counting them in 'visited'. False: a
+    // non-blockable range was refused.
+    private bool InvokeIntervalCallbacks(ref IntervalTree.OverlapEnumerator walk, in MmuNotifierRange range, ulong currentSequence, ref int visited)
     {
         do
         {
             MmuIntervalNotifier subscription = walk.Current;
+            visited++;
             if (!subscription.Ops.Invalidate(subscription, range, currentSequence))
             {
                 if (!range.Blockable)
@@ -243,6 +251,16 @@ public sealed partial class MmuNotifierSubscriptions
         while (walk.MoveNext());
 
         return true;
+    }
+
+    // One Invalidate trace event per invalidation of an address space that has subscriptions (detached test
+    // subscriptions have no machine to trace into).
+    private void TraceInvalidation(in MmuNotifierRange range, int visited)
+    {
+        if (Mm is { } mm && mm.Memory.Trace is { IsEnabled: true } trace)
+        {
+            trace.Emit(TraceEvent.Invalidate(range.Start, range.End, range.Event, (ulong)visited, trace.VirtualNow));
+        }
     }
 
     // The classic half of a start. On a refused non-blockable range, the notifiers that started get their end

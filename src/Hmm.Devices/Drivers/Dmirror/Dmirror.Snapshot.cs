@@ -156,10 +156,12 @@ public sealed partial class Dmirror
                 DevicePrivateOwner = _device.Owner,
             };
             long deadline = Environment.TickCount64 + (long)HmmRange.DefaultTimeout.TotalMilliseconds;
+            ulong retries = 0;
             while (true)
             {
                 if (Environment.TickCount64 > deadline)
                 {
+                    TraceRangeFault(start, end, retries, Errno.EBUSY);
                     return Errno.EBUSY;
                 }
 
@@ -172,8 +174,12 @@ public sealed partial class Dmirror
 
                 if (error == Errno.EBUSY)
                 {
+                    retries++;
                     continue;
                 }
+
+                TraceRangeFault(start, end, retries, error);
+                retries = 0;
 
                 if (error != Errno.None)
                 {

@@ -408,10 +408,12 @@ public sealed partial class Dmirror : IDisposable
             DevicePrivateOwner = _device.Owner,
         };
         long deadline = Environment.TickCount64 + (long)HmmRange.DefaultTimeout.TotalMilliseconds;
+        ulong retries = 0;
         while (true)
         {
             if (Environment.TickCount64 > deadline)
             {
+                TraceRangeFault(start, end, retries, Errno.EBUSY);
                 return Errno.EBUSY;
             }
 
@@ -424,9 +426,12 @@ public sealed partial class Dmirror : IDisposable
 
             if (error == Errno.EBUSY)
             {
+                retries++;
                 continue;
             }
 
+            TraceRangeFault(start, end, retries, error);
+            retries = 0;
             if (error != Errno.None)
             {
                 return error;
@@ -441,6 +446,17 @@ public sealed partial class Dmirror : IDisposable
 
                 return MapFaultedLocked(start, (int)((end - start) >> PageSize.Shift), pfns, pages, write);
             }
+        }
+    }
+
+    // One RangeFault event per hmm_range_fault call that did not return EBUSY (or per round that ran out of time),
+    // with the EBUSY restarts before it.
+    private void TraceRangeFault(ulong start, ulong end, ulong retries, Errno result)
+    {
+        TraceEmitter trace = _backend.Memory.Trace;
+        if (trace.IsEnabled)
+        {
+            trace.Emit(TraceEvent.RangeFault(_backend.Device.TraceId, start, (end - start) >> PageSize.Shift, retries, result, _backend.Clock.Now));
         }
     }
 

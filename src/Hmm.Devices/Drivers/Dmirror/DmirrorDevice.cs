@@ -409,6 +409,12 @@ public sealed class DmirrorDevice : IDeviceMemoryClient
         }
 
         Migrate.DeviceFinalize(memory, src, dst);
+        TraceEmitter trace = memory.Trace;
+        if (moved > 0 && trace.IsEnabled)
+        {
+            trace.Emit(TraceEvent.Evict(_backend.Device.TraceId, first.Value, (ulong)moved, _backend.Clock.Now));
+        }
+
         return moved;
     }
 

@@ -43,6 +43,9 @@ public sealed partial class FaultServicingDriver
     private int _batchEvicted;
     private int _batchUnserviceable;
 
+    // Batches serviced so far: the next FaultBatch trace event's number (service thread only).
+    private uint _batchNumber;
+
     /// <summary>
     /// Services one batch of device faults: fetches up to <see cref="IFaultSource.BatchSize"/> records (duplicates
     /// merged by the fault source), groups them by 2 MiB block, migrates the pages the policy selects into device
@@ -75,6 +78,14 @@ public sealed partial class FaultServicingDriver
             _device.Faults.Replay();
             Statistics.AddBatch(count, info.DuplicatesMerged);
             Statistics.AddUnserviceable(_batchUnserviceable);
+            TraceEmitter trace = _memory.Trace;
+            if (trace.IsEnabled)
+            {
+                trace.Emit(TraceEvent.FaultBatch(
+                    _device.Device.TraceId, _batchNumber, (ulong)info.Fetched, (ulong)info.DuplicatesMerged, start, _device.Clock.Now));
+            }
+
+            _batchNumber++;
             return new FaultBatchResult(count, info.DuplicatesMerged, blocks, _batchMigrated, _batchInPlace, _batchEvicted,
                 _batchUnserviceable, _device.Clock.Now - start);
         }
@@ -525,6 +536,7 @@ public sealed partial class FaultServicingDriver
         int count = end - first;
         ulong start = address + ((ulong)first << PageSize.Shift);
         Span<ulong> pfns = _hmm.AsSpan(0, count);
+        ulong retries = 0;
         while (true)
         {
             for (int i = 0; i < count; i++)
@@ -553,8 +565,17 @@ public sealed partial class FaultServicingDriver
 
             if (result == Errno.EBUSY)
             {
+                retries++;
                 continue;
             }
+
+            TraceEmitter trace = _memory.Trace;
+            if (trace.IsEnabled)
+            {
+                trace.Emit(TraceEvent.RangeFault(_device.Device.TraceId, start, (ulong)count, retries, result, trace.VirtualNow));
+            }
+
+            retries = 0;
 
             if (result != Errno.None || !map)
             {
@@ -714,6 +735,7 @@ public sealed partial class FaultServicingDriver
         Span<ulong> src = _evictSrc.AsSpan(0, count);
         Span<ulong> dst = _evictDst.AsSpan(0, count);
         dst.Clear();
+        ulong firstPfn = src[0];
         Migrate.DevicePfns(_memory, src);
         int copies = 0;
         for (int i = 0; i < count; i++)
@@ -762,6 +784,11 @@ public sealed partial class FaultServicingDriver
         Migrate.DeviceFinalize(_memory, src, dst);
         Statistics.AddEviction(moved);
         _batchEvicted += moved;
+        TraceEmitter trace = _memory.Trace;
+        if (trace.IsEnabled)
+        {
+            trace.Emit(TraceEvent.Evict(_device.Device.TraceId, firstPfn, (ulong)moved, _device.Clock.Now));
+        }
         lock (_lock)
         {
             if (_blocks.IsLive(id) && _blocks.ResidentCount(id) > 0)
