@@ -1,3 +1,4 @@
+using System.Buffers.Text;
 using System.Globalization;
 using System.Text.Json;
 
@@ -13,8 +14,8 @@ namespace Hmm.Cli.Tracing;
 /// name each process and track when it first appears.</para>
 /// <para><b>Events.</b> Timestamps are the virtual clock in microseconds. Fault batches and copies are complete
 /// ("X") events over their start and end; device faults and <c>migrate_vma_setup</c> calls are 1 ns complete
-/// events (so that a flow can bind to them: Perfetto binds flows to slices, and a zero-length instant is closed
-/// as soon as it opens), ending at the fault's time and starting at the migration's; every other known kind is a
+/// events (so that a flow can bind to them: Perfetto binds a flow event to the slice open on its track, and an
+/// instant is closed as soon as it opens), ending at the fault's time and starting at the migration's; every other known kind is a
 /// thread-scoped instant. Arguments are the decoded payload, addresses in hexadecimal.</para>
 /// <para><b>Counters.</b> Per device, "memory in use" (device pages allocated, from the allocation and free events)
 /// and "pages resident" (pages moved to the device minus pages moved back, from <c>migrate_vma_finalize</c>).</para>
@@ -32,7 +33,6 @@ internal sealed class PerfettoExporter : ITraceConsumer, IDisposable
     private const int ComputeTid = 2;
     private const int CopyEngineTid = 10;
     private const int FlushBytes = 64 * 1024;
-    private const double OneNanosecondInMicroseconds = 0.001;
     private const string FlowCategory = "hmm.flow";
     private const string FaultToBatch = "fault to batch";
     private const string BatchToMigration = "batch to migration";
@@ -160,7 +160,6 @@ internal sealed class PerfettoExporter : ITraceConsumer, IDisposable
         }
 
         _json.WriteEndArray();
-        _json.WriteString("displayTimeUnit", "ns");
         _json.WriteStartObject("otherData");
         _json.WriteString("source", "hmmsim trace export");
         _json.WriteNumber("traceFormatVersion", header.FormatVersion);
@@ -234,14 +233,14 @@ internal sealed class PerfettoExporter : ITraceConsumer, IDisposable
         return flowId;
     }
 
-    // A fault is a 1 ns slice ending at the fault's time, so a fault at a batch's very start closes before the
-    // batch opens instead of enclosing it.
+    // A fault is a 1 ns slice ending at the fault's time (0 ns at time 0), so a fault at a batch's very start
+    // closes before the batch opens instead of enclosing it.
     private void WriteFault(in TraceEvent fault, long flowId)
     {
         (int pid, int tid) = Track(in fault);
-        long start = fault.VirtualNs - 1;
+        long start = Math.Max(0, fault.VirtualNs - 1);
         WriteEventStart('X', in fault, pid, tid, start);
-        _json.WriteNumber("dur", OneNanosecondInMicroseconds);
+        WriteMicroseconds("dur", fault.VirtualNs - start);
         WriteArgs(in fault);
         _json.WriteEndObject();
         Written++;
@@ -255,7 +254,7 @@ internal sealed class PerfettoExporter : ITraceConsumer, IDisposable
     {
         (int pid, int tid) = Track(in migration);
         WriteEventStart('X', in migration, pid, tid, migration.VirtualNs);
-        _json.WriteNumber("dur", OneNanosecondInMicroseconds);
+        WriteMicroseconds("dur", 1);
         WriteArgs(in migration);
         _json.WriteEndObject();
         Written++;
@@ -269,7 +268,7 @@ internal sealed class PerfettoExporter : ITraceConsumer, IDisposable
     {
         (int pid, int tid) = Track(in traceEvent);
         WriteEventStart('X', in traceEvent, pid, tid, traceEvent.VirtualNs);
-        _json.WriteNumber("dur", Math.Max(0, endNs - traceEvent.VirtualNs) / 1000.0);
+        WriteMicroseconds("dur", Math.Max(0, endNs - traceEvent.VirtualNs));
         WriteArgs(in traceEvent);
         _json.WriteEndObject();
         Written++;
@@ -293,7 +292,7 @@ internal sealed class PerfettoExporter : ITraceConsumer, IDisposable
         WritePhase(phase);
         _json.WriteNumber("pid", pid);
         _json.WriteNumber("tid", tid);
-        _json.WriteNumber("ts", ns / 1000.0);
+        WriteMicroseconds("ts", ns);
     }
 
     private void WriteArgs(in TraceEvent traceEvent)
@@ -319,7 +318,7 @@ internal sealed class PerfettoExporter : ITraceConsumer, IDisposable
         _json.WriteNumber("id", id);
         _json.WriteNumber("pid", pid);
         _json.WriteNumber("tid", tid);
-        _json.WriteNumber("ts", ns / 1000.0);
+        WriteMicroseconds("ts", ns);
         if (phase == 'f')
         {
             _json.WriteString("bp", "e");
@@ -343,12 +342,39 @@ internal sealed class PerfettoExporter : ITraceConsumer, IDisposable
         _json.WriteString("name", counter);
         WritePhase('C');
         _json.WriteNumber("pid", pid);
-        _json.WriteNumber("ts", ns / 1000.0);
+        WriteMicroseconds("ts", ns);
         _json.WriteStartObject("args");
         _json.WriteNumber("pages", pages);
         _json.WriteEndObject();
         _json.WriteEndObject();
         Written++;
+    }
+
+    // Writes nanoseconds as exact decimal microseconds ("1.023"): Perfetto reads the digits of ts exactly,
+    // where a double (1023 / 1000.0) could round a nanosecond away and reorder events that touch.
+    private void WriteMicroseconds(string name, long ns)
+    {
+        Span<byte> text = stackalloc byte[24];
+        int length = 0;
+        if (ns < 0)
+        {
+            text[length++] = (byte)'-';
+        }
+
+        ulong magnitude = ns < 0 ? (ulong)(-(ns + 1)) + 1 : (ulong)ns;
+        Utf8Formatter.TryFormat(magnitude / 1000, text[length..], out int written);
+        length += written;
+        ulong fraction = magnitude % 1000;
+        if (fraction != 0)
+        {
+            text[length++] = (byte)'.';
+            text[length++] = (byte)('0' + (fraction / 100));
+            text[length++] = (byte)('0' + (fraction / 10 % 10));
+            text[length++] = (byte)('0' + (fraction % 10));
+        }
+
+        _json.WritePropertyName(name);
+        _json.WriteRawValue(text[..length], skipInputValidation: true);
     }
 
     private void WritePhase(char phase)

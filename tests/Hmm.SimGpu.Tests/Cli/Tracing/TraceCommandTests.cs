@@ -71,6 +71,9 @@ public sealed class TraceCommandTests : IDisposable
         JsonElement fault = events.First(e => e.GetProperty("name").GetString() == "device fault");
         fault.GetProperty("args").GetProperty("address").GetString().Should().Be("0x10000");
         fault.GetProperty("args").GetProperty("access").GetString().Should().Be("Read");
+        fault.GetProperty("ts").GetRawText().Should().Be("1.023", "a fault is the nanosecond up to its time, written as exact decimal microseconds");
+        fault.GetProperty("dur").GetRawText().Should().Be("0.001");
+        batches[0].GetProperty("dur").GetRawText().Should().Be("2.096");
         JsonElement tlb = events.First(e => e.GetProperty("name").GetString() == "TLB invalidate");
         Phase(tlb).Should().Be("i");
         tlb.GetProperty("s").GetString().Should().Be("t");
