@@ -398,16 +398,22 @@ internal sealed class PerfettoExporter : ITraceConsumer, IDisposable
 
         ushort device = traceEvent.Device;
         int pid = DevicePid(device);
-        (int tid, string engine) = traceEvent.Engine switch
+        uint copyEngine = traceEvent.Kind == TraceEventKind.Copy ? Math.Min(traceEvent.AsCopy().Engine, 1000) : 0;
+        int tid = traceEvent.Engine switch
         {
-            TraceEngine.FaultUnit => (FaultUnitTid, "fault unit"),
-            TraceEngine.Compute => (ComputeTid, "compute"),
-            _ when traceEvent.Kind == TraceEventKind.Copy && traceEvent.AsCopy().Engine > 0 =>
-                (CopyEngineTid + (int)Math.Min(traceEvent.AsCopy().Engine, 1000), string.Create(CultureInfo.InvariantCulture, $"copy engine {traceEvent.AsCopy().Engine}")),
-            _ => (CopyEngineTid, "copy engine"),
+            TraceEngine.FaultUnit => FaultUnitTid,
+            TraceEngine.Compute => ComputeTid,
+            _ => CopyEngineTid + (int)copyEngine,
         };
         if (_tracks.Add((pid, tid)))
         {
+            string engine = traceEvent.Engine switch
+            {
+                TraceEngine.FaultUnit => "fault unit",
+                TraceEngine.Compute => "compute",
+                _ when copyEngine > 0 => string.Create(CultureInfo.InvariantCulture, $"copy engine {copyEngine}"),
+                _ => "copy engine",
+            };
             EnsureProcess(pid, DeviceName(device));
             WriteMetadata("thread_name", pid, tid, string.Concat(DeviceName(device), " ", engine));
         }

@@ -299,6 +299,35 @@ public sealed class TraceCommandTests : IDisposable
     }
 
     [Fact]
+    public async Task ARecordedRunExportsToValidJsonAndItsStatsAgreeWithTheRunsReport()
+    {
+        string trace = Path.Combine(_directory, "recorded.hmmtrace");
+        (int runExit, string report, string runError) = await InvokeAsync(
+            "--working-set", "8MiB", "--device-memory", "16MiB", "--engines", "2", "--warps", "16", "--json", "--trace", trace);
+        runExit.Should().Be(0, runError);
+        using JsonDocument run = JsonDocument.Parse(report);
+
+        (int statsExit, string stats, string statsError) = await InvokeAsync("trace", "stats", trace, "--json");
+        (int exportExit, _, string exportError) = await InvokeAsync("trace", "export", trace, "--format", "perfetto");
+
+        statsExit.Should().Be(0, statsError);
+        exportExit.Should().Be(0, exportError);
+        using JsonDocument counted = JsonDocument.Parse(stats);
+        JsonElement expected = run.RootElement;
+        JsonElement actual = counted.RootElement;
+        actual.GetProperty("deviceFaults").GetInt64().Should().Be(expected.GetProperty("deviceFaults").GetInt64());
+        actual.GetProperty("faultBatches").GetInt64().Should().Be(expected.GetProperty("faultBatches").GetInt64());
+        actual.GetProperty("duplicatesMerged").GetInt64().Should().Be(expected.GetProperty("duplicatesMerged").GetInt64());
+        actual.GetProperty("pagesToDevice").GetInt64().Should().Be(expected.GetProperty("pagesToDevice").GetInt64());
+        actual.GetProperty("unservicedFaults").GetInt64().Should().Be(0);
+        actual.GetProperty("faultLatencyNanoseconds").GetProperty("count").GetInt64().Should().Be(actual.GetProperty("deviceFaults").GetInt64());
+        using JsonDocument exported = JsonDocument.Parse(File.ReadAllBytes(Path.ChangeExtension(trace, ".json")));
+        exported.RootElement.GetProperty("traceEvents").EnumerateArray()
+            .Count(e => Phase(e) == "s" && e.GetProperty("name").GetString() == "fault to batch")
+            .Should().Be(actual.GetProperty("deviceFaults").GetInt32(), "every device fault is linked to the batch that serviced it");
+    }
+
+    [Fact]
     public async Task AMissingTraceFileIsABadArgument()
     {
         string missing = Path.Combine(_directory, "nope.hmmtrace");
