@@ -328,6 +328,27 @@ public sealed class TraceCommandTests : IDisposable
     }
 
     [Fact]
+    public async Task AnEmptyTraceGivesZeroStatsAValidExportAndPlots()
+    {
+        string trace = Path.Combine(_directory, "empty.hmmtrace");
+        await SyntheticTrace.WriteAsync(trace, []);
+
+        (int statsExit, string stats, string statsError) = await InvokeAsync("trace", "stats", trace, "--json");
+        (int exportExit, _, string exportError) = await InvokeAsync("trace", "export", trace, "--format", "perfetto");
+        (int plotExit, _, string plotError) = await InvokeAsync("trace", "plot", trace);
+
+        statsExit.Should().Be(0, statsError);
+        exportExit.Should().Be(0, exportError);
+        plotExit.Should().Be(0, plotError);
+        using JsonDocument counted = JsonDocument.Parse(stats);
+        counted.RootElement.GetProperty("events").GetInt64().Should().Be(0);
+        counted.RootElement.GetProperty("faultLatencyNanoseconds").GetProperty("p99").GetInt64().Should().Be(0);
+        using JsonDocument exported = JsonDocument.Parse(File.ReadAllBytes(Path.ChangeExtension(trace, ".json")));
+        exported.RootElement.GetProperty("traceEvents").EnumerateArray().Should().ContainSingle(e => Phase(e) == "M");
+        File.Exists(Path.Combine(_directory, "empty-plots", "index.html")).Should().BeTrue("the default directory is FILE's name with -plots, beside it");
+    }
+
+    [Fact]
     public async Task AMissingTraceFileIsABadArgument()
     {
         string missing = Path.Combine(_directory, "nope.hmmtrace");
