@@ -14,7 +14,11 @@ namespace Hmm.Benchmarks;
 /// (<see cref="Migrate.DeviceRange"/>, <see cref="Migrate.DevicePages"/>, <see cref="Migrate.DeviceFinalize"/>), as a
 /// driver evicts before unbinding; the device range is exactly the area's 512 pages.
 /// </summary>
-/// <remarks>Each category has its own baseline; figures are per invocation (one round trip).</remarks>
+/// <remarks>
+/// Each category has its own baseline; figures are per invocation (one round trip). With <see cref="Trace"/> the
+/// machine's trace emitter writes every event (docs/trace-format.md) to <see cref="Stream.Null"/>: the overhead of
+/// tracing is the ratio of a method's mean with <c>Trace=True</c> to its mean with <c>Trace=False</c>.
+/// </remarks>
 [MemoryDiagnoser]
 [GroupBenchmarksBy(BenchmarkLogicalGroupRule.ByCategory)]
 public class MigrationBenchmarks
@@ -32,11 +36,22 @@ public class MigrationBenchmarks
     private byte[] _from = null!;
     private byte[] _to = null!;
     private byte[] _oneByte = null!;
+    private TraceWriter? _trace;
+
+    /// <summary>Whether the machine's layers trace every event (into <see cref="Stream.Null"/>).</summary>
+    [Params(false, true)]
+    public bool Trace { get; set; }
 
     [GlobalSetup]
     public void Setup()
     {
         _memory = new PhysicalMemory(new PhysicalMemoryOptions { RamBytes = 64UL << 20, StorePageData = true });
+        if (Trace)
+        {
+            _trace = TraceWriter.Create(Stream.Null);
+            _memory.Trace.Attach(_trace);
+        }
+
         _driver = new BenchDriver(_memory);
         _mm = new Mm(_memory, "bench-migration");
         _area = _mm.Mmap(0, Bytes, Protection.ReadWrite, MapFlags.Private | MapFlags.Anonymous);
@@ -59,6 +74,13 @@ public class MigrationBenchmarks
         {
             throw new InvalidOperationException("The round trip did not bring every page back.");
         }
+    }
+
+    [GlobalCleanup]
+    public void Cleanup()
+    {
+        _memory.Trace.Detach();
+        _trace?.Dispose();
     }
 
     [Benchmark(Baseline = true)]

@@ -123,6 +123,7 @@ internal sealed class HmmSimCommand
         };
         _root.SetAction(RunAsync);
         _root.Subcommands.Add(ReplayCommand.Create(output, error, interactive));
+        _root.Subcommands.Add(Tracing.TraceCommand.Create(output, error));
     }
 
     /// <summary>Parses <paramref name="args"/> and runs the command.</summary>

@@ -53,6 +53,10 @@ public static partial class Migrate
         trace.Emit(TraceEvent.MigrateFinalize(device, direction, start, moved, declined, trace.VirtualNow));
     }
 
+    // A device-range migration that collected no page (an eviction pass over a chunk with nothing in use) records
+    // nothing: it moved nothing, and its direction and device are unknown without a page.
+    private static bool CollectedAny(ReadOnlySpan<ulong> src) => src.IndexOfAnyExcept(0UL) >= 0;
+
     // A device-range migration has no virtual range: its events carry the physical address of its first page.
     private static ulong DeviceRangeStart(ReadOnlySpan<ulong> src)
     {

@@ -161,7 +161,7 @@ public static partial class Migrate
         }
 
         ulong selected = Unmap(memory, src, faultPage: null);
-        if (memory.Trace.IsEnabled)
+        if (memory.Trace.IsEnabled && CollectedAny(src))
         {
             TraceSetup(memory, MigrateVmaSelect.None, start.PhysicalAddress, src, selected, owner: null);
         }
@@ -198,7 +198,7 @@ public static partial class Migrate
         }
 
         ulong selected = Unmap(memory, pfns, faultPage: null);
-        if (memory.Trace.IsEnabled)
+        if (memory.Trace.IsEnabled && CollectedAny(pfns))
         {
             TraceSetup(memory, MigrateVmaSelect.None, first, pfns, selected, owner: null);
         }
@@ -224,7 +224,7 @@ public static partial class Migrate
 
         ValidateDestinations(memory, dst[..src.Length], faultPage: null);
         MovePages(memory, src, dst[..src.Length], vma: null, start: 0, owner: null, faultPage: null);
-        if (memory.Trace.IsEnabled)
+        if (memory.Trace.IsEnabled && CollectedAny(src))
         {
             TracePages(memory, DeviceRangeStart(src), src, dst[..src.Length], owner: null);
         }
@@ -246,7 +246,7 @@ public static partial class Migrate
         }
 
         ValidateDestinations(memory, dst[..src.Length], faultPage: null);
-        if (memory.Trace.IsEnabled)
+        if (memory.Trace.IsEnabled && CollectedAny(src))
         {
             TraceFinalize(memory, DeviceRangeStart(src), src, dst[..src.Length], owner: null);
         }
@@ -265,7 +265,13 @@ public static partial class Migrate
         Span<ulong> src = [MigratePfn.FromPfn(page) | MigratePfn.Migrate];
         Span<ulong> dst = [0];
         memory.LockPage(page);
-        Unmap(memory, src, faultPage: null);
+        ulong selected = Unmap(memory, src, faultPage: null);
+        bool traced = memory.Trace.IsEnabled;
+        if (traced)
+        {
+            TraceSetup(memory, MigrateVmaSelect.None, page.PhysicalAddress, src, selected, owner: null);
+        }
+
         if (!MigratePfn.IsMigrating(src[0]))
         {
             return false;
@@ -278,9 +284,19 @@ public static partial class Migrate
         }
 
         MovePages(memory, src, dst, vma: null, start: 0, owner: null, faultPage: null);
+        if (traced)
+        {
+            TracePages(memory, page.PhysicalAddress, src, dst, owner: null);
+        }
+
         if (MigratePfn.IsMigrating(src[0]))
         {
             memory.PageData(page).CopyTo(memory.PageData(ram));
+        }
+
+        if (traced)
+        {
+            TraceFinalize(memory, page.PhysicalAddress, src, dst, owner: null);
         }
 
         FinalizePages(memory, src, dst, faultPage: null);

@@ -132,6 +132,28 @@ public class CoreTraceEventTests
     }
 
     [Fact]
+    public void ALongTermPinOfACoherentPageRecordsItsMigrationToRamByPhysicalAddress()
+    {
+        var coherent = new MigrationTestDriver(_memory, "cxl", MemoryType.DeviceCoherent);
+        var mm = new Mm(_memory);
+        ulong a = mm.MapAnonymous(1);
+        TestKit.Fill(mm, a, 1, seed: 4);
+        coherent.MigrateToDevice(mm, a, a + Page).Should().Be(1);
+        Pfn device = mm.ReadPte(a).Pfn;
+        var pinned = new Pfn[1];
+
+        List<TraceEvent> events = TraceRecording.Record(_memory, () => mm.PinUserPages(a, GupFlags.Write | GupFlags.LongTerm, pinned).Should().Be(1));
+
+        events.OfKind(TraceEventKind.MigrateSetup).Should().ContainSingle()
+            .Which.AsMigrateSetup().Should().Be((TraceDirection.DeviceToHost, MigrateVmaSelect.None, device.PhysicalAddress, 1UL, 1UL));
+        TraceEvent finalize = events.OfKind(TraceEventKind.MigrateFinalize).Should().ContainSingle().Subject;
+        finalize.Device.Should().Be(coherent.Device.TraceId);
+        finalize.AsMigrateFinalize().Should().Be((TraceDirection.DeviceToHost, device.PhysicalAddress, 1UL, 0UL));
+        mm.UnpinUserPages(pinned);
+        mm.Exit();
+    }
+
+    [Fact]
     public void AnInvalidationRecordsItsRangeReasonAndTheIntervalNotifiersItVisited()
     {
         var mm = new Mm(_memory);
