@@ -51,6 +51,7 @@ internal sealed class SimFaultBuffer : IFaultSource
     internal void Push(in DeviceFault fault)
     {
         bool logOverflow = false;
+        bool dropped = false;
         SimGpuCounters counters = _gpu.Counters;
         lock (_lock)
         {
@@ -61,13 +62,18 @@ internal sealed class SimFaultBuffer : IFaultSource
                 int tail = _head + _count;
                 _ring[tail >= _ring.Length ? tail - _ring.Length : tail] = fault;
                 _count++;
-                return;
             }
-
-            counters.FaultBufferOverflows++;
-            logOverflow = !_overflowing;
-            _overflowing = true;
+            else
+            {
+                counters.FaultBufferOverflows++;
+                logOverflow = !_overflowing;
+                _overflowing = true;
+                dropped = true;
+            }
         }
+
+        // Recorded outside the lock: a listener's callback must not run under it.
+        SimGpuMetrics.RecordFault(fault.Access, dropped);
 
         if (logOverflow)
         {

@@ -110,7 +110,7 @@ public static partial class Migrate
         Vma vma = ValidateStep(ref args);
         int npages = (int)args.NPages;
         ValidateDestinations(vma.Mm.Memory, args.Dst[..npages], args.FaultPage);
-        FinalizePages(vma.Mm.Memory, args.Src[..npages], args.Dst[..npages], args.FaultPage);
+        FinalizePages(vma.Mm.Memory, args.Src[..npages], args.Dst[..npages], args.FaultPage, args.FaultPage.HasValue ? MigrationReason.CpuFault : MigrationReason.Explicit);
     }
 
     /// <summary>
@@ -219,7 +219,7 @@ public static partial class Migrate
         }
 
         ValidateDestinations(memory, dst[..src.Length], faultPage: null);
-        FinalizePages(memory, src, dst[..src.Length], faultPage: null);
+        FinalizePages(memory, src, dst[..src.Length], faultPage: null, MigrationReason.Eviction);
     }
 
     /// <summary>
@@ -251,7 +251,7 @@ public static partial class Migrate
             memory.PageData(page).CopyTo(memory.PageData(ram));
         }
 
-        FinalizePages(memory, src, dst, faultPage: null);
+        FinalizePages(memory, src, dst, faultPage: null, MigrationReason.Pin);
         return MigratePfn.IsMigrating(src[0]);
     }
 
