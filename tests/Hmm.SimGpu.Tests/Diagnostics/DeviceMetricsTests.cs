@@ -22,7 +22,7 @@ public sealed class DeviceMetricsTests
     private const ulong Block = FaultServicingKit.Block;
 
     /// <summary>The table of docs/metrics.md: instrument, unit, kind. Every instrument of the Hmm meters is here.</summary>
-    private static readonly (string Name, string Unit, Type Kind)[] s_documented =
+    internal static readonly (string Name, string Unit, Type Kind)[] Documented =
     [
         ("hmm.page.allocations", "{page}", typeof(Counter<long>)),
         ("hmm.page.frees", "{page}", typeof(Counter<long>)),
@@ -54,8 +54,8 @@ public sealed class DeviceMetricsTests
         RuntimeHelpers.RunClassConstructor(typeof(SimGpuMetrics).TypeHandle);
 
         IReadOnlyDictionary<string, Instrument> published = metrics.Instruments;
-        published.Keys.Should().BeEquivalentTo(s_documented.Select(d => d.Name));
-        foreach ((string name, string unit, Type kind) in s_documented)
+        published.Keys.Should().BeEquivalentTo(Documented.Select(d => d.Name));
+        foreach ((string name, string unit, Type kind) in Documented)
         {
             published[name].Unit.Should().Be(unit, name);
             published[name].Should().BeOfType(kind, name);
