@@ -94,6 +94,43 @@ public class HmmMetricsTests
         mm.Exit();
     }
 
+    [Fact]
+    public void RecordingAllocatesNothingWithOrWithoutAListener()
+    {
+        static void Record()
+        {
+            for (int i = 0; i < 100; i++)
+            {
+                HmmMetrics.RecordFault(FaultFlags.Write | FaultFlags.Remote, PteKind.DevicePrivate, VmFaultResult.None);
+                HmmMetrics.RecordInvalidation(MmuNotifierEvent.Migrate);
+                HmmMetrics.RecordRangeFault(Errno.EBUSY);
+                HmmMetrics.RecordMigration(toDevice: 3, toSystem: 2, MigrationReason.Eviction);
+            }
+        }
+
+        Record();
+        AllocationProbe.FewestBytesAllocated(Record).Should().Be(0, "with no listener each instrument is one enabled check");
+
+        long measured = 0;
+        using var listener = new System.Diagnostics.Metrics.MeterListener
+        {
+            InstrumentPublished = (instrument, l) =>
+            {
+                if (instrument.Meter.Name == HmmMetrics.MeterName)
+                {
+                    l.EnableMeasurementEvents(instrument);
+                }
+            },
+        };
+        listener.SetMeasurementEventCallback<long>((_, value, tags, _) => Interlocked.Add(ref measured, tags.Length == 0 ? 0 : value));
+        listener.Start();
+
+        long bytes = AllocationProbe.FewestBytesAllocated(Record);
+
+        bytes.Should().Be(0, "the attribute pairs are cached and passed on the stack: nothing is boxed or copied to the heap");
+        Interlocked.Read(ref measured).Should().BeGreaterThan(0, "the listener heard the measurements, with their attributes");
+    }
+
     private static Errno FaultOnce(MmuIntervalNotifier notifier, ulong start, ulong sequence)
     {
         var range = new HmmRange
