@@ -46,6 +46,9 @@ public static class HmmMetrics
     internal static readonly Counter<long> Invalidations =
         s_meter.CreateCounter<long>("hmm.notifier.invalidations", "{invalidation}", "Address ranges invalidated through MMU notifiers (invalidate_range_start).");
 
+    internal static readonly Counter<long> NotifierReadRetries =
+        s_meter.CreateCounter<long>("hmm.notifier.read_retries", "{retry}", "mmu_interval_read_retry calls that found the interval invalidated since read_begin: what the caller read is stale.");
+
     internal static readonly Counter<long> RangeFaultCalls =
         s_meter.CreateCounter<long>("hmm.range_fault.calls", "{call}", "hmm_range_fault calls, by result; a result of ebusy is a retry the caller must make.");
 

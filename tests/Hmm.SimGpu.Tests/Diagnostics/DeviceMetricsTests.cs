@@ -31,6 +31,7 @@ public sealed class DeviceMetricsTests
         ("hmm.pagemap.page.inits", "{page}", typeof(Counter<long>)),
         ("hmm.mm.faults", "{fault}", typeof(Counter<long>)),
         ("hmm.notifier.invalidations", "{invalidation}", typeof(Counter<long>)),
+        ("hmm.notifier.read_retries", "{retry}", typeof(Counter<long>)),
         ("hmm.range_fault.calls", "{call}", typeof(Counter<long>)),
         ("hmm.migration.pages", "{page}", typeof(Counter<long>)),
         ("hmm.migration.io", "By", typeof(Counter<long>)),

@@ -77,12 +77,17 @@ public class HmmMetricsTests
         ulong stale = notifier.ReadBegin();
         mm.Madvise(a + Page, Page, Advice.DontNeed);                   // invalidates the interval: the sequence moves on
         FaultOnce(notifier, a, stale).Should().Be(Errno.EBUSY);
-        FaultOnce(notifier, a, notifier.ReadBegin()).Should().Be(Errno.None);
+        notifier.ReadRetry(stale).Should().BeTrue();
+        ulong fresh = notifier.ReadBegin();
+        FaultOnce(notifier, a, fresh).Should().Be(Errno.None);
+        notifier.ReadRetry(fresh).Should().BeFalse();
 
         metrics.UnitOf("hmm.range_fault.calls").Should().Be("{call}");
         metrics.Sum("hmm.range_fault.calls").Should().Be(2);
         metrics.Sum("hmm.range_fault.calls", ("hmm.range_fault.result", "ebusy")).Should().Be(1, "the retry");
         metrics.Sum("hmm.range_fault.calls", ("hmm.range_fault.result", "ok")).Should().Be(1);
+        metrics.UnitOf("hmm.notifier.read_retries").Should().Be("{retry}");
+        metrics.Sum("hmm.notifier.read_retries").Should().Be(1, "only the stale sequence needed a retry");
         metrics.UnitOf("hmm.notifier.invalidations").Should().Be("{invalidation}");
         metrics.Of("hmm.notifier.invalidations").Should().ContainSingle()
             .Which.Tags.Should().Equal(new Dictionary<string, object?> { ["hmm.notifier.event"] = "clear" });
