@@ -66,6 +66,31 @@ public class HmmMetricsTests
     }
 
     [Fact]
+    public void ALongTermPinOfACoherentDevicePageCountsAPinMigrationToSystemRam()
+    {
+        PhysicalMemory memory = MigrationTestKit.NewMemory();
+        var coherent = new MigrationTestDriver(memory, "cxl", MemoryType.DeviceCoherent);
+        var mm = new Mm(memory);
+        ulong a = mm.MapAnonymous(1);
+        TestKit.Fill(mm, a, 1, seed: 92);
+        coherent.MigrateToDevice(mm, a, a + Page).Should().Be(1);
+        using var metrics = new MetricsRecorder();
+        var pinned = new Pfn[1];
+
+        mm.PinUserPages(a, GupFlags.Write | GupFlags.LongTerm, pinned).Should().Be(1);
+
+        memory.Page(pinned[0]).IsZoneDevice.Should().BeFalse("coherent memory is never pinned long-term");
+        metrics.Of("hmm.migration.pages").Should().ContainSingle().Which.Tags.Should().Equal(new Dictionary<string, object?>
+        {
+            ["hmm.migration.direction"] = "to_system",
+            ["hmm.migration.reason"] = "pin",
+        });
+        metrics.Sum("hmm.migration.io", ("hmm.migration.reason", "pin")).Should().Be((long)Page);
+        mm.UnpinUserPages(pinned);
+        mm.Exit();
+    }
+
+    [Fact]
     public void ARangeFaultRetriedAfterAnInvalidationCountsOneEbusyCallAndOneSuccessfulCall()
     {
         var mm = new Mm(TestKit.NewMemory());
