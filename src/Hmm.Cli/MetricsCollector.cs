@@ -18,7 +18,6 @@ internal sealed class MetricsCollector : IDisposable
     private readonly MeterListener _listener = new();
     private readonly Lock _lock = new();
     private readonly List<InstrumentState> _instruments = [];
-    private bool _stopped;
 
     public MetricsCollector()
     {
@@ -48,7 +47,6 @@ internal sealed class MetricsCollector : IDisposable
         InstrumentState[] instruments;
         lock (_lock)
         {
-            _stopped = true;
             instruments = [.. _instruments];
         }
 
@@ -66,18 +64,8 @@ internal sealed class MetricsCollector : IDisposable
         return series;
     }
 
-    public void Dispose()
-    {
-        lock (_lock)
-        {
-            if (_stopped)
-            {
-                return;
-            }
-        }
-
-        _listener.Dispose();
-    }
+    /// <summary>Stops listening (a second call, or one after <see cref="Stop"/>, does nothing).</summary>
+    public void Dispose() => _listener.Dispose();
 
     /// <summary>One instrument's series; its lock is taken by whichever thread records.</summary>
     private sealed class InstrumentState(Instrument instrument)
