@@ -108,6 +108,11 @@ internal sealed class HmmSimCommand
         HelpName = "file",
     };
 
+    private readonly Option<bool> _metrics = new("--metrics")
+    {
+        Description = "Listen to the Hmm meters during the run and print every instrument at the end (a table after the summary; with --json, a \"metrics\" object).",
+    };
+
     private readonly RootCommand _root;
 
     public HmmSimCommand(TextWriter output, TextWriter error, bool interactive)
@@ -119,7 +124,7 @@ internal sealed class HmmSimCommand
             "hmmsim: runs GPU kernels over a process's buffer on simulated GPUs with a fault-servicing driver (batched device faults, " +
             "migration to device memory, eviction when it is oversubscribed, CPU faults back to RAM) and reports what it cost on the simulated clock.")
         {
-            _workload, _workingSet, _deviceMemory, _batchSize, _devices, _seed, _metadataOnly, _engines, _warps, _bytesPerWarpAccess, _iterations, _json, _trace,
+            _workload, _workingSet, _deviceMemory, _batchSize, _devices, _seed, _metadataOnly, _engines, _warps, _bytesPerWarpAccess, _iterations, _json, _trace, _metrics,
         };
         _root.SetAction(RunAsync);
         _root.Subcommands.Add(ReplayCommand.Create(output, error, interactive));
@@ -199,6 +204,7 @@ internal sealed class HmmSimCommand
             return ExitUsage;
         }
 
+        using MetricsCollector? metrics = parsed.GetValue(_metrics) ? new MetricsCollector() : null;
         SimulationReport report;
         try
         {
@@ -220,11 +226,15 @@ internal sealed class HmmSimCommand
 
         if (json)
         {
-            await _output.WriteLineAsync(JsonReport.Write(report)).ConfigureAwait(false);
+            await _output.WriteLineAsync(JsonReport.Write(report, metrics?.Stop())).ConfigureAwait(false);
         }
         else
         {
             SummaryRenderer.Write(report, _output, _interactive);
+            if (metrics is not null)
+            {
+                MetricsRenderer.Write(metrics.Stop(), _output, _interactive);
+            }
         }
 
         if (trace is not null)

@@ -7,7 +7,7 @@ namespace Hmm.Cli;
 /// <summary>The report as JSON (--json): camelCase names, sizes in bytes, times in nanoseconds or seconds as named.</summary>
 internal static class JsonReport
 {
-    public static string Write(SimulationReport report)
+    public static string Write(SimulationReport report, IReadOnlyList<MetricSeries>? metrics = null)
     {
         using var stream = new MemoryStream();
         using (var json = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true }))
@@ -63,6 +63,11 @@ internal static class JsonReport
             }
 
             json.WriteEndArray();
+            if (metrics is not null)
+            {
+                MetricsRenderer.WriteJson(json, metrics);
+            }
+
             json.WriteEndObject();
         }
 

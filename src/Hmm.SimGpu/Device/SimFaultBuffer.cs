@@ -51,6 +51,7 @@ internal sealed class SimFaultBuffer : IFaultSource
     internal void Push(in DeviceFault fault)
     {
         bool logOverflow = false;
+        bool dropped = false;
         SimGpuCounters counters = _gpu.Counters;
         using (_lock.Enter())
         {
@@ -68,14 +69,18 @@ internal sealed class SimFaultBuffer : IFaultSource
                 {
                     trace.Emit(TraceEvent.DeviceFault(_gpu.TraceDevice, fault.Address, (TraceDeviceAccess)fault.Access, fault.Timestamp));
                 }
-
-                return;
             }
-
-            counters.FaultBufferOverflows++;
-            logOverflow = !_overflowing;
-            _overflowing = true;
+            else
+            {
+                counters.FaultBufferOverflows++;
+                logOverflow = !_overflowing;
+                _overflowing = true;
+                dropped = true;
+            }
         }
+
+        // Recorded outside the lock: a listener's callback must not run under it.
+        SimGpuMetrics.RecordFault(fault.Access, dropped);
 
         if (logOverflow)
         {

@@ -68,7 +68,8 @@ public sealed partial class Mm
     /// <summary><see cref="HandleMmFault"/> for callers that found the area themselves and checked the access.</summary>
     private VmFaultResult HandleMmFaultUnchecked(Vma vma, ulong address, FaultFlags flags)
     {
-        VmFaultResult result = HandleMmFaultSteps(vma, address, flags);
+        VmFaultResult result = HandleMmFaultLoop(vma, address, flags, out PteKind entry);
+        HmmMetrics.RecordFault(flags, entry, result);
         TraceEmitter trace = Memory.Trace;
         if (trace.IsEnabled)
         {
@@ -78,10 +79,10 @@ public sealed partial class Mm
         return result;
     }
 
-    /// <summary>The fault handler's steps, retried until one completes.</summary>
-    private VmFaultResult HandleMmFaultSteps(Vma vma, ulong address, FaultFlags flags)
+    /// <summary>The fault proper; <paramref name="firstEntry"/> is the kind of entry the first attempt found.</summary>
+    private VmFaultResult HandleMmFaultLoop(Vma vma, ulong address, FaultFlags flags, out PteKind firstEntry)
     {
-        HmmMetrics.Faults.Add(1);
+        firstEntry = PteKind.None;
         bool write = (flags & FaultFlags.Write) != 0;
         bool unshare = !write && (flags & FaultFlags.Unshare) != 0;
         address &= PageSize.Mask;
@@ -90,6 +91,11 @@ public sealed partial class Mm
             PteTable table = _pageTable.FindOrAllocate(address);
             int index = PageTable.PteIndex(address);
             Pte pte = table.Read(index);
+            if (attempt == 0)
+            {
+                firstEntry = pte.Kind;
+            }
+
             FaultStep step = pte.Kind switch
             {
                 // A special area has no fault handler here: its driver inserted every entry it has.

@@ -194,7 +194,7 @@ public sealed class DevPagemap : IZoneDevicePageOwner
             RefuseInit(pfn, seen, locked: true);
         }
 
-        HmmMetrics.DevicePageInits.Add(1);
+        HmmMetrics.PagemapPageInits.Add(1);
     }
 
     /// <summary>Undoes a refused <see cref="InitDevicePage"/> (the lock it took, its lifetime reference) and throws EBUSY.</summary>

@@ -161,13 +161,15 @@ public static partial class Migrate
 
     /// <summary>Shared by <c>migrate_vma_finalize</c> and <c>migrate_device_finalize</c>.</summary>
     [SkipLocalsInit] // the batch buffer is written before it is read; zeroing it would cost a one-page migration more than it saves
-    private static void FinalizePages(PhysicalMemory memory, Span<ulong> src, ReadOnlySpan<ulong> dst, Pfn? faultPage)
+    private static void FinalizePages(PhysicalMemory memory, Span<ulong> src, ReadOnlySpan<ulong> dst, Pfn? faultPage, MigrationReason reason)
     {
         // First every entry ends on its new page or back on the old one, with the pages still locked; a run of pages
         // of one anon_vma is restored under one hold of its rmap and list locks (the kernel takes them per folio; the
         // locks are only held longer). Then the pages are unlocked and released, so no driver callback (a page-free)
         // ever runs under a reverse-map lock.
         long moved = 0;
+        long toDevice = 0;
+        long toSystem = 0;
         var restorer = new EntryRestorer(memory);
         try
         {
@@ -175,6 +177,12 @@ public static partial class Migrate
             {
                 if (!MigratePfn.TryGetPage(src[i], out Pfn page))
                 {
+                    // A hole migrate_vma_pages filled with the destination page: it now lives there too.
+                    if (MigratePfn.IsMigrating(src[i]) && MigratePfn.TryGetPage(dst[i], out Pfn inserted))
+                    {
+                        CountDirection(memory, inserted, ref toDevice, ref toSystem);
+                    }
+
                     continue;
                 }
 
@@ -186,7 +194,12 @@ public static partial class Migrate
                     src[i] &= ~MigratePfn.Migrate;
                 }
 
-                moved += migrated ? 1 : 0;
+                if (migrated)
+                {
+                    moved++;
+                    CountDirection(memory, newPage, ref toDevice, ref toSystem);
+                }
+
                 restorer.Restore(page, migrated ? newPage : page);
             }
         }
@@ -225,15 +238,23 @@ public static partial class Migrate
             freed.Flush();
         }
 
-        if (moved > 0)
-        {
-            HmmMetrics.MigratedPages.Add(moved);
-            HmmMetrics.MigratedBytes.Add(moved * PageSize.Bytes);
-        }
+        HmmMetrics.RecordMigration(toDevice, toSystem, reason);
 
         if (memory.Logger.IsEnabled(LogLevel.Debug))
         {
             Log.MigrationFinalized(memory.Logger, moved, src.Length);
+        }
+    }
+
+    private static void CountDirection(PhysicalMemory memory, Pfn destination, ref long toDevice, ref long toSystem)
+    {
+        if (memory.Frame(destination).IsZoneDevice)
+        {
+            toDevice++;
+        }
+        else
+        {
+            toSystem++;
         }
     }
 

@@ -124,7 +124,7 @@ public static partial class Migrate
             TraceFinalize(vma.Mm.Memory, args.Start, args.Src[..npages], args.Dst[..npages], args.PgmapOwner);
         }
 
-        FinalizePages(vma.Mm.Memory, args.Src[..npages], args.Dst[..npages], args.FaultPage);
+        FinalizePages(vma.Mm.Memory, args.Src[..npages], args.Dst[..npages], args.FaultPage, args.FaultPage.HasValue ? MigrationReason.CpuFault : MigrationReason.Explicit);
     }
 
     /// <summary>
@@ -251,7 +251,7 @@ public static partial class Migrate
             TraceFinalize(memory, DeviceRangeStart(src), src, dst[..src.Length], owner: null);
         }
 
-        FinalizePages(memory, src, dst[..src.Length], faultPage: null);
+        FinalizePages(memory, src, dst[..src.Length], faultPage: null, MigrationReason.Eviction);
     }
 
     /// <summary>
@@ -299,7 +299,7 @@ public static partial class Migrate
             TraceFinalize(memory, page.PhysicalAddress, src, dst, owner: null);
         }
 
-        FinalizePages(memory, src, dst, faultPage: null);
+        FinalizePages(memory, src, dst, faultPage: null, MigrationReason.Pin);
         return MigratePfn.IsMigrating(src[0]);
     }
 

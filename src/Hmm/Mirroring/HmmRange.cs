@@ -69,7 +69,14 @@ public ref struct HmmRange
     public readonly Errno Fault()
     {
         Mm mm = Validate();
-        HmmMetrics.RangeFaults.Add(1);
+        Errno result = Run(mm);
+        HmmMetrics.RecordRangeFault(result);
+        return result;
+    }
+
+    /// <summary>Walks and faults until done, an error, or a sequence change (the caller's retry).</summary>
+    private readonly Errno Run(Mm mm)
+    {
         ulong last = Start;
         while (true)
         {

@@ -135,7 +135,16 @@ public sealed class MmuIntervalNotifier
     /// <param name="sequence">The value <see cref="ReadBegin"/> returned.</param>
     /// <returns>True when the caller must retry.</returns>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public bool ReadRetry(ulong sequence) => Volatile.Read(ref _invalidateSeq) != sequence;
+    public bool ReadRetry(ulong sequence)
+    {
+        bool retry = Volatile.Read(ref _invalidateSeq) != sequence;
+        if (retry)
+        {
+            HmmMetrics.NotifierReadRetries.Add(1);
+        }
+
+        return retry;
+    }
 
     /// <summary>
     /// A lockless hint that a retry is already due (<c>mmu_interval_check_retry</c>), for bailing out of long

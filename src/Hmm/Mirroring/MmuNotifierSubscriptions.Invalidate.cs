@@ -38,7 +38,7 @@ public sealed partial class MmuNotifierSubscriptions
             MirroringThrowHelper.ThrowEmptyRange(range.Start, range.End);
         }
 
-        HmmMetrics.Invalidations.Add(1);
+        HmmMetrics.RecordInvalidation(range.Event);
         IntervalTree.OverlapEnumerator walk;
         ulong currentSequence;
         bool hit;

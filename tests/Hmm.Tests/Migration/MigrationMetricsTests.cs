@@ -20,7 +20,7 @@ public class MigrationMetricsTests
         using var listener = new MeterListener();
         listener.InstrumentPublished = (instrument, l) =>
         {
-            if (instrument.Meter.Name == HmmMetrics.MeterName && instrument.Name is "hmm.migration.pages" or "hmm.migration.bytes")
+            if (instrument.Meter.Name == HmmMetrics.MeterName && instrument.Name is "hmm.migration.pages" or "hmm.migration.io")
             {
                 l.EnableMeasurementEvents(instrument);
             }

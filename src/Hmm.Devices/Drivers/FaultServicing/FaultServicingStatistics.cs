@@ -113,6 +113,12 @@ public sealed class FaultServicingStatistics
         Interlocked.Increment(ref _batches);
         Interlocked.Add(ref _faults, faults);
         Interlocked.Add(ref _duplicatesMerged, duplicates);
+        DriverMetrics.FaultBatches.Add(1);
+        DriverMetrics.FaultBatchSize.Record(faults);
+        if (duplicates > 0)
+        {
+            DriverMetrics.FaultDuplicates.Add(duplicates);
+        }
     }
 
     internal void AddPagesToDevice(int pages) => Interlocked.Add(ref _pagesToDevice, pages);
@@ -121,6 +127,7 @@ public sealed class FaultServicingStatistics
     {
         Interlocked.Increment(ref _blocksEvicted);
         Interlocked.Add(ref _pagesToRamByEviction, pages);
+        DriverMetrics.Evictions.Add(1);
     }
 
     internal void AddCpuFault(bool moved)
@@ -136,7 +143,14 @@ public sealed class FaultServicingStatistics
 
     internal void AddPagesMappedInPlace(int pages) => Interlocked.Add(ref _pagesMappedInPlace, pages);
 
-    internal void AddUnserviceable(int faults) => Interlocked.Add(ref _faultsUnserviceable, faults);
+    internal void AddUnserviceable(int faults)
+    {
+        if (faults > 0)
+        {
+            Interlocked.Add(ref _faultsUnserviceable, faults);
+            DriverMetrics.FaultsUnserviceable.Add(faults);
+        }
+    }
 
     internal void AddAllocationShortfall() => Interlocked.Increment(ref _allocationShortfalls);
 
