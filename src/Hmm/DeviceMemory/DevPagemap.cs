@@ -309,6 +309,8 @@ public sealed class DevPagemap : IZoneDevicePageOwner
                 return _teardown;
             }
 
+            // Recorded as the kill starts, so that its count of pages still referenced precedes anything the kill lets happen.
+            TraceLifetime(TracePagemapChange.Kill);
             Ref.Kill();
             if (HoldsPerPageReferences(Type))
             {
@@ -316,7 +318,6 @@ public sealed class DevPagemap : IZoneDevicePageOwner
             }
 
             Log.PagemapKilled(Memory.Logger, Id, Ref.Count);
-            TraceLifetime(TracePagemapChange.Kill);
             _teardown = Ref.Idle.ContinueWith(
                 static (_, state) => ((DevPagemap)state!).Remove(),
                 this,

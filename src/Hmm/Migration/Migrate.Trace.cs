@@ -57,7 +57,8 @@ public static partial class Migrate
     // nothing: it moved nothing, and its direction and device are unknown without a page.
     private static bool CollectedAny(ReadOnlySpan<ulong> src) => src.IndexOfAnyExcept(0UL) >= 0;
 
-    // A device-range migration has no virtual range: its events carry the physical address of its first page.
+    // A device-range migration has no virtual range: its three events carry the physical address of the first page
+    // it collected.
     private static ulong DeviceRangeStart(ReadOnlySpan<ulong> src)
     {
         foreach (ulong entry in src)

@@ -163,7 +163,7 @@ public static partial class Migrate
         ulong selected = Unmap(memory, src, faultPage: null);
         if (memory.Trace.IsEnabled && CollectedAny(src))
         {
-            TraceSetup(memory, MigrateVmaSelect.None, start.PhysicalAddress, src, selected, owner: null);
+            TraceSetup(memory, MigrateVmaSelect.None, DeviceRangeStart(src), src, selected, owner: null);
         }
     }
 
@@ -191,7 +191,6 @@ public static partial class Migrate
             }
         }
 
-        ulong first = pfns[0] << PageSize.Shift;
         for (int i = 0; i < pfns.Length; i++)
         {
             pfns[i] = LockDevicePfn(memory, new Pfn(pfns[i]));
@@ -200,7 +199,7 @@ public static partial class Migrate
         ulong selected = Unmap(memory, pfns, faultPage: null);
         if (memory.Trace.IsEnabled && CollectedAny(pfns))
         {
-            TraceSetup(memory, MigrateVmaSelect.None, first, pfns, selected, owner: null);
+            TraceSetup(memory, MigrateVmaSelect.None, DeviceRangeStart(pfns), pfns, selected, owner: null);
         }
     }
 

@@ -104,4 +104,25 @@ public sealed class DriverTraceTests
         range.AsRangeFault().Should().Be((area + (4 * Page), 16UL, 0UL, Errno.None));
         events.OfKind(TraceEventKind.CpuFault).Should().HaveCount(16, "hmm_range_fault faults each page in through handle_mm_fault");
     }
+
+    [Fact]
+    public void ARangeFaultThatInvalidatesItsOwnRangeCountsTheEbusyRestart()
+    {
+        using var kit = new FaultServicingKit();
+        var file = new SimFile(kit.Memory, "data", Block);
+        ulong area = kit.Mm.Mmap(0, Block, Protection.ReadWrite, MapFlags.Private, file);
+        kit.Mm.Read(area, new byte[1]);   // the file page is mapped read-only: a write must copy it
+
+        List<TraceEvent> events = TraceCapture.Record(kit.Memory, () =>
+        {
+            kit.Touch(0, area, 1, DeviceAccessKind.Write);
+            kit.Driver.ServiceNextBatch().PagesMappedInPlace.Should().Be(1);
+        });
+
+        // The write fault replaces the file page with a private copy under an invalidation of the driver's own
+        // range, so the first hmm_range_fault returns EBUSY and the driver starts again.
+        events.OfKind(TraceEventKind.Invalidate).Should().Contain(e => e.AsInvalidate().Start == area && e.AsInvalidate().NotifiersVisited == 1);
+        events.OfKind(TraceEventKind.RangeFault).Should().ContainSingle()
+            .Which.AsRangeFault().Should().Be((area, 1UL, 1UL, Errno.None));
+    }
 }

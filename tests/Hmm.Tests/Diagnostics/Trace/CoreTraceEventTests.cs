@@ -190,6 +190,7 @@ public class CoreTraceEventTests
         List<TraceEvent> events = TraceRecording.Record(_memory, () =>
         {
             Task unbind = device.UnbindAsync();
+            SpinWait.SpinUntil(() => pagemap.State != DevPagemapState.Live, TestKit.Timeout).Should().BeTrue("the unbind kills the pagemap");
             unbind.IsCompleted.Should().BeFalse("the held page keeps the pagemap alive");
             _memory.PutPage(held);
             unbind.Wait(TestKit.Timeout).Should().BeTrue();
