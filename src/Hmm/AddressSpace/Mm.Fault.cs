@@ -86,8 +86,16 @@ public sealed partial class Mm
         bool write = (flags & FaultFlags.Write) != 0;
         bool unshare = !write && (flags & FaultFlags.Unshare) != 0;
         address &= PageSize.Mask;
+        var backoff = default(SpinWait);
         for (int attempt = 0; attempt < MaxFaultRetries; attempt++)
         {
+            if (attempt > 0)
+            {
+                // A retry can be waiting for another thread's next step (a migrator between unlocking a page and
+                // putting its reference): spin briefly, then yield and sleep, so that thread gets the core.
+                backoff.SpinOnce();
+            }
+
             PteTable table = _pageTable.FindOrAllocate(address);
             int index = PageTable.PteIndex(address);
             Pte pte = table.Read(index);

@@ -132,7 +132,9 @@ public class MigrationConcurrencyTests
         byte[] expected = TestKit.Pattern(a, 2 * (int)Page, seed: 40);
         expected[5] = 0xEE;
         TestKit.ReadBytes(mm, a, 2 * Page).Should().Equal(expected, "the write landed on the final page");
-        _driver.MigrateToRamCalls.Should().Be(2, "the writer saw the device page and faulted it back; so did the final read of the other");
+        // At least: a fault that takes the page lock between finalize's unlock and its put sees the migration's
+        // reference, declines the page and retries, as in the kernel.
+        _driver.MigrateToRamCalls.Should().BeGreaterThanOrEqualTo(2, "the writer saw the device page and faulted it back; so did the final read of the other");
         mm.ShouldBeAccounted(a, 2);
         Accounting.ShouldBeConsistent(_memory, [mm]);
         mm.Exit();
