@@ -7,7 +7,7 @@ namespace Hmm.Cli.Tracing;
 /// Writes a trace as CSV (RFC 4180: a header row, comma-separated fields, CRLF line ends, fields holding a comma,
 /// a quote or a line break quoted with quotes doubled), one row per event of a known kind, streaming. Columns:
 /// the common fields, the raw payload words, and a "detail" column with the decoded payload
-/// ("name=value; ..."). Kinds this tool does not know are skipped and counted in <see cref="Skipped"/>.
+/// ("name=value; ..."), every kind of the format included. Kinds this tool does not know are skipped and counted in <see cref="Skipped"/>.
 /// </summary>
 internal sealed class CsvExporter : ITraceConsumer
 {

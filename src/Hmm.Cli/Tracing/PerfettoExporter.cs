@@ -24,7 +24,7 @@ namespace Hmm.Cli.Tracing;
 /// within the batch's start and end. Faults and migrations wait (at most <see cref="PendingEvents.Capacity"/> per
 /// device) until their batch is read, then are written with their flow right after them, so the flow binds to
 /// them; what no batch claims is written unlinked.</para>
-/// <para>Kinds this tool does not know are skipped and counted in <see cref="Skipped"/>.</para>
+/// <para>The access-stream kinds (record and replay) are not drawn: they are skipped and counted in <see cref="Skipped"/>.</para>
 /// </remarks>
 internal sealed class PerfettoExporter : ITraceConsumer, IDisposable
 {
@@ -63,7 +63,7 @@ internal sealed class PerfettoExporter : ITraceConsumer, IDisposable
     /// <summary>Trace events written (metadata, slices, instants, counters and flow events).</summary>
     public long Written { get; private set; }
 
-    /// <summary>Events of kinds this tool does not know, left out.</summary>
+    /// <summary>Events not drawn (the recorded access stream), left out.</summary>
     public long Skipped { get; private set; }
 
     public long FaultFlows { get; private set; }
@@ -72,7 +72,7 @@ internal sealed class PerfettoExporter : ITraceConsumer, IDisposable
 
     public void Add(in TraceEvent traceEvent)
     {
-        if (!TraceEventFields.IsKnown(traceEvent.Kind))
+        if (!TraceEventFields.IsTimelineKind(traceEvent.Kind))
         {
             Skipped++;
             return;

@@ -160,7 +160,7 @@ internal static class TraceCommand
         TraceHeader header = await ReadTraceAsync(path, [exporter, counter], cancellationToken).ConfigureAwait(false);
         exporter.Complete(header, counter.Events);
         return string.Create(CultureInfo.InvariantCulture,
-            $"hmmsim: wrote {exporter.Written:N0} trace events ({exporter.FaultFlows:N0} fault-to-batch and {exporter.MigrationFlows:N0} batch-to-migration flows{Skipped(exporter.Skipped)}) to {destinationPath}");
+            $"hmmsim: wrote {exporter.Written:N0} trace events ({exporter.FaultFlows:N0} fault-to-batch and {exporter.MigrationFlows:N0} batch-to-migration flows{NotDrawn(exporter.Skipped)}) to {destinationPath}");
     }
 
     private static async Task<string> ExportCsvAsync(string path, Stream destination, string destinationPath, CancellationToken cancellationToken)
@@ -171,6 +171,9 @@ internal static class TraceCommand
         await writer.FlushAsync(cancellationToken).ConfigureAwait(false);
         return string.Create(CultureInfo.InvariantCulture, $"hmmsim: wrote {exporter.Rows:N0} rows{Skipped(exporter.Skipped)} to {destinationPath}");
     }
+
+    private static string NotDrawn(long skipped) =>
+        skipped == 0 ? string.Empty : string.Create(CultureInfo.InvariantCulture, $"; {skipped:N0} events of the recorded access stream, for replay, not drawn");
 
     private static string Skipped(long skipped) =>
         skipped == 0 ? string.Empty : string.Create(CultureInfo.InvariantCulture, $"; {skipped:N0} events of kinds this tool does not know skipped");

@@ -1,17 +1,21 @@
 namespace Hmm.Cli.Tracing;
 
 /// <summary>
-/// Names and decodes the events of the 14 kinds this tool knows, through the <c>As*</c> readers of
-/// <see cref="TraceEvent"/>; the exporters share it so the Perfetto args and the CSV detail column say the same.
-/// Kinds added later (15 and up) are "other": <see cref="IsKnown"/> is false for them.
+/// Names and decodes the events of the kinds this tool knows (every kind of format version 1), through the
+/// <c>As*</c> readers of <see cref="TraceEvent"/>; the exporters share it so the Perfetto args and the CSV detail
+/// column say the same. The timeline kinds (1 to 14) are what happened; the access-stream kinds (15 and up: the run's
+/// configuration, phases, launches and accesses, for record and replay) are what the run did, and are not drawn.
 /// </summary>
 internal static class TraceEventFields
 {
-    public const int KnownKinds = (int)TraceEventKind.PagemapLifetime + 1;
+    public const int KnownKinds = (int)TraceEventKind.CpuAccess + 1;
 
     private static readonly string[] s_kindNames = BuildKindNames();
 
     public static bool IsKnown(TraceEventKind kind) => kind > TraceEventKind.None && (int)kind < KnownKinds;
+
+    /// <summary>Whether the kind is drawn on a timeline (1 to 14), rather than part of the recorded access stream.</summary>
+    public static bool IsTimelineKind(TraceEventKind kind) => kind > TraceEventKind.None && kind <= TraceEventKind.PagemapLifetime;
 
     /// <summary>The kind's enum name ("DeviceFault"), or "Kind15" for a kind this tool does not know.</summary>
     public static string KindName(TraceEventKind kind) =>
@@ -184,6 +188,52 @@ internal static class TraceEventFields
                     sink.Number("pagemap", (long)pagemapId);
                     sink.Text("change", EnumNames.Of(change));
                     sink.Number("referenced_pages", (long)referenced);
+                    break;
+                }
+
+            case TraceEventKind.RunConfiguration:
+                {
+                    (uint field, ulong value) = e.AsRunConfiguration();
+                    sink.Number("field", field);
+                    sink.Number("value", (long)value);
+                    break;
+                }
+
+            case TraceEventKind.Phase:
+                {
+                    (uint phase, ulong extent) = e.AsPhase();
+                    sink.Number("phase", phase);
+                    sink.Number("extent", (long)extent);
+                    break;
+                }
+
+            case TraceEventKind.KernelLaunch:
+                {
+                    (ulong firstRow, ulong endRow, ulong extent) = e.AsKernelLaunch();
+                    sink.Number("first_row", (long)firstRow);
+                    sink.Number("end_row", (long)endRow);
+                    sink.Number("extent", (long)extent);
+                    break;
+                }
+
+            case TraceEventKind.DeviceAccess:
+                {
+                    (uint warp, ulong address, ulong bytes, TraceDeviceAccess access, bool endsItem, ulong item) = e.AsDeviceAccess();
+                    sink.Number("warp", warp);
+                    sink.Hex("address", address);
+                    sink.Number("bytes", (long)bytes);
+                    sink.Text("access", EnumNames.Of(access));
+                    sink.Number("item", (long)item);
+                    sink.Number("ends_item", endsItem ? 1 : 0);
+                    break;
+                }
+
+            case TraceEventKind.CpuAccess:
+                {
+                    (ulong address, ulong bytes, bool write) = e.AsCpuAccess();
+                    sink.Hex("address", address);
+                    sink.Number("bytes", (long)bytes);
+                    sink.Text("access", write ? "Write" : "Read");
                     break;
                 }
 

@@ -184,7 +184,8 @@ public sealed class TraceCommandTests : IDisposable
         kinds.GetProperty("migrateSetup").GetInt64().Should().Be(6);
         kinds.GetProperty("pagemapLifetime").GetInt64().Should().Be(2);
         kinds.GetProperty("other").GetInt64().Should().Be(0);
-        kinds.EnumerateObject().Should().HaveCount(15);
+        kinds.GetProperty("deviceAccess").GetInt64().Should().Be(0, "the synthetic trace records no access stream");
+        kinds.EnumerateObject().Should().HaveCount(20, "every kind of the format by name, and other");
         root.GetProperty("devices").GetInt32().Should().Be(2);
         root.GetProperty("simulatedNanoseconds").GetInt64().Should().Be(10000);
         root.GetProperty("deviceFaults").GetInt64().Should().Be(8);
@@ -325,6 +326,18 @@ public sealed class TraceCommandTests : IDisposable
         exported.RootElement.GetProperty("traceEvents").EnumerateArray()
             .Count(e => Phase(e) == "s" && e.GetProperty("name").GetString() == "fault to batch")
             .Should().Be(actual.GetProperty("deviceFaults").GetInt32(), "every device fault is linked to the batch that serviced it");
+
+        // The recorded access stream is counted by kind, in the CSV, and left off the timeline, never "other".
+        JsonElement kinds = actual.GetProperty("kinds");
+        long stream = kinds.GetProperty("runConfiguration").GetInt64() + kinds.GetProperty("phase").GetInt64()
+            + kinds.GetProperty("kernelLaunch").GetInt64() + kinds.GetProperty("deviceAccess").GetInt64() + kinds.GetProperty("cpuAccess").GetInt64();
+        kinds.GetProperty("deviceAccess").GetInt64().Should().BeGreaterThan(0);
+        kinds.GetProperty("other").GetInt64().Should().Be(0);
+        exported.RootElement.GetProperty("otherData").GetProperty("skippedEvents").GetInt64().Should().Be(stream);
+        (int csvExit, _, string csvError) = await InvokeAsync("trace", "export", trace, "--format", "csv");
+        csvExit.Should().Be(0, csvError);
+        File.ReadLines(Path.ChangeExtension(trace, ".csv")).Count(line => line.Contains(",DeviceAccess,", StringComparison.Ordinal))
+            .Should().Be((int)kinds.GetProperty("deviceAccess").GetInt64());
     }
 
     [Fact]
