@@ -76,4 +76,41 @@ public class TraceEmitterTests
     {
         new TraceEmitter().Invoking(e => e.Attach(null!)).Should().Throw<ArgumentNullException>();
     }
+
+    [Fact]
+    public void VirtualNowReadsTheFirstClockSetAndIsZeroWithoutOne()
+    {
+        var emitter = new TraceEmitter();
+        emitter.VirtualNow.Should().Be(0);
+        long now = 42;
+
+        emitter.UseVirtualClock(() => now).Should().BeTrue();
+        emitter.UseVirtualClock(() => -1).Should().BeFalse("the first clock stays: devices of one machine share it");
+
+        emitter.VirtualNow.Should().Be(42);
+        now = 43;
+        emitter.VirtualNow.Should().Be(43);
+    }
+
+    [Fact]
+    public void UsingANullClockIsRefusedAndChangesNothing()
+    {
+        var emitter = new TraceEmitter();
+
+        emitter.Invoking(e => e.UseVirtualClock(null!)).Should().Throw<ArgumentNullException>();
+
+        emitter.UseVirtualClock(() => 7).Should().BeTrue("no clock was set by the refused call");
+        emitter.VirtualNow.Should().Be(7);
+    }
+
+    [Fact]
+    public void EachMachineHasItsOwnEmitterOffUntilAWriterIsAttached()
+    {
+        var first = new PhysicalMemory(new PhysicalMemoryOptions { RamBytes = 16UL << 20 });
+        var second = new PhysicalMemory(new PhysicalMemoryOptions { RamBytes = 16UL << 20 });
+
+        first.Trace.Should().NotBeNull().And.BeSameAs(first.Trace);
+        first.Trace.Should().NotBeSameAs(second.Trace);
+        first.Trace.IsEnabled.Should().BeFalse();
+    }
 }
