@@ -66,16 +66,14 @@ internal sealed class SimulationRun : IDisposable
 
         ulong ramBytes = AlignUp(options.WorkingSetBytes, SimulationOptions.ChunkBytes) + RamHeadroomBytes;
         _memory = new PhysicalMemory(new PhysicalMemoryOptions { RamBytes = ramBytes, StorePageData = !options.MetadataOnly });
-        if (trace is not null)
-        {
-            _memory.Trace.UseVirtualClock(() => _clock.Now);
-            _memory.Trace.Attach(trace);
-        }
-
         _mm = new Mm(_memory, "hmmsim");
         _buffer = _mm.Mmap(0, options.WorkingSetBytes, Protection.ReadWrite, MapFlags.Private | MapFlags.Anonymous);
+
+        // Attached once nothing before the devices' try block can throw, so a failed build never leaves the caller's
+        // writer attached (Dispose detaches it); the devices set the trace's virtual clock, which they share.
         if (trace is not null)
         {
+            _memory.Trace.Attach(trace);
             RunRecording.EmitConfiguration(_memory.Trace, options, _deviceBytes, _buffer);
         }
 
