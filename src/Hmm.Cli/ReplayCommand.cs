@@ -93,13 +93,9 @@ internal static class ReplayCommand
             SimulationReport report;
             await using (recording.ConfigureAwait(false))
             {
-                try
+                if (traceFile is not null && !TraceFile.TryCreate(traceFile.ToString(), out writer, out string? problem))
                 {
-                    writer = traceFile is null ? null : TraceWriter.Create(traceFile.Create());
-                }
-                catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-                {
-                    await error.WriteLineAsync($"hmmsim: cannot write {traceFile!.Name}: {e.Message}").ConfigureAwait(false);
+                    await error.WriteLineAsync($"hmmsim: {problem}").ConfigureAwait(false);
                     return HmmSimCommand.ExitUsage;
                 }
 
