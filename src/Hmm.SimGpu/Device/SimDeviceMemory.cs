@@ -32,8 +32,9 @@ internal sealed class SimDeviceMemory : IDeviceMemory, IDevPagemapOps
     private readonly int _chunksPerPagemap;
 
     // _lock guards the free pool: _free, _chunkFree, _next, _prev, _bucketHead, _bucketBits,
-    // _allocated. Never held while calling into the core or a client.
-    private readonly Lock _lock = new();
+    // _allocated. Never held while calling into the core or a client; a spin gate, as the sections are short and
+    // every device page freed takes it.
+    private readonly SpinGate _lock = new();
     private readonly ulong[] _free;
     private readonly int[] _chunkFree;
     private readonly int[] _next;
@@ -90,7 +91,7 @@ internal sealed class SimDeviceMemory : IDeviceMemory, IDevPagemapOps
     {
         get
         {
-            lock (_lock)
+            using (_lock.Enter())
             {
                 return CapacityPages - _allocated;
             }
@@ -137,7 +138,7 @@ internal sealed class SimDeviceMemory : IDeviceMemory, IDevPagemapOps
             int registeredSeen = Volatile.Read(ref _registeredChunks);
             bool canRegister = registeredSeen < _chunks;
             bool needRegister;
-            lock (_lock)
+            using (_lock.Enter())
             {
                 needRegister = TakeUnsynchronized(pages, ref taken, canRegister);
             }
@@ -185,7 +186,7 @@ internal sealed class SimDeviceMemory : IDeviceMemory, IDevPagemapOps
             throw new KernelBugException($"Device '{_gpu.Name}' was asked to free {pfn}, which is not its page.");
         }
 
-        lock (_lock)
+        using (_lock.Enter())
         {
             ref ulong word = ref _free[(int)(index >> 6)];
             ulong bit = 1UL << (int)(index & 63);
@@ -241,7 +242,7 @@ internal sealed class SimDeviceMemory : IDeviceMemory, IDevPagemapOps
     // pages in use read under the pool lock, as the frees' are.
     private void TraceAllocation(TraceEmitter trace, Pfn first, int pages)
     {
-        lock (_lock)
+        using (_lock.Enter())
         {
             trace.Emit(TraceEvent.DeviceAlloc(_gpu.TraceDevice, first.Value, (ulong)pages, (ulong)_allocated, _gpu.VirtualClock.Now));
         }
@@ -329,7 +330,7 @@ internal sealed class SimDeviceMemory : IDeviceMemory, IDevPagemapOps
 
     private void ReturnPages(ReadOnlySpan<Pfn> pages)
     {
-        lock (_lock)
+        using (_lock.Enter())
         {
             foreach (Pfn pfn in pages)
             {
@@ -393,7 +394,7 @@ internal sealed class SimDeviceMemory : IDeviceMemory, IDevPagemapOps
             DevPagemap[] grown = [.. _pagemaps, pagemap];
             Volatile.Write(ref _pagemaps, grown);
             Volatile.Write(ref _pagemapView, new ReadOnlyCollection<DevPagemap>(grown));
-            lock (_lock)
+            using (_lock.Enter())
             {
                 for (int i = firstChunk + chunks - 1; i >= firstChunk; i--)
                 {

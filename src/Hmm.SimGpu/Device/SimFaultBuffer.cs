@@ -12,7 +12,7 @@ namespace Hmm.SimGpu;
 /// <remarks>
 /// Concurrency model: <c>_lock</c> guards the ring, the merge table, the overflow flag and the device's
 /// FaultsRaised and FaultBufferOverflows counters. Taken after an address space's gate by an access raising a
-/// fault; nothing is called under it. Accesses through different address spaces of one device push concurrently
+/// fault, or held with it across a <see cref="SimAccessRun"/>; nothing is called under it but the trace. Accesses through different address spaces of one device push concurrently
 /// (their gates are distinct), so pushing keeps its own lock.
 /// </remarks>
 internal sealed class SimFaultBuffer : IFaultSource
@@ -47,46 +47,63 @@ internal sealed class SimFaultBuffer : IFaultSource
     /// <inheritdoc/>
     public int BatchSize { get; }
 
+    /// <summary>
+    /// The lock that guards the ring; held across a whole <see cref="SimAccessRun"/>, which pushes with
+    /// <see cref="PushLocked"/>.
+    /// </summary>
+    internal SpinGate Lock => _lock;
+
     /// <summary>Records a fault; a full buffer drops it and counts an overflow.</summary>
     internal void Push(in DeviceFault fault)
     {
-        bool logOverflow = false;
-        bool dropped = false;
-        SimGpuCounters counters = _gpu.Counters;
+        PushOutcome outcome;
         using (_lock.Enter())
         {
-            // Only Push writes these two counters, always under the lock: no atomic needed.
-            counters.FaultsRaised++;
-            if (_count < _ring.Length)
-            {
-                int tail = _head + _count;
-                _ring[tail >= _ring.Length ? tail - _ring.Length : tail] = fault;
-                _count++;
-
-                // Under the lock, so the fault unit's events are in the order the faults entered the buffer.
-                TraceEmitter trace = _gpu.Memory.Trace;
-                if (trace.IsEnabled)
-                {
-                    trace.Emit(TraceEvent.DeviceFault(_gpu.TraceDevice, fault.Address, (TraceDeviceAccess)fault.Access, fault.Timestamp));
-                }
-            }
-            else
-            {
-                counters.FaultBufferOverflows++;
-                logOverflow = !_overflowing;
-                _overflowing = true;
-                dropped = true;
-            }
+            outcome = PushLocked(fault);
         }
 
         // Recorded outside the lock: a listener's callback must not run under it.
-        SimGpuMetrics.RecordFault(fault.Access, dropped);
-
-        if (logOverflow)
+        SimGpuMetrics.RecordFaults(fault.Access, 1, outcome == PushOutcome.Queued ? 0 : 1);
+        if (outcome == PushOutcome.DroppedFirst)
         {
-            Log.FaultBufferOverflow(_gpu.Logger, _gpu.Name, _ring.Length, null);
+            LogOverflow();
         }
     }
+
+    /// <summary>
+    /// Records a fault under <see cref="Lock"/>, which the caller holds; a full buffer drops it and counts an
+    /// overflow. The caller records the metrics and logs the first overflow (<see cref="LogOverflow"/>) after
+    /// leaving the lock.
+    /// </summary>
+    internal PushOutcome PushLocked(in DeviceFault fault)
+    {
+        // Only pushes write these two counters, always under the lock: no atomic needed.
+        SimGpuCounters counters = _gpu.Counters;
+        counters.FaultsRaised++;
+        if (_count < _ring.Length)
+        {
+            int tail = _head + _count;
+            _ring[tail >= _ring.Length ? tail - _ring.Length : tail] = fault;
+            _count++;
+
+            // Under the lock, so the fault unit's events are in the order the faults entered the buffer.
+            TraceEmitter trace = _gpu.Memory.Trace;
+            if (trace.IsEnabled)
+            {
+                trace.Emit(TraceEvent.DeviceFault(_gpu.TraceDevice, fault.Address, (TraceDeviceAccess)fault.Access, fault.Timestamp));
+            }
+
+            return PushOutcome.Queued;
+        }
+
+        counters.FaultBufferOverflows++;
+        bool first = !_overflowing;
+        _overflowing = true;
+        return first ? PushOutcome.DroppedFirst : PushOutcome.Dropped;
+    }
+
+    /// <summary>Logs that the buffer overflowed; once per overflow episode, outside the lock.</summary>
+    internal void LogOverflow() => Log.FaultBufferOverflow(_gpu.Logger, _gpu.Name, _ring.Length, null);
 
     /// <inheritdoc/>
     public FaultBatchInfo FetchBatch(Span<DeviceFault> faults)
@@ -172,5 +189,18 @@ internal sealed class SimFaultBuffer : IFaultSource
     {
         ulong key = (fault.Address >> PageSize.Shift) ^ ((ulong)(uint)RuntimeHelpers.GetHashCode(fault.Space) << 32) ^ (ulong)fault.Access;
         return (uint)((key * 0x9E3779B97F4A7C15UL) >> 32);
+    }
+
+    /// <summary>What <see cref="PushLocked"/> did with a fault.</summary>
+    internal enum PushOutcome
+    {
+        /// <summary>The fault is in the ring.</summary>
+        Queued,
+
+        /// <summary>The ring was full: the fault was dropped and counted, in an overflow already logged.</summary>
+        Dropped,
+
+        /// <summary>The ring was full and this drop starts an overflow episode, which the caller logs.</summary>
+        DroppedFirst,
     }
 }

@@ -22,17 +22,17 @@ internal static class SimGpuMetrics
     private static readonly KeyValuePair<string, object?>[] s_access =
         [new("hmm.fault.access", "read"), new("hmm.fault.access", "write"), new("hmm.fault.access", "atomic")];
 
-    /// <summary>Counts one raised fault; <paramref name="dropped"/> when the buffer had no room for it.</summary>
-    internal static void RecordFault(DeviceAccessKind access, bool dropped)
+    /// <summary>Counts <paramref name="raised"/> faults of one access kind, <paramref name="dropped"/> of them dropped because the buffer had no room.</summary>
+    internal static void RecordFaults(DeviceAccessKind access, long raised, long dropped)
     {
-        if (Faults.Enabled)
+        if (raised > 0 && Faults.Enabled)
         {
-            Faults.Add(1, s_access[(uint)access < (uint)s_access.Length ? (int)access : 0]);
+            Faults.Add(raised, s_access[(uint)access < (uint)s_access.Length ? (int)access : 0]);
         }
 
-        if (dropped)
+        if (dropped > 0)
         {
-            FaultsDropped.Add(1);
+            FaultsDropped.Add(dropped);
         }
     }
 }

@@ -149,6 +149,32 @@ public sealed class SimulatedGpu : IDeviceBackend
                 : "A metadata-only machine has no bytes: a device access takes no buffer.");
         }
 
+        using (own.Gate.Enter())
+        {
+            DeviceAccessResult result = AccessLocked(own, address, length, kind, data, out long cost);
+
+            // An access that moved no byte (it stopped at its first page) charges nothing: read the clock instead of
+            // an atomic add of 0.
+            long now = cost == 0 ? VirtualClock.Now : VirtualClock.Advance(cost);
+            if (!result.Completed && replayable)
+            {
+                _faults.Push(new DeviceFault(space, result.FaultAddress, kind, engine, now));
+            }
+
+            return result;
+        }
+    }
+
+    /// <summary>Starts the runs of accesses through <paramref name="space"/> a kernel executor makes.</summary>
+    internal SimAccessRun CreateAccessRun(SimAddressSpace space) => new(this, space, _faults);
+
+    /// <summary>
+    /// The body of an access, under <paramref name="own"/>'s gate, which the caller holds: walks the pages until one
+    /// lacks the permission <paramref name="kind"/> needs, moves the bytes, counts the access, and returns what it
+    /// did and its <paramref name="cost"/> on the clock, which the caller charges (and a fault, which it raises).
+    /// </summary>
+    internal DeviceAccessResult AccessLocked(SimAddressSpace own, ulong address, ulong length, DeviceAccessKind kind, Span<byte> data, out long cost)
+    {
         DevicePteFlags needed = kind switch
         {
             DeviceAccessKind.Read => DevicePteFlags.Read | DevicePteFlags.Write | DevicePteFlags.Atomic,
@@ -161,64 +187,54 @@ public sealed class SimulatedGpu : IDeviceBackend
         long remoteBytes = 0;
         bool stopped = false;
         ulong faultAddress = 0;
-        using (own.Gate.Enter())
+        while (done < length)
         {
-            while (done < length)
+            ulong current = address + done;
+            int offset = (int)(current & (PageSize.Bytes - 1));
+            int bytes = (int)Math.Min((ulong)(PageSize.Bytes - offset), length - done);
+            ulong entry = own.Table.Get(current >> PageSize.Shift);
+            if (((DevicePteFlags)(entry & DevicePageTable.FlagMask) & needed) == 0)
             {
-                ulong current = address + done;
-                int offset = (int)(current & (PageSize.Bytes - 1));
-                int bytes = (int)Math.Min((ulong)(PageSize.Bytes - offset), length - done);
-                ulong entry = own.Table.Get(current >> PageSize.Shift);
-                if (((DevicePteFlags)(entry & DevicePageTable.FlagMask) & needed) == 0)
-                {
-                    stopped = true;
-                    faultAddress = current & PageSize.Mask;
-                    break;
-                }
+                stopped = true;
+                faultAddress = current & PageSize.Mask;
+                break;
+            }
 
-                var pfn = new Pfn(entry >> DevicePageTable.FlagBits);
-                if (!data.IsEmpty)
+            var pfn = new Pfn(entry >> DevicePageTable.FlagBits);
+            if (!data.IsEmpty)
+            {
+                Span<byte> buffer = data.Slice((int)done, bytes);
+                if (kind == DeviceAccessKind.Read)
                 {
-                    Span<byte> buffer = data.Slice((int)done, bytes);
-                    if (kind == DeviceAccessKind.Read)
-                    {
-                        Memory.ReadPageData(pfn).Slice(offset, bytes).CopyTo(buffer);
-                    }
-                    else
-                    {
-                        buffer.CopyTo(Memory.PageData(pfn).Slice(offset, bytes));
-                    }
-                }
-
-                if (_localMemory.Contains(pfn))
-                {
-                    localBytes += bytes;
+                    Memory.ReadPageData(pfn).Slice(offset, bytes).CopyTo(buffer);
                 }
                 else
                 {
-                    remoteBytes += bytes;
+                    buffer.CopyTo(Memory.PageData(pfn).Slice(offset, bytes));
                 }
-
-                done += (ulong)bytes;
             }
 
-            // An access that moved no byte (it stopped at its first page) charges nothing: read the clock instead of
-            // an atomic add of 0.
-            long cost = Costs.AccessTime(localBytes, remoteBytes);
-            long now = cost == 0 ? VirtualClock.Now : VirtualClock.Advance(cost);
-
-            // The gate is held: the space's counters need no atomics.
-            SimAccessCounters counters = own.AccessCounters;
-            counters.Accesses++;
-            counters.BytesAccessed += (long)done;
-            if (stopped)
+            if (_localMemory.Contains(pfn))
             {
-                counters.AccessesStopped++;
-                if (replayable)
-                {
-                    _faults.Push(new DeviceFault(space, faultAddress, kind, engine, now));
-                }
+                localBytes += bytes;
             }
+            else
+            {
+                remoteBytes += bytes;
+            }
+
+            done += (ulong)bytes;
+        }
+
+        cost = done == 0 ? 0 : Costs.AccessTime(localBytes, remoteBytes);
+
+        // The gate is held: the space's counters need no atomics.
+        SimAccessCounters counters = own.AccessCounters;
+        counters.Accesses++;
+        counters.BytesAccessed += (long)done;
+        if (stopped)
+        {
+            counters.AccessesStopped++;
         }
 
         return new DeviceAccessResult(done, faultAddress, !stopped);

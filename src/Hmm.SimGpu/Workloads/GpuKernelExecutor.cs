@@ -13,7 +13,8 @@ namespace Hmm.SimGpu;
 /// go on; when a batch's worth of faults is pending, or every working warp is stalled, the driver services a
 /// batch and the stalled warps retry. Several warps faulting on one page before a service put duplicate records in
 /// one batch, which the device merges; a warp whose page is still missing after a service faults again.
-/// Single-threaded and deterministic.
+/// Single-threaded and deterministic. The accesses between two services are one <see cref="SimAccessRun"/>: the
+/// same effects as a <see cref="SimulatedGpu.Access"/> each, without an atomic each.
 /// </summary>
 /// <remarks>
 /// A warp is given an item's accesses all at once when it takes the item: from the workload (a run), or from the
@@ -29,8 +30,8 @@ internal sealed class GpuKernelExecutor
 
     private const int MaxAccesses = ReplaySource.MaxAccessesPerItem;
 
-    private readonly IDeviceBackend _device;
-    private readonly IDeviceAddressSpace _space;
+    private readonly SimulatedGpu _device;
+    private readonly SimAccessRun _run;
     private readonly FaultServicingDriver _driver;
     private readonly TraceEmitter _trace;
     private readonly ushort _deviceIndex;
@@ -55,11 +56,11 @@ internal sealed class GpuKernelExecutor
     private int _servicesWithoutProgress;
 
     public GpuKernelExecutor(
-        IDeviceBackend device, IDeviceAddressSpace space, FaultServicingDriver driver, TraceEmitter trace, int deviceIndex,
+        SimulatedGpu device, SimAddressSpace space, FaultServicingDriver driver, TraceEmitter trace, int deviceIndex,
         Workload workload, ReplaySource? replay, PageSet touched, ulong bufferAddress, SimulationOptions options)
     {
         _device = device;
-        _space = space;
+        _run = device.CreateAccessRun(space);
         _driver = driver;
         _trace = trace;
         _deviceIndex = (ushort)deviceIndex;
@@ -113,6 +114,18 @@ internal sealed class GpuKernelExecutor
     /// <summary>Gives every warp that is not stalled one access, servicing batches as they fill.</summary>
     public void RunRound()
     {
+        try
+        {
+            RunWarps();
+        }
+        finally
+        {
+            _run.End();
+        }
+    }
+
+    private void RunWarps()
+    {
         for (int w = 0; w < _warps.Length; w++)
         {
             ref Warp warp = ref _warps[w];
@@ -121,16 +134,20 @@ internal sealed class GpuKernelExecutor
                 continue;
             }
 
+            if (!_run.IsOpen)
+            {
+                _run.Begin();
+            }
+
             ref WorkAccess access = ref _accesses[(w * MaxAccesses) + warp.Step];
             Span<byte> scratch = _scratch is null ? default : _scratch.AsSpan(w * _scratchPerWarp, _scratchPerWarp);
             Span<byte> data = scratch.IsEmpty ? default : scratch.Slice(access.ScratchOffset, access.Length);
-            DeviceAccessResult result = _device.Access(
-                _space, access.Address, (ulong)access.Length, access.Kind, data, w / _warpsPerEngine, replayable: true);
+            DeviceAccessResult result = _run.Access(access.Address, (ulong)access.Length, access.Kind, data, w / _warpsPerEngine);
             if (!result.Completed)
             {
                 warp.Stalled = true;
                 _stalled++;
-                if (_device.Faults.Pending >= _batchSize)
+                if (_run.PendingFaults >= _batchSize)
                 {
                     Service();
                 }
@@ -190,7 +207,7 @@ internal sealed class GpuKernelExecutor
 
         if (_trace.IsEnabled)
         {
-            long now = _trace.VirtualNow;
+            long now = _run.IsOpen ? _run.Now : _trace.VirtualNow;
             for (int a = 0; a < count; a++)
             {
                 _trace.Emit(TraceEvent.DeviceAccess(
@@ -256,9 +273,10 @@ internal sealed class GpuKernelExecutor
         return count;
     }
 
-    /// <summary>The driver services one batch; then every stalled warp may retry.</summary>
+    /// <summary>Ends the access run; the driver services one batch; then every stalled warp may retry.</summary>
     private void Service()
     {
+        _run.End();
         if (++_servicesWithoutProgress > LivelockServices)
         {
             throw new KernelBugException($"{_device.Name}: {LivelockServices} fault batches serviced without any warp making progress; the device memory is too small for the warps in flight.");

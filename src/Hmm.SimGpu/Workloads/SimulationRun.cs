@@ -89,7 +89,7 @@ internal sealed class SimulationRun : IDisposable
                 _gpus[d] = new SimulatedGpu(_memory, $"gpu{d}", gpuOptions, _clock);
                 _drivers[d] = new FaultServicingDriver(_gpus[d], replayOptions?.ResidencyPolicy?.Invoke(d));
                 _spaces[d] = _drivers[d].Attach(_mm);
-                _executors[d] = new GpuKernelExecutor(_gpus[d], _spaces[d].Space, _drivers[d], _memory.Trace, d, _workload, replay, _touched, _buffer, options);
+                _executors[d] = new GpuKernelExecutor(_gpus[d], (SimAddressSpace)_spaces[d].Space, _drivers[d], _memory.Trace, d, _workload, replay, _touched, _buffer, options);
             }
         }
         catch

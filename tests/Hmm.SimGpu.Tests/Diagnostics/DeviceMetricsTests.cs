@@ -113,6 +113,31 @@ public sealed class DeviceMetricsTests
     }
 
     [Fact]
+    public void AnAccessRunRecordsItsFaultsAndDropsWhenItEnds()
+    {
+        PhysicalMemory machine = NewMachine();
+        (SimulatedGpu gpu, _) = NewGpu(machine, options: new SimGpuOptions { MemoryBytes = 8 * MiB, FaultBufferEntries = 2, FaultBatchSize = 2 });
+        SimAccessRun run = gpu.CreateAccessRun((SimAddressSpace)gpu.CreateAddressSpace("vm"));
+        using var metrics = new MetricsRecorder();
+
+        run.Begin();
+        for (ulong i = 0; i < 3; i++)
+        {
+            run.Access(DeviceVa + (i * Page), 1, DeviceAccessKind.Write, default, engine: 0).Completed.Should().BeFalse();
+        }
+
+        run.Access(DeviceVa, 1, DeviceAccessKind.Read, default, engine: 0).Completed.Should().BeFalse();
+        metrics.Sum("hmm.device.faults").Should().Be(0, "a listener is not called under the run's locks");
+        run.End();
+
+        metrics.Sum("hmm.device.faults", ("hmm.fault.access", "write")).Should().Be(3);
+        metrics.Sum("hmm.device.faults", ("hmm.fault.access", "read")).Should().Be(1);
+        metrics.Sum("hmm.device.fault.dropped").Should().Be(2);
+        gpu.Statistics.FaultBufferOverflows.Should().Be(2);
+        gpu.Statistics.FaultsRaised.Should().Be(4);
+    }
+
+    [Fact]
     public void AnEvictionCountsItsVictimBlockAndItsPagesAsEvictionMigrations()
     {
         using var kit = new FaultServicingKit(deviceBytes: 4L << 20);   // two blocks of device memory, three of data
