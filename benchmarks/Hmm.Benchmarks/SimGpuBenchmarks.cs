@@ -9,7 +9,9 @@ namespace Hmm.Benchmarks;
 /// timing-only and with its bytes, against a plain loop over an equal array of 512 entries; and a fault batch:
 /// 256 fault records pushed (4 per page, so 192 duplicates) and fetched with duplicate merging. Figures are per
 /// page and per fault; both must allocate nothing. The scale run's common cases, per access: a 512-byte warp access
-/// inside a mapped page, and one to an unmapped page that stops and records a replayable fault.
+/// inside a mapped page, and one to an unmapped page that stops and records a replayable fault; each also made as
+/// hmmsim's kernel executor makes it, inside one <see cref="SimAccessRun"/> (the space and the fault buffer held, the
+/// clock charged once).
 /// </summary>
 [MemoryDiagnoser]
 [BenchmarkCategory("SimGpu")]
@@ -24,6 +26,7 @@ public class SimGpuBenchmarks
     private SimulatedGpu _gpu = null!;
     private IDeviceAddressSpace _space = null!;
     private SimFaultBuffer _faultBuffer = null!;
+    private SimAccessRun _run = null!;
     private DeviceFault[] _records = null!;
     private DeviceFault[] _batch = null!;
     private ulong[] _entries = null!;
@@ -55,6 +58,7 @@ public class SimGpuBenchmarks
         }
 
         _faultBuffer = (SimFaultBuffer)_gpu.Faults;
+        _run = _gpu.CreateAccessRun((SimAddressSpace)_space);
         _records = new DeviceFault[Faults];
         for (int i = 0; i < Faults; i++)
         {
@@ -108,6 +112,47 @@ public class SimGpuBenchmarks
         for (int i = 0; i < Faults; i++)
         {
             _gpu.Access(_space, Unmapped + ((ulong)(i % (Faults / 4)) * PageSize.Bytes), WarpBytes, DeviceAccessKind.Read, default, i % 8, replayable: true);
+        }
+
+        return _faultBuffer.FetchBatch(_batch).Count;
+    }
+
+    /// <summary>As <see cref="SubPageAccesses"/>, in one access run, per access.</summary>
+    [Benchmark(OperationsPerInvoke = Pages)]
+    public ulong SubPageAccessesInOneRun()
+    {
+        ulong done = 0;
+        _run.Begin();
+        try
+        {
+            for (int i = 0; i < Pages; i++)
+            {
+                done += _run.Access(Va + ((ulong)i * PageSize.Bytes), WarpBytes, DeviceAccessKind.Read, default, 0).BytesDone;
+            }
+        }
+        finally
+        {
+            _run.End();
+        }
+
+        return done;
+    }
+
+    /// <summary>As <see cref="FaultingSubPageAccesses"/>, the accesses in one access run, per access.</summary>
+    [Benchmark(OperationsPerInvoke = Faults)]
+    public int FaultingSubPageAccessesInOneRun()
+    {
+        _run.Begin();
+        try
+        {
+            for (int i = 0; i < Faults; i++)
+            {
+                _run.Access(Unmapped + ((ulong)(i % (Faults / 4)) * PageSize.Bytes), WarpBytes, DeviceAccessKind.Read, default, i % 8);
+            }
+        }
+        finally
+        {
+            _run.End();
         }
 
         return _faultBuffer.FetchBatch(_batch).Count;

@@ -89,9 +89,10 @@ public sealed partial class Mm
         var backoff = default(SpinWait);
         for (int attempt = 0; attempt < MaxFaultRetries; attempt++)
         {
-            if (attempt > 0)
+            if (attempt > 1)
             {
-                // A retry can be waiting for another thread's next step (a migrator between unlocking a page and
+                // The first retry is the usual one (the access after a migrate_to_ram or a migration wait). A later
+                // one can be waiting for another thread's next step (a migrator between unlocking a page and
                 // putting its reference): spin briefly, then yield and sleep, so that thread gets the core.
                 backoff.SpinOnce();
             }
