@@ -30,6 +30,11 @@ internal sealed class SimAccessRun
     private long _uncharged;
     private bool _open;
 
+    // The last local-only access size and its time: warps repeat one access size, and the division that costs an
+    // access was a fifth of the executor's own time.
+    private long _memoBytes = -1;
+    private long _memoTime;
+
     internal SimAccessRun(SimulatedGpu gpu, SimAddressSpace space, SimFaultBuffer faults)
     {
         _gpu = gpu;
@@ -62,8 +67,12 @@ internal sealed class SimAccessRun
     public DeviceAccessResult Access(ulong address, ulong length, DeviceAccessKind kind, Span<byte> data, int engine)
     {
         Debug.Assert(_open, "an access outside a run");
-        DeviceAccessResult result = _gpu.AccessLocked(_space, address, length, kind, data, out long cost);
-        _uncharged += cost;
+        DeviceAccessResult result = _gpu.AccessLocked(_space, address, length, kind, data, out long localBytes, out long remoteBytes);
+        if (result.BytesDone != 0)
+        {
+            _uncharged += AccessTime(localBytes, remoteBytes);
+        }
+
         if (!result.Completed)
         {
             SimFaultBuffer.PushOutcome outcome = _faults.PushLocked(new DeviceFault(_space, result.FaultAddress, kind, engine, Now));
@@ -76,6 +85,22 @@ internal sealed class SimAccessRun
         }
 
         return result;
+    }
+
+    private long AccessTime(long localBytes, long remoteBytes)
+    {
+        if (remoteBytes != 0)
+        {
+            return _gpu.Costs.AccessTime(localBytes, remoteBytes);
+        }
+
+        if (localBytes != _memoBytes)
+        {
+            _memoTime = _gpu.Costs.AccessTime(localBytes, 0);
+            _memoBytes = localBytes;
+        }
+
+        return _memoTime;
     }
 
     /// <summary>Charges the run's time to the clock, leaves the locks, then records the metrics and logs an overflow.</summary>

@@ -5,8 +5,9 @@ namespace Hmm.SimGpu;
 /// <summary>
 /// The live counters behind <see cref="SimGpuStatistics"/>: plain longs updated with Interlocked, so counting never
 /// takes a lock, except the ones written under a lock their writer already holds: the device-access counters, which
-/// each address space keeps under its gate (<see cref="SimAccessCounters"/>) and <see cref="Snapshot"/> sums, and
-/// <see cref="FaultsRaised"/> and <see cref="FaultBufferOverflows"/>, under the fault buffer's lock.
+/// each address space keeps under its gate (<see cref="SimAccessCounters"/>) and <see cref="Snapshot"/> sums,
+/// <see cref="FaultsRaised"/> and <see cref="FaultBufferOverflows"/>, under the fault buffer's lock, and the copy
+/// counters (pages and bytes copied, <see cref="CopyBatches"/>, <see cref="Transfers"/>), under the copy engine's.
 /// </summary>
 internal sealed class SimGpuCounters
 {

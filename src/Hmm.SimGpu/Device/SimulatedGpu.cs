@@ -151,11 +151,11 @@ public sealed class SimulatedGpu : IDeviceBackend
 
         using (own.Gate.Enter())
         {
-            DeviceAccessResult result = AccessLocked(own, address, length, kind, data, out long cost);
+            DeviceAccessResult result = AccessLocked(own, address, length, kind, data, out long localBytes, out long remoteBytes);
 
             // An access that moved no byte (it stopped at its first page) charges nothing: read the clock instead of
             // an atomic add of 0.
-            long now = cost == 0 ? VirtualClock.Now : VirtualClock.Advance(cost);
+            long now = result.BytesDone == 0 ? VirtualClock.Now : VirtualClock.Advance(Costs.AccessTime(localBytes, remoteBytes));
             if (!result.Completed && replayable)
             {
                 _faults.Push(new DeviceFault(space, result.FaultAddress, kind, engine, now));
@@ -171,9 +171,11 @@ public sealed class SimulatedGpu : IDeviceBackend
     /// <summary>
     /// The body of an access, under <paramref name="own"/>'s gate, which the caller holds: walks the pages until one
     /// lacks the permission <paramref name="kind"/> needs, moves the bytes, counts the access, and returns what it
-    /// did and its <paramref name="cost"/> on the clock, which the caller charges (and a fault, which it raises).
+    /// did and the bytes it moved in local and in remote memory, whose time (<see cref="SimGpuCostModel.AccessTime"/>)
+    /// the caller charges (and a fault, which it raises).
     /// </summary>
-    internal DeviceAccessResult AccessLocked(SimAddressSpace own, ulong address, ulong length, DeviceAccessKind kind, Span<byte> data, out long cost)
+    internal DeviceAccessResult AccessLocked(
+        SimAddressSpace own, ulong address, ulong length, DeviceAccessKind kind, Span<byte> data, out long localBytes, out long remoteBytes)
     {
         DevicePteFlags needed = kind switch
         {
@@ -183,8 +185,8 @@ public sealed class SimulatedGpu : IDeviceBackend
         };
 
         ulong done = 0;
-        long localBytes = 0;
-        long remoteBytes = 0;
+        localBytes = 0;
+        remoteBytes = 0;
         bool stopped = false;
         ulong faultAddress = 0;
         while (done < length)
@@ -225,8 +227,6 @@ public sealed class SimulatedGpu : IDeviceBackend
 
             done += (ulong)bytes;
         }
-
-        cost = done == 0 ? 0 : Costs.AccessTime(localBytes, remoteBytes);
 
         // The gate is held: the space's counters need no atomics.
         SimAccessCounters counters = own.AccessCounters;

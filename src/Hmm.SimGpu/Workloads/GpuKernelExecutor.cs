@@ -39,9 +39,9 @@ internal sealed class GpuKernelExecutor
     private readonly ReplaySource? _replay;
     private readonly PageSet _touched;
     private readonly ulong _bufferAddress;
-    private readonly int _warpsPerEngine;
     private readonly int _batchSize;
     private readonly Warp[] _warps;
+    private readonly int[] _engineOf;   // by warp: an integer division per access showed in the profile
     private readonly WorkAccess[] _accesses;
     private readonly TraceEvent[] _recorded = new TraceEvent[MaxAccesses];
     private readonly byte[]? _scratch;
@@ -68,9 +68,14 @@ internal sealed class GpuKernelExecutor
         _replay = replay;
         _touched = touched;
         _bufferAddress = bufferAddress;
-        _warpsPerEngine = options.WarpsPerEngine;
         _batchSize = options.BatchSize;
         _warps = new Warp[options.Engines * options.WarpsPerEngine];
+        _engineOf = new int[_warps.Length];
+        for (int w = 0; w < _warps.Length; w++)
+        {
+            _engineOf[w] = w / options.WarpsPerEngine;
+        }
+
         _accesses = new WorkAccess[_warps.Length * MaxAccesses];
         _scratchPerWarp = (workload.ReadsPerItem + 1) * PageBytes;
         _scratch = options.MetadataOnly ? null : new byte[_warps.Length * _scratchPerWarp];
@@ -142,7 +147,7 @@ internal sealed class GpuKernelExecutor
             ref WorkAccess access = ref _accesses[(w * MaxAccesses) + warp.Step];
             Span<byte> scratch = _scratch is null ? default : _scratch.AsSpan(w * _scratchPerWarp, _scratchPerWarp);
             Span<byte> data = scratch.IsEmpty ? default : scratch.Slice(access.ScratchOffset, access.Length);
-            DeviceAccessResult result = _run.Access(access.Address, (ulong)access.Length, access.Kind, data, w / _warpsPerEngine);
+            DeviceAccessResult result = _run.Access(access.Address, (ulong)access.Length, access.Kind, data, _engineOf[w]);
             if (!result.Completed)
             {
                 warp.Stalled = true;
