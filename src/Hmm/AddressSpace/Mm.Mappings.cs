@@ -299,6 +299,7 @@ public sealed partial class Mm
     internal void ZapRangeUnsynchronized(Vma vma, ulong start, ulong end)
     {
         Span<ulong> released = stackalloc ulong[PageTable.EntriesPerTable];
+        var freed = new RamFreeBatch(Memory, stackalloc ulong[64]);   // the RAM pages freed, to the allocator in one lock each 64
         ulong address = start;
         while (address < end)
         {
@@ -337,9 +338,16 @@ public sealed partial class Mm
                 }
             }
 
-            for (int i = 0; i < count; i++)
+            try
             {
-                Memory.PutPage(new Pfn(released[i]));
+                for (int i = 0; i < count; i++)
+                {
+                    Memory.PutPageBatched(new Pfn(released[i]), ref freed);
+                }
+            }
+            finally
+            {
+                freed.Flush();
             }
         }
     }
