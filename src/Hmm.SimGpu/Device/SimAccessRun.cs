@@ -16,8 +16,9 @@ namespace Hmm.SimGpu;
 /// advances the clock's final value is the same (additions commute); only the stamps may order differently.</para>
 /// <para>Concurrency model: one thread, between <see cref="Begin"/> and <see cref="End"/> (always in a
 /// <c>finally</c>); the space's other users (a TLB invalidation, a map) and the buffer's (a fetch, another space's
-/// fault) wait for the run's end, so a run must not call the driver. Lock order as everywhere: the gate, then the
-/// buffer's lock.</para>
+/// fault) wait for the run's end, so a run must not call the driver or the core. The executor does its own
+/// bookkeeping inside a run (a warp's next work item, from the workload or from a replay's buffered stream), which
+/// takes no lock of the device's. Lock order as everywhere: the gate, then the buffer's lock.</para>
 /// </remarks>
 internal sealed class SimAccessRun
 {
