@@ -8,8 +8,9 @@ namespace Hmm.SimGpu;
 /// </summary>
 /// <remarks>
 /// Concurrency model: <see cref="Gate"/> guards the table. It is held by every member and by
-/// <see cref="SimulatedGpu.Access"/> for the whole access (or a <see cref="SimAccessRun"/> for its whole run), so <see cref="InvalidateTlb"/>, which takes it, returns only
-/// after every access that could have used an old entry has finished. Lock order: the gate, then the fault buffer's
+/// <see cref="SimulatedGpu.Access"/> for the whole access (or by a <see cref="SimAccessRun"/> for its whole run), so
+/// <see cref="InvalidateTlb"/>, which takes it, returns only after every access that could have used an old entry
+/// has finished. Lock order: the gate, then the fault buffer's
 /// lock (an access raising a fault). No core call that takes a lock is made under the gate.
 /// </remarks>
 internal sealed class SimAddressSpace : IDeviceAddressSpace

@@ -6,8 +6,8 @@ namespace Hmm.SimGpu;
 
 /// <summary>
 /// Runs a kernel's work items on one device: engines x warps, each warp one item at a time, one access per turn
-/// through <see cref="IDeviceBackend.Access"/> with replayable faults. A work item is a sub-page slice of a row
-/// (<see cref="SimulationOptions.BytesPerItem"/> bytes of its output page, and the matching words of its input
+/// with the effects of <see cref="IDeviceBackend.Access"/> with replayable faults. A work item is a sub-page slice
+/// of a row (<see cref="SimulationOptions.BytesPerItem"/> bytes of its output page, and the matching words of its input
 /// pages); items are dealt to the warps round-robin in order, so the warps next to each other work on the same
 /// pages, as on a real GPU. A warp that misses stalls with its fault in the device's buffer while the other warps
 /// go on; when a batch's worth of faults is pending, or every working warp is stalled, the driver services a
