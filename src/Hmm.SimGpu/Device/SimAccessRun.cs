@@ -123,10 +123,11 @@ internal sealed class SimAccessRun
         _space.Gate.Release();
         for (int kind = 0; kind < _raised.Length; kind++)
         {
-            SimGpuMetrics.RecordFaults((DeviceAccessKind)kind, _raised[kind], kind == 0 ? _dropped : 0);
+            SimGpuMetrics.RecordFaults((DeviceAccessKind)kind, _raised[kind]);
             _raised[kind] = 0;
         }
 
+        SimGpuMetrics.RecordDropped(_dropped);
         _dropped = 0;
         if (_logOverflow)
         {

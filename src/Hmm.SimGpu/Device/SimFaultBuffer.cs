@@ -63,7 +63,8 @@ internal sealed class SimFaultBuffer : IFaultSource
         }
 
         // Recorded outside the lock: a listener's callback must not run under it.
-        SimGpuMetrics.RecordFaults(fault.Access, 1, outcome == PushOutcome.Queued ? 0 : 1);
+        SimGpuMetrics.RecordFaults(fault.Access, 1);
+        SimGpuMetrics.RecordDropped(outcome == PushOutcome.Queued ? 0 : 1);
         if (outcome == PushOutcome.DroppedFirst)
         {
             LogOverflow();

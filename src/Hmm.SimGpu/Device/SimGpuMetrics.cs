@@ -22,14 +22,18 @@ internal static class SimGpuMetrics
     private static readonly KeyValuePair<string, object?>[] s_access =
         [new("hmm.fault.access", "read"), new("hmm.fault.access", "write"), new("hmm.fault.access", "atomic")];
 
-    /// <summary>Counts <paramref name="raised"/> faults of one access kind, <paramref name="dropped"/> of them dropped because the buffer had no room.</summary>
-    internal static void RecordFaults(DeviceAccessKind access, long raised, long dropped)
+    /// <summary>Counts <paramref name="raised"/> faults of one access kind raised into the buffer (dropped ones included).</summary>
+    internal static void RecordFaults(DeviceAccessKind access, long raised)
     {
         if (raised > 0 && Faults.Enabled)
         {
             Faults.Add(raised, s_access[(uint)access < (uint)s_access.Length ? (int)access : 0]);
         }
+    }
 
+    /// <summary>Counts <paramref name="dropped"/> faults the buffer had no room for.</summary>
+    internal static void RecordDropped(long dropped)
+    {
         if (dropped > 0)
         {
             FaultsDropped.Add(dropped);
